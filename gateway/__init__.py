@@ -1,0 +1,36 @@
+"""An OpenAI-compatible images API served by Google's Gemini image models."""
+import logging
+
+from flask import Flask
+
+from .catalog import resolve_model
+from .config import ConfigError, Settings
+from .errors import InvalidRequest, register_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings=None):
+    settings = settings or Settings.from_env()
+    try:
+        resolve_model("auto", settings.default_model)
+    except InvalidRequest:
+        raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.api_keys:
+        log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
+    if not settings.gemini_api_key:
+        log.warning("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set: Gemini requests will get 503")
+
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False
+    register_error_handlers(app)
+
+    from .health import bp as health_bp
+    from .images.generations import bp as generations_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(generations_bp)
+    return app

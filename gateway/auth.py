@@ -1,0 +1,37 @@
+"""The client key check (DESIGN.md section 2)."""
+import hmac
+from functools import wraps
+
+from flask import current_app, request
+
+from .errors import GatewayError
+
+
+def presented_key():
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def key_is_valid(key, keys):
+    """Compare against every configured key in constant time, without stopping early."""
+    matches = [hmac.compare_digest(key.encode(), known.encode()) for known in keys]
+    return any(matches)
+
+
+def require_api_key(view):
+    @wraps(view)
+    def checked(*args, **kwargs):
+        keys = current_app.config["SETTINGS"].api_keys
+        key = presented_key()
+        if not keys:
+            raise GatewayError(401, "Unauthorized: this gateway has no client keys configured (GATEWAY_API_KEYS).")
+        if not key:
+            raise GatewayError(401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+        if not key_is_valid(key, keys):
+            raise GatewayError(401, "Unauthorized: the API key is not valid.")
+        return view(*args, **kwargs)
+
+    return checked

@@ -1,0 +1,66 @@
+"""The models the gateway serves, as data (DESIGN.md section 3)."""
+from dataclasses import dataclass
+
+from .errors import InvalidRequest
+
+TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    provider: str
+    upstream_id: str
+    aliases: tuple
+    aspect_ratios: tuple
+    image_sizes: tuple  # resolution tiers sent as imageConfig.imageSize; () = never sent
+    max_input_images: int
+    transparent_background: bool = False
+
+
+MODELS = (
+    Model(
+        id="gemini-2.5-flash-image",
+        provider="gemini",
+        upstream_id="gemini-2.5-flash-image",
+        aliases=("gemini-2.5-flash-image-preview", "nano-banana"),
+        aspect_ratios=TEN_RATIOS,
+        image_sizes=(),
+        max_input_images=3,
+    ),
+    Model(
+        id="gemini-3-pro-image",
+        provider="gemini",
+        upstream_id="gemini-3-pro-image",
+        aliases=("gemini-3-pro-image-preview", "nano-banana-pro"),
+        aspect_ratios=TEN_RATIOS,
+        image_sizes=("1K", "2K", "4K"),
+        max_input_images=14,
+    ),
+    Model(
+        id="gemini-3.1-flash-image",
+        provider="gemini",
+        upstream_id="gemini-3.1-flash-image",
+        aliases=("gemini-3.1-flash-image-preview", "nano-banana-2"),
+        aspect_ratios=TEN_RATIOS + ("1:4", "4:1", "1:8", "8:1"),
+        image_sizes=("1K", "2K", "4K"),
+        max_input_images=14,
+    ),
+)
+
+_BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
+
+
+def resolve_model(name, default_model):
+    """The catalog entry for a client's model name; `auto` (or none) means the default."""
+    requested = name or "auto"
+    model = _BY_NAME.get(default_model if requested == "auto" else requested)
+    if model is None:
+        supported = ", ".join(["auto"] + [m.id for m in MODELS])
+        raise InvalidRequest(f"Invalid request parameters: model: unknown model {requested!r}; supported models: {supported}")
+    return model
+
+
+def upstream_id(model, overrides):
+    """The id sent upstream; operators can point a model at a new Google id without a release."""
+    return overrides.get(model.id, model.upstream_id)

@@ -1,0 +1,71 @@
+"""Settings read once from the environment (DESIGN.md section 1)."""
+import os
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting in the environment cannot be used; the message names it."""
+
+
+def _csv(value):
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _number(environ, name, default, kind, minimum):
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _model_overrides(value):
+    """`GATEWAY_UPSTREAM_MODELS=gemini-3-pro-image=gemini-3-pro-image-preview,...`"""
+    overrides = {}
+    for item in _csv(value):
+        name, sep, upstream = item.partition("=")
+        if not sep or not name.strip() or not upstream.strip():
+            raise ConfigError(f"GATEWAY_UPSTREAM_MODELS entries must look like model=upstream-id, got {item!r}")
+        overrides[name.strip()] = upstream.strip()
+    return overrides
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_keys: tuple = ()
+    gemini_api_key: str = ""
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    default_model: str = "gemini-3-pro-image"
+    upstream_models: dict = field(default_factory=dict)
+    upstream_timeout: float = 180.0
+    upstream_connect_timeout: float = 10.0
+    upstream_max_retries: int = 2
+    upstream_retry_base_delay: float = 1.0
+    max_content_length: int = 52428800
+    image_fetch_max_bytes: int = 20971520
+    image_fetch_allow_hosts: tuple = ()
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, environ=None):
+        env = os.environ if environ is None else environ
+        return cls(
+            api_keys=_csv(env.get("GATEWAY_API_KEYS")),
+            gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
+            gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
+            default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
+            upstream_models=_model_overrides(env.get("GATEWAY_UPSTREAM_MODELS")),
+            upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
+            upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
+            upstream_retry_base_delay=_number(
+                env, "UPSTREAM_RETRY_BASE_DELAY", cls.upstream_retry_base_delay, float, 0),
+            max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
+            image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
+            image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
+            port=_number(env, "PORT", cls.port, int, 1),
+        )

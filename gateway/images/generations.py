@@ -1,0 +1,17 @@
+"""POST /v1/images/generations"""
+from flask import Blueprint, current_app
+
+from ..auth import require_api_key
+from ..imaging import create_images
+from . import image_response, json_body
+from .schemas import GenerationSchema, load
+
+bp = Blueprint("generations", __name__)
+
+
+@bp.post("/v1/images/generations")
+@require_api_key
+def create_generation():
+    """Create images from a text prompt."""
+    params = load(GenerationSchema(), json_body())
+    return image_response(create_images(params, current_app.config["SETTINGS"]))

@@ -1,0 +1,87 @@
+"""Request schemas: every field an OpenAI images client may send, validated by name."""
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+
+from ..errors import InvalidRequest
+
+SIZE = validate.Regexp(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
+                       error="must be 'auto' or WIDTHxHEIGHT in pixels, like '1024x1024'")
+ASPECT_RATIO = validate.Regexp(r"^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$", error="must be W:H, like '16:9'")
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses booleans, floats and numeric strings."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def one_of(*choices):
+    return validate.OneOf(choices, error="must be one of: " + ", ".join(choices))
+
+
+def not_blank(value):
+    if not value.strip():
+        raise ValidationError("must not be empty")
+
+
+class ImageRequestSchema(Schema):
+    """The fields both endpoints share."""
+
+    class Meta:
+        unknown = RAISE
+
+    prompt = fields.String(required=True, validate=[validate.Length(max=32000), not_blank],
+                           error_messages={"required": "Required"})
+    model = fields.String(load_default="auto")
+    n = StrictInteger(load_default=1, validate=validate.Range(min=1, max=10, error="must be between 1 and 10"))
+    size = fields.String(validate=SIZE)
+    aspect_ratio = fields.String(validate=ASPECT_RATIO)
+    response_format = fields.String(validate=validate.OneOf(
+        ["b64_json"], error="only 'b64_json' is supported; this gateway does not host images at URLs"))
+    output_format = fields.String(load_default="png", validate=one_of("png", "jpeg", "webp"))
+    output_compression = StrictInteger(validate=validate.Range(min=0, max=100, error="must be between 0 and 100"))
+    background = fields.String(validate=one_of("auto", "opaque", "transparent"))
+    user = fields.String()
+    moderation = fields.String(validate=one_of("auto", "low"))
+    stream = fields.Boolean(validate=validate.Equal(False, error="streaming is not supported yet; omit it or send false"))
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        """A JSON null means 'not given', as it does for the OpenAI API."""
+        return {key: value for key, value in data.items() if value is not None} if isinstance(data, dict) else data
+
+
+class GenerationSchema(ImageRequestSchema):
+    quality = fields.String(validate=one_of("standard", "hd", "low", "medium", "high", "auto"))
+    style = fields.String(validate=one_of("vivid", "natural"))
+
+
+def _field_name(prefix, key):
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _flatten(messages, prefix=""):
+    """marshmallow's nested messages as 'images[0].image_url: reason' lines."""
+    for key, value in messages.items():
+        name = _field_name(prefix, key)
+        if isinstance(value, dict):
+            yield from _flatten(value, name)
+        else:
+            yield f"{name}: {' '.join(str(v).rstrip('.') for v in value)}"
+
+
+def load(schema, data):
+    """Validated parameters, or a 400 naming every field that is wrong."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("Invalid JSON in request body: expected a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        raise InvalidRequest("Invalid request parameters: " + "; ".join(sorted(_flatten(error.messages)))) from None

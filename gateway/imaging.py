@@ -1,0 +1,148 @@
+"""The work behind both endpoints: map OpenAI parameters to the model, fan out `n` upstream
+calls, collect the images and re-encode them (DESIGN.md sections 4 and 8)."""
+import base64
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import media
+from .catalog import resolve_model, upstream_id
+from .errors import GatewayError, InvalidRequest, UpstreamError
+from .providers.gemini import GeminiProvider, Usage
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"gemini": GeminiProvider}
+STYLE_SENTENCES = {
+    "vivid": "Render it in a vivid style: hyper-real and dramatic, with rich, saturated colour.",
+    "natural": "Render it in a natural style: realistic and true to life, with no exaggeration.",
+}
+HIGH_QUALITY = {"hd", "high"}
+TIERS = ("1K", "2K", "4K")
+
+
+@dataclass
+class ImageResult:
+    body: dict
+    failed: int
+
+
+def _pair(text, separator):
+    width, height = text.split(separator)
+    return int(width), int(height)
+
+
+def nearest_aspect_ratio(width, height, ratios):
+    """The supported ratio closest to width:height on a log scale (ties go to the earlier one)."""
+    target = math.log(width / height)
+
+    def distance(ratio):
+        ratio_width, ratio_height = _pair(ratio, ":")
+        return abs(target - math.log(ratio_width / ratio_height))
+
+    return min(ratios, key=distance)
+
+
+def tier_for_long_edge(long_edge):
+    return "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K"
+
+
+def image_config_for(model, size=None, aspect_ratio=None, quality=None):
+    """`imageConfig` for this model from OpenAI's size / aspect_ratio / quality."""
+    pixels = _pair(size, "x") if size and size != "auto" else None
+    ratio = _pair(aspect_ratio, ":") if aspect_ratio else pixels
+    config = {}
+    if ratio:
+        config["aspectRatio"] = nearest_aspect_ratio(*ratio, model.aspect_ratios)
+    if model.image_sizes:
+        tier = tier_for_long_edge(max(pixels)) if pixels else None
+        if quality in HIGH_QUALITY and TIERS.index(tier or "1K") < TIERS.index("2K"):
+            tier = "2K"
+        if tier:
+            config["imageSize"] = tier
+    return config
+
+
+def prompt_for(params, instructions=()):
+    """The exact prompt text sent upstream: the client's prompt plus any instructions."""
+    sentences = [params["prompt"], *instructions]
+    if params.get("style"):
+        sentences.append(STYLE_SENTENCES[params["style"]])
+    return "\n\n".join(sentences)
+
+
+def provider_for(model, settings):
+    if model.provider == "gemini" and not settings.gemini_api_key:
+        raise GatewayError(503, "The Gemini provider is not configured: set GEMINI_API_KEY on the gateway.")
+    return PROVIDERS[model.provider](settings)
+
+
+def _fan_out(call, n):
+    """Run `call(i)` for i in range(n) in parallel; each outcome is a value or a GatewayError."""
+    def guarded(index):
+        try:
+            return call(index)
+        except GatewayError as error:
+            return error
+
+    if n == 1:
+        return [guarded(0)]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="upstream") as pool:
+        return list(pool.map(guarded, range(n)))
+
+
+def _finish(image, output_format, compression):
+    """Check an upstream image and re-encode it if asked; returns (bytes, (width, height))."""
+    try:
+        media.describe(image.data)
+        data = media.encode(image.data, output_format, compression)
+        return data, media.describe(data)[1]
+    except media.MediaError as error:
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
+
+
+def create_images(params, settings, inputs=(), instructions=()):
+    """Serve one generation or edit request; `inputs` are the edit's images, in order."""
+    model = resolve_model(params.get("model"), settings.default_model)
+    if params.get("background") == "transparent" and not model.transparent_background:
+        raise InvalidRequest(f"Invalid request parameters: background: 'transparent' is not supported "
+                             f"by {model.id}; use 'auto' or 'opaque'")
+    prompt = prompt_for(params, instructions)
+    image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
+    provider = provider_for(model, settings)
+    n = params.get("n", 1)
+    output_format = params.get("output_format", "png")
+    compression = params.get("output_compression")
+
+    def one_call(_):
+        generation = provider.generate(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
+        return generation, [_finish(image, output_format, compression) for image in generation.images]
+
+    outcomes = _fan_out(one_call, n)
+    failures = [o for o in outcomes if isinstance(o, GatewayError)]
+    successes = [o for o in outcomes if not isinstance(o, GatewayError)]
+    if not successes:
+        raise failures[0]
+    images = [(data, dims, generation.text or prompt)
+              for generation, finished in successes for data, dims in finished][:n]
+    usage = sum((generation.usage for generation, _ in successes), Usage())
+    log.info("images model=%s n=%d made=%d failed_calls=%d user=%s",
+             model.id, n, len(images), len(failures), params.get("user", "-"))
+    width, height = images[0][1]
+    return ImageResult(body={
+        "created": int(time.time()),
+        "data": [{"b64_json": base64.b64encode(data).decode("ascii"), "revised_prompt": revised}
+                 for data, _, revised in images],
+        "model": model.id,
+        "size": f"{width}x{height}",
+        "output_format": output_format,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "input_tokens_details": {"text_tokens": usage.input_text_tokens,
+                                     "image_tokens": usage.input_image_tokens},
+        },
+    }, failed=len(failures))

@@ -1,0 +1,1 @@
+"""Adapters that call upstream image models; none of them knows about Flask."""

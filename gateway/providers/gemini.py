@@ -1,0 +1,228 @@
+"""The Gemini Developer API adapter (DESIGN.md section 5): build the body, send it, parse it."""
+import base64
+import binascii
+import email.utils
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cache
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import NO_IMAGE_MESSAGE, UpstreamError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
+SAFETY_FINISH_REASONS = {
+    "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
+    "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION",
+}
+KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?i:key=)[^&\s\"']+")
+DEFAULT_RETRY_AFTER = 10
+
+
+@dataclass
+class InputImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass
+class Usage:
+    input_text_tokens: int = 0
+    input_image_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other):
+        return Usage(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
+
+
+@dataclass
+class Generation:
+    images: list
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 1
+
+
+@cache
+def shared_session():
+    """One pooled session per process (created lazily, so after gunicorn forks)."""
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    return session
+
+
+def scrub(text):
+    """Upstream text with anything that looks like a key removed."""
+    return KEY_LIKE.sub("[redacted]", text)
+
+
+def build_body(prompt, images=(), image_config=None):
+    parts = [{"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}}
+             for image in images]
+    parts.append({"text": prompt})
+    generation_config = {"responseModalities": ["TEXT", "IMAGE"]}
+    if image_config:
+        generation_config["imageConfig"] = dict(image_config)
+    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
+
+
+def parse_answer(payload):
+    """Images (thought parts skipped), the model's words and usage, or a typed error."""
+    if not isinstance(payload, dict):
+        raise UpstreamError(502, "The Gemini API returned a malformed response (not a JSON object).", retryable=True)
+    block_reason = (payload.get("promptFeedback") or {}).get("blockReason")
+    if block_reason:
+        raise UpstreamError(400, f"The prompt was blocked by Gemini's safety filters (blockReason: {block_reason}).")
+    candidates = payload.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    images, words = [], []
+    for part in parts:
+        if not isinstance(part, dict) or part.get("thought"):
+            continue
+        if "inlineData" in part:
+            images.append(_decode_image(part["inlineData"]))
+        elif isinstance(part.get("text"), str):
+            words.append(part["text"])
+    finish_reason = candidate.get("finishReason")
+    if not images and finish_reason in SAFETY_FINISH_REASONS:
+        raise UpstreamError(400, f"The image was withheld by Gemini's safety filters (finishReason: {finish_reason}).")
+    if not images:
+        raise UpstreamError(500, NO_IMAGE_MESSAGE)
+    return Generation(images=images, text="".join(words).strip(), usage=parse_usage(payload.get("usageMetadata")))
+
+
+def _decode_image(inline):
+    try:
+        data = base64.b64decode(inline["data"], validate=True)
+        mime_type = inline.get("mimeType") or "image/png"
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.", retryable=True) from None
+    if not data:
+        raise UpstreamError(502, "The Gemini API returned an empty image.", retryable=True)
+    return GeneratedImage(data=data, mime_type=mime_type)
+
+
+def parse_usage(metadata):
+    metadata = metadata if isinstance(metadata, dict) else {}
+    by_modality = {d.get("modality"): d.get("tokenCount", 0)
+                   for d in metadata.get("promptTokensDetails") or [] if isinstance(d, dict)}
+    input_tokens = metadata.get("promptTokenCount", 0)
+    output_tokens = metadata.get("candidatesTokenCount", 0) + metadata.get("thoughtsTokenCount", 0)
+    return Usage(
+        input_text_tokens=by_modality.get("TEXT", 0),
+        input_image_tokens=by_modality.get("IMAGE", 0),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=metadata.get("totalTokenCount", input_tokens + output_tokens),
+    )
+
+
+def _upstream_message(response):
+    try:
+        error = response.json().get("error") or {}
+        message, details = error.get("message") or "", error.get("details") or []
+    except (ValueError, AttributeError):
+        message, details = "", []
+    reasons = {d.get("reason") for d in details if isinstance(d, dict)}
+    return scrub(str(message)) or f"HTTP {response.status_code}", reasons
+
+
+def _retry_after(response):
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return int(value)
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0, int(parsed.timestamp() - time.time())) if parsed else None
+
+
+def error_for(response):
+    """The gateway error for a non-2xx upstream answer (DESIGN.md section 6)."""
+    status = response.status_code
+    message, reasons = _upstream_message(response)
+    if status in (401, 403) or "API_KEY_INVALID" in reasons:
+        return UpstreamError(502, f"The Gemini API refused the gateway's credentials (HTTP {status}); "
+                                  "the operator should check GEMINI_API_KEY.")
+    if status == 400:
+        return UpstreamError(400, message)
+    if status == 404:
+        return UpstreamError(502, f"The Gemini API does not serve this model (HTTP 404): {message}")
+    if status == 429:
+        retry_after = _retry_after(response)
+        return UpstreamError(429, f"The Gemini API rate limit was reached: {message}", retryable=True,
+                             retry_after=retry_after,
+                             headers={"Retry-After": str(retry_after if retry_after is not None else DEFAULT_RETRY_AFTER)})
+    return UpstreamError(502, f"The Gemini API failed (HTTP {status}): {message}",
+                         retryable=status in RETRYABLE_STATUSES)
+
+
+class GeminiProvider:
+    def __init__(self, settings, session=None):
+        self.api_key = settings.gemini_api_key
+        self.base_url = settings.gemini_base_url
+        self.timeout = settings.upstream_timeout
+        self.connect_timeout = settings.upstream_connect_timeout
+        self.max_retries = settings.upstream_max_retries
+        self.base_delay = settings.upstream_retry_base_delay
+        self.session = session or shared_session()
+
+    def generate(self, model_id, prompt, images=(), image_config=None):
+        body = build_body(prompt, images, image_config)
+        url = f"{self.base_url}/v1beta/models/{model_id}:generateContent"
+        deadline = time.monotonic() + self.timeout
+        for attempt in range(self.max_retries + 1):
+            try:
+                generation = parse_answer(self._post(url, body, deadline))
+                generation.attempts = attempt + 1
+                return generation
+            except UpstreamError as error:
+                delay = self._delay_before_retry(error, attempt, deadline)
+                if delay is None:
+                    raise
+                log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
+                            attempt + 1, model_id, error.status, delay)
+                time.sleep(delay)
+
+    def _post(self, url, body, deadline):
+        remaining = deadline - time.monotonic()
+        try:
+            response = self.session.post(
+                url, json=body, headers={"x-goog-api-key": self.api_key},
+                timeout=(min(self.connect_timeout, remaining), remaining))
+        except requests.exceptions.ConnectTimeout:
+            raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True) from None
+        except requests.exceptions.Timeout:
+            raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
+        except requests.exceptions.RequestException as error:
+            raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).", retryable=True) from None
+        if not response.ok:
+            raise error_for(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).", retryable=True) from None
+
+    def _delay_before_retry(self, error, attempt, deadline):
+        """Seconds to wait before the next attempt, or None when the error is final."""
+        if not error.retryable or attempt >= self.max_retries:
+            return None
+        backoff = self.base_delay * 2 ** attempt * random.uniform(0.5, 1.5)
+        delay = error.retry_after if error.retry_after is not None else backoff
+        if time.monotonic() + delay >= deadline:
+            return None
+        return delay
