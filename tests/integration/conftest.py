@@ -1,0 +1,105 @@
+"""Real processes on 127.0.0.1: the offline emulator, and the gateway under gunicorn with the
+production gunicorn.conf.py, pointed at the emulator."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_KEY = "integration-client-key"
+UPSTREAM_KEY = "integration-upstream-key"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url, process, log_path, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{Path(log_path).read_text()}")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up:\n{Path(log_path).read_text()}")
+
+
+def start(command, env, url, log_path):
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until_up(url, process, log_path)
+    return process
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "EMULATOR_API_KEY": UPSTREAM_KEY}
+    process = start([sys.executable, "-m", "emulator", "--port", str(port)], env, url + "/",
+                    tmp_path_factory.mktemp("logs") / "emulator.log")
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def gateway_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("logs") / "gateway.log"
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url, gateway_log):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "UPSTREAM_"))},
+        "GATEWAY_API_KEYS": CLIENT_KEY,
+        "GEMINI_API_KEY": UPSTREAM_KEY,
+        "GEMINI_BASE_URL": emulator_url,
+        "UPSTREAM_TIMEOUT": "20",
+        "UPSTREAM_RETRY_BASE_DELAY": "0.05",
+        "WEB_CONCURRENCY": "2",
+        "PORT": str(port),
+    }
+    command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
+               "--bind", f"127.0.0.1:{port}"]
+    process = start(command, env, url + "/health", gateway_log)
+    yield url
+    stop(process)
+
+
+@pytest.fixture
+def sdk(gateway_url):
+    """The real openai SDK pointed at the gateway (no SDK retries, so statuses are what we sent)."""
+    with openai.OpenAI(base_url=gateway_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def emulator_requests(emulator_url, since):
+    """What the emulator received after `since` (a time.time() value)."""
+    return [r for r in requests.get(emulator_url + "/emulator/requests", timeout=5).json() if r["at"] >= since]

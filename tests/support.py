@@ -1,0 +1,55 @@
+"""Test helpers: real image bytes, Gemini answers, and Google's published request schema."""
+import base64
+import io
+
+from PIL import Image
+
+GENERATE_URL = "https://gemini.test/v1beta/models/{model}:generateContent"
+
+
+def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_part(data=None, mime_type="image/png", thought=False):
+    part = {"inlineData": {"mimeType": mime_type,
+                           "data": base64.b64encode(data if data is not None else png_bytes()).decode()}}
+    if thought:
+        part["thought"] = True
+    return part
+
+
+def gemini_answer(*parts, finish_reason="STOP", usage=None):
+    """A generateContent answer; with no parts, one text part and one PNG."""
+    parts = parts or ({"text": "A picture, as asked."}, image_part())
+    return {
+        "candidates": [{"content": {"role": "model", "parts": list(parts)}, "finishReason": finish_reason,
+                        "index": 0}],
+        "usageMetadata": usage or {
+            "promptTokenCount": 10, "candidatesTokenCount": 1290, "totalTokenCount": 1300,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}],
+        },
+    }
+
+
+def decode(b64):
+    """The Pillow image behind a response's b64_json."""
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def assert_valid_gemini_request(body):
+    """The body parses strictly as Google's published GenerateContentRequest (DESIGN.md §5)."""
+    import copy
+
+    from google.ai.generativelanguage_v1beta.types import GenerateContentRequest
+    from google.protobuf.json_format import ParseDict
+
+    body = copy.deepcopy(body)
+    image_config = body.get("generationConfig", {}).get("imageConfig", {})
+    image_size = image_config.pop("imageSize", None)
+    assert image_size in (None, "1K", "2K", "4K"), image_size
+    ParseDict(body, GenerateContentRequest.pb()(), ignore_unknown_fields=False)

@@ -1,0 +1,27 @@
+import json
+import re
+
+import pytest
+import responses
+
+from tests.conftest import UPSTREAM_KEY
+from tests.support import assert_valid_gemini_request
+
+GENERATE = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:generateContent")
+
+
+@pytest.fixture
+def upstream():
+    """Mocked Gemini API; after the test, every request it saw is checked against Google's
+    published schema, the key header, and a key-free URL."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+        for call in mock.calls:
+            if GENERATE.fullmatch(call.request.url.split("?")[0]):
+                assert "key=" not in call.request.url
+                assert call.request.headers["x-goog-api-key"] == UPSTREAM_KEY
+                assert_valid_gemini_request(json.loads(call.request.body))
+
+
+def sent_bodies(mock):
+    return [json.loads(call.request.body) for call in mock.calls]

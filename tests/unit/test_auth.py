@@ -1,0 +1,67 @@
+"""Client keys (DESIGN.md §2): Bearer or x-api-key, compared against every configured key."""
+import dataclasses
+
+import pytest
+import responses
+
+from gateway import create_app
+from tests.conftest import CLIENT_KEY
+from tests.support import gemini_answer
+from tests.unit.conftest import GENERATE
+
+
+def post(client, headers):
+    return client.post("/v1/images/generations", json={"prompt": "a kite"}, headers=headers)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": f"Bearer {CLIENT_KEY}"},
+    {"Authorization": f"bearer {CLIENT_KEY}"},
+    {"x-api-key": CLIENT_KEY},
+    {"Authorization": "Bearer second-client-key"},
+])
+def test_a_configured_key_is_accepted(client, upstream, headers):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    assert post(client, headers).status_code == 200
+
+
+def test_missing_key_is_401_with_json_body(client, upstream):
+    response = post(client, {})
+    assert response.status_code == 401
+    assert response.json == {"error": True, "status": 401, "message": response.json["message"]}
+    assert "Authorization: Bearer" in response.json["message"]
+    assert len(upstream.calls) == 0
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer wrong-key"},
+    {"x-api-key": "wrong-key"},
+    {"Authorization": f"Basic {CLIENT_KEY}"},
+    {"Authorization": f"Bearer {CLIENT_KEY}x"},
+])
+def test_wrong_key_is_401(client, upstream, headers):
+    response = post(client, headers)
+    assert response.status_code == 401
+    assert response.json["message"].startswith("Unauthorized")
+    assert len(upstream.calls) == 0
+
+
+def test_no_configured_keys_refuses_every_request_and_says_why(settings, upstream):
+    client = create_app(dataclasses.replace(settings, api_keys=())).test_client()
+    response = post(client, {"Authorization": "Bearer anything"})
+    assert response.status_code == 401
+    assert "GATEWAY_API_KEYS" in response.json["message"]
+
+
+def test_auth_is_checked_before_the_body(client):
+    response = client.post("/v1/images/generations", data="not json", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 401
+
+
+def test_health_needs_no_key_and_shows_no_secret(client, settings):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json["status"] == "ok"
+    assert response.json["providers"] == {"gemini": {"configured": True}}
+    assert settings.gemini_api_key not in response.get_data(as_text=True)
+    assert CLIENT_KEY not in response.get_data(as_text=True)
