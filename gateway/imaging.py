@@ -128,8 +128,8 @@ def create_images(params, settings, inputs=(), instructions=()):
     images = [(data, dims, generation.text or prompt)
               for generation, finished in successes for data, dims in finished][:n]
     usage = sum((generation.usage for generation, _ in successes), Usage())
-    log.info("images model=%s n=%d made=%d failed_calls=%d user=%s",
-             model.id, n, len(images), len(failures), params.get("user", "-"))
+    log.info("images model=%s n=%d made=%d failed_calls=%d user=%r",
+             model.id, n, len(images), len(failures), params.get("safety_identifier") or params.get("user", "-"))
     width, height = images[0][1]
     return ImageResult(body={
         "created": int(time.time()),

@@ -47,6 +47,7 @@ class ImageRequestSchema(Schema):
     output_compression = StrictInteger(validate=validate.Range(min=0, max=100, error="must be between 0 and 100"))
     background = fields.String(validate=one_of("auto", "opaque", "transparent"))
     user = fields.String()
+    safety_identifier = fields.String()  # OpenAI's newer name for `user`
     moderation = fields.String(validate=one_of("auto", "low"))
     stream = fields.Boolean(validate=validate.Equal(False, error="streaming is not supported yet; omit it or send false"))
 
