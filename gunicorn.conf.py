@@ -17,3 +17,6 @@ graceful_timeout = int(settings.upstream_timeout) + 30
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+# gunicorn's control socket lives at one fixed path per user; several gateways on one host
+# (or tests next to a dev server) would fight over it, and nothing here uses it.
+control_socket_disable = True
