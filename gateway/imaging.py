@@ -94,13 +94,11 @@ def _fan_out(call, n):
 
 
 def _finish(image, output_format, compression):
-    """Check an upstream image and re-encode it if asked; returns (bytes, (width, height))."""
+    """The image in the asked format; returns (bytes, (width, height))."""
     try:
-        media.describe(image.data)
-        data = media.encode(image.data, output_format, compression)
-        return data, media.describe(data)[1]
+        return media.encode(image.data, output_format, compression), image.size
     except media.MediaError as error:
-        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be re-encoded: {error}.") from None
 
 
 def create_images(params, settings, inputs=(), instructions=()):

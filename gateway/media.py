@@ -51,8 +51,11 @@ def encode(data, output_format, compression=None):
     if image.format == target and compression is None:
         return data
     options = {"quality": compression} if compression is not None and target != "PNG" else {}
-    if target == "JPEG" and image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
     buffer = io.BytesIO()
-    image.save(buffer, target, **options)
+    try:
+        if target == "JPEG" and image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image.save(buffer, target, **options)
+    except (OSError, ValueError) as error:
+        raise MediaError(f"cannot be re-encoded as {output_format} ({error})") from None
     return buffer.getvalue()

@@ -12,6 +12,7 @@ from functools import cache
 import requests
 from requests.adapters import HTTPAdapter
 
+from .. import media
 from ..errors import NO_IMAGE_MESSAGE, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ class InputImage:
 @dataclass
 class GeneratedImage:
     data: bytes
-    mime_type: str
+    format: str  # Pillow's name: PNG, JPEG, WEBP
+    size: tuple  # (width, height) from the image's own header
 
 
 @dataclass
@@ -66,8 +68,10 @@ def shared_session():
     return session
 
 
-def scrub(text):
-    """Upstream text with anything that looks like a key removed."""
+def scrub(text, secret=""):
+    """Upstream text with the gateway's key and anything else that looks like a key removed."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
     return KEY_LIKE.sub("[redacted]", text)
 
 
@@ -108,14 +112,18 @@ def parse_answer(payload):
 
 
 def _decode_image(inline):
+    """The image bytes of an inlineData part, checked (cheaply, from the header) to be a
+    complete image; anything else is a malformed answer, retried like one."""
     try:
         data = base64.b64decode(inline["data"], validate=True)
-        mime_type = inline.get("mimeType") or "image/png"
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.", retryable=True) from None
-    if not data:
-        raise UpstreamError(502, "The Gemini API returned an empty image.", retryable=True)
-    return GeneratedImage(data=data, mime_type=mime_type)
+    try:
+        image_format, size = media.describe(data)
+    except media.MediaError as error:
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.",
+                            retryable=True) from None
+    return GeneratedImage(data=data, format=image_format, size=size)
 
 
 def parse_usage(metadata):
@@ -133,28 +141,32 @@ def parse_usage(metadata):
     )
 
 
-def _upstream_message(response):
+def _upstream_message(response, secret):
     try:
         error = response.json().get("error") or {}
         message, details = error.get("message") or "", error.get("details") or []
     except (ValueError, AttributeError):
         message, details = "", []
     reasons = {d.get("reason") for d in details if isinstance(d, dict)}
-    return scrub(str(message)) or f"HTTP {response.status_code}", reasons
+    return scrub(str(message), secret) or f"HTTP {response.status_code}", reasons
 
 
 def _retry_after(response):
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
     value = response.headers.get("Retry-After", "").strip()
     if value.isdigit():
         return int(value)
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0, int(parsed.timestamp() - time.time())) if parsed else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, int(when.timestamp() - time.time()))
 
 
-def error_for(response):
+def error_for(response, secret=""):
     """The gateway error for a non-2xx upstream answer (DESIGN.md section 6)."""
     status = response.status_code
-    message, reasons = _upstream_message(response)
+    message, reasons = _upstream_message(response, secret)
     if status in (401, 403) or "API_KEY_INVALID" in reasons:
         return UpstreamError(502, f"The Gemini API refused the gateway's credentials (HTTP {status}); "
                                   "the operator should check GEMINI_API_KEY.")
@@ -211,7 +223,7 @@ class GeminiProvider:
         except requests.exceptions.RequestException as error:
             raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).", retryable=True) from None
         if not response.ok:
-            raise error_for(response)
+            raise error_for(response, self.api_key)
         try:
             return response.json()
         except ValueError:

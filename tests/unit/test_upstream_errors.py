@@ -1,0 +1,346 @@
+"""Every upstream failure of DESIGN.md section 6, with the Gemini API mocked: the status and
+message the client sees, the headers, and how many upstream calls were made (the settings
+fixture allows 2 retries with no delay, so a retried failure is 3 calls)."""
+import base64
+import dataclasses
+
+import pytest
+import requests
+import responses
+
+from gateway import create_app
+from tests.conftest import UPSTREAM_KEY
+from tests.support import decode, gemini_answer, image_part, png_bytes
+from tests.unit.conftest import GENERATE
+
+URL = "/v1/images/generations"
+NO_IMAGE = ("The model did not generate any images. "
+            "Try a different model with image generation capabilities.")
+CREDENTIALS = ("The Gemini API refused the gateway's credentials (HTTP {status}); "
+               "the operator should check GEMINI_API_KEY.")
+GOOGLE_STYLE_KEY = "AIzaSyD-0123456789abcdefghijklmnopqrstu"
+SAFETY_FINISH_REASONS = ["SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
+                         "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"]
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED"}
+
+
+def google_error(code, message, reason=None):
+    """A Google API error body, optionally with an ErrorInfo reason."""
+    error = {"code": code, "message": message, "status": GOOGLE_STATUS[code]}
+    if reason:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                             "reason": reason, "domain": "googleapis.com"}]
+    return {"error": error}
+
+
+def reply(upstream, times=1, **kwargs):
+    """Register the same upstream answer `times` times (answers are served in order)."""
+    for _ in range(times):
+        upstream.add(responses.POST, GENERATE, **kwargs)
+
+
+def fail(upstream, status, message="upstream says no", times=1, reason=None, headers=None):
+    reply(upstream, times, json=google_error(status, message, reason), status=status, headers=headers or {})
+
+
+def succeed(upstream, *parts):
+    reply(upstream, json=gemini_answer(*parts))
+
+
+def generate(client, auth, **params):
+    return client.post(URL, json={"prompt": "a red square", **params}, headers=auth)
+
+
+def assert_error(response, status, message=None, startswith=None):
+    """The body is exactly {error, status, message} with the same HTTP status."""
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body == {"error": True, "status": status, "message": body.get("message")}
+    if message is not None:
+        assert body["message"] == message
+    if startswith is not None:
+        assert body["message"].startswith(startswith), body["message"]
+
+
+def assert_one_image(response):
+    assert response.status_code == 200, response.get_json()
+    data = response.get_json()["data"]
+    assert len(data) == 1
+    assert decode(data[0]["b64_json"]).size == (64, 48)
+
+
+# --- upstream HTTP errors -------------------------------------------------------------------
+
+def test_upstream_400_is_400_with_the_upstream_message(client, auth, upstream):
+    message = "* GenerateContentRequest.generation_config.image_config.aspect_ratio: unsupported value"
+    fail(upstream, 400, message)
+
+    response = generate(client, auth)
+
+    assert_error(response, 400, message)
+    assert len(upstream.calls) == 1
+
+
+def test_upstream_400_api_key_invalid_is_502(client, auth, upstream):
+    fail(upstream, 400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, CREDENTIALS.format(status=400))
+    assert len(upstream.calls) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_upstream_auth_failure_is_502_without_the_key(client, auth, upstream, status):
+    fail(upstream, status, f"The API key {UPSTREAM_KEY} ({GOOGLE_STYLE_KEY}) was refused.")
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, CREDENTIALS.format(status=status))
+    assert UPSTREAM_KEY not in response.get_data(as_text=True)
+    assert GOOGLE_STYLE_KEY not in response.get_data(as_text=True)
+    assert len(upstream.calls) == 1
+
+
+@pytest.mark.parametrize("status, gateway_status", [(400, 400), (404, 502), (429, 429), (503, 502)])
+def test_google_style_key_in_upstream_message_is_scrubbed(client, auth, upstream, status, gateway_status):
+    fail(upstream, status, f"Request with key {GOOGLE_STYLE_KEY} failed", headers={"Retry-After": "0"})
+
+    response = generate(client, auth)
+
+    assert_error(response, gateway_status)
+    assert "AIza" not in response.get_data(as_text=True)
+    assert response.get_json()["message"].endswith("Request with key [redacted] failed")
+
+
+@pytest.mark.parametrize("status, gateway_status", [(400, 400), (404, 502)])
+def test_configured_key_in_upstream_message_is_never_echoed(client, auth, upstream, status, gateway_status):
+    fail(upstream, status, f"Project for API key {UPSTREAM_KEY} is not enabled")
+
+    response = generate(client, auth)
+
+    assert_error(response, gateway_status)
+    assert UPSTREAM_KEY not in response.get_data(as_text=True)
+
+
+def test_upstream_404_is_502(client, auth, upstream):
+    fail(upstream, 404, "models/gemini-3-pro-image is not found for API version v1beta")
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, "The Gemini API does not serve this model (HTTP 404): "
+                                "models/gemini-3-pro-image is not found for API version v1beta")
+    assert len(upstream.calls) == 1
+
+
+# --- rate limits and retries ----------------------------------------------------------------
+
+def test_upstream_429_after_retries_is_429_with_retry_after(client, auth, upstream):
+    fail(upstream, 429, "Resource has been exhausted (e.g. check quota).", times=3, headers={"Retry-After": "0"})
+
+    response = generate(client, auth)
+
+    assert_error(response, 429,
+                 "The Gemini API rate limit was reached: Resource has been exhausted (e.g. check quota).")
+    assert response.headers["Retry-After"] == "0"
+    assert len(upstream.calls) == 3
+
+
+def test_upstream_429_without_retry_after_still_sends_retry_after(client, auth, upstream):
+    fail(upstream, 429, "Resource has been exhausted (e.g. check quota).", times=3)
+
+    response = generate(client, auth)
+
+    assert_error(response, 429, startswith="The Gemini API rate limit was reached")
+    assert response.headers["Retry-After"].isdigit() and int(response.headers["Retry-After"]) > 0
+    assert len(upstream.calls) == 3
+
+
+@pytest.mark.parametrize("retry_after", ["soon", "1.5"])
+def test_upstream_429_with_unparsable_retry_after_is_429(client, auth, upstream, retry_after):
+    fail(upstream, 429, "Resource has been exhausted (e.g. check quota).", times=3,
+         headers={"Retry-After": retry_after})
+
+    response = generate(client, auth)
+
+    assert_error(response, 429, startswith="The Gemini API rate limit was reached")
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_upstream_429_then_success_is_200(client, auth, upstream):
+    fail(upstream, 429, "Resource has been exhausted (e.g. check quota).", headers={"Retry-After": "0"})
+    succeed(upstream)
+
+    response = generate(client, auth)
+
+    assert_one_image(response)
+    assert len(upstream.calls) == 2
+
+
+def test_upstream_500_then_503_then_success_is_200(client, auth, upstream):
+    fail(upstream, 500, "Internal error encountered.")
+    fail(upstream, 503, "The model is overloaded. Please try again later.")
+    succeed(upstream)
+
+    response = generate(client, auth)
+
+    assert_one_image(response)
+    assert len(upstream.calls) == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_upstream_5xx_after_retries_is_502(client, auth, upstream, status):
+    fail(upstream, status, "The model is overloaded. Please try again later.", times=3)
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, f"The Gemini API failed (HTTP {status}): "
+                                "The model is overloaded. Please try again later.")
+    assert len(upstream.calls) == 3
+
+
+def test_upstream_max_retries_zero_calls_once(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, upstream_max_retries=0)).test_client()
+    fail(upstream, 503, "The model is overloaded. Please try again later.", times=3)
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, startswith="The Gemini API failed (HTTP 503)")
+    assert len(upstream.calls) == 1
+
+
+def test_upstream_timeout_is_504_and_not_retried(client, auth, upstream):
+    reply(upstream, times=3, body=requests.exceptions.ReadTimeout())
+
+    response = generate(client, auth)
+
+    assert_error(response, 504, "The Gemini API did not answer within 5 seconds.")
+    assert len(upstream.calls) == 1
+
+
+def test_upstream_connection_error_after_retries_is_502(client, auth, upstream):
+    reply(upstream, times=3, body=requests.exceptions.ConnectionError())
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, "Could not reach the Gemini API (ConnectionError).")
+    assert len(upstream.calls) == 3
+
+
+# --- malformed answers ----------------------------------------------------------------------
+
+def test_upstream_non_json_body_after_retries_is_502(client, auth, upstream):
+    reply(upstream, times=3, body="<html><body>Bad gateway</body></html>", status=200, content_type="text/html")
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, "The Gemini API returned a malformed response (not JSON).")
+    assert len(upstream.calls) == 3
+
+
+def test_upstream_invalid_base64_after_retries_is_502(client, auth, upstream):
+    encoded = base64.b64encode(png_bytes()).decode()
+    truncated = encoded[:len(encoded) // 4 * 4 - 2]  # bad padding
+    reply(upstream, times=3, json=gemini_answer({"inlineData": {"mimeType": "image/png", "data": truncated}}))
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, "The Gemini API returned image data that is not valid base64.")
+    assert len(upstream.calls) == 3
+
+
+def truncated_png():
+    data = png_bytes()
+    cut = data[:len(data) - 12]  # drops the IEND chunk
+    return cut[:len(cut) // 3 * 3]  # whole base64 groups: valid base64 of a cut PNG
+
+
+UNUSABLE_IMAGES = [
+    pytest.param(truncated_png(), "the PNG data is truncated", id="truncated-png"),
+    pytest.param(b"this is text, not an image", "not a decodable image (UnidentifiedImageError)",
+                 id="not-an-image"),
+]
+
+
+@pytest.mark.parametrize("data, reason", UNUSABLE_IMAGES)
+def test_upstream_unusable_image_is_502_after_retries(client, auth, upstream, data, reason):
+    reply(upstream, times=3, json=gemini_answer(image_part(data)))
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, f"The Gemini API returned an image that cannot be used: {reason}.")
+    assert len(upstream.calls) == 3
+
+
+# --- safety and answers without an image ----------------------------------------------------
+
+def test_prompt_block_reason_is_400_naming_it(client, auth, upstream):
+    reply(upstream, json={"promptFeedback": {"blockReason": "SAFETY"},
+                          "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}})
+
+    response = generate(client, auth)
+
+    assert_error(response, 400, "The prompt was blocked by Gemini's safety filters (blockReason: SAFETY).")
+    assert len(upstream.calls) == 1
+
+
+@pytest.mark.parametrize("finish_reason", SAFETY_FINISH_REASONS)
+def test_safety_finish_reason_without_image_is_400_naming_it(client, auth, upstream, finish_reason):
+    reply(upstream, json={"candidates": [{"finishReason": finish_reason, "index": 0}],
+                          "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}})
+
+    response = generate(client, auth)
+
+    assert_error(response, 400,
+                 f"The image was withheld by Gemini's safety filters (finishReason: {finish_reason}).")
+    assert len(upstream.calls) == 1
+
+
+def test_text_only_answer_is_500_no_image(client, auth, upstream):
+    succeed(upstream, {"text": "Here is a description of a red square instead."})
+
+    response = generate(client, auth)
+
+    assert_error(response, 500, startswith=NO_IMAGE)
+    assert len(upstream.calls) == 1
+
+
+def test_thought_images_are_skipped(client, auth, upstream):
+    thought = png_bytes(size=(32, 32), colour=(0, 0, 255))
+    real = png_bytes(size=(64, 48), colour=(200, 30, 30))
+    succeed(upstream, {"text": "Planning the square.", "thought": True}, image_part(thought, thought=True),
+            image_part(real))
+
+    response = generate(client, auth)
+
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert len(body["data"]) == 1
+    image = decode(body["data"][0]["b64_json"])
+    assert image.size == (64, 48)
+    assert image.convert("RGB").getpixel((10, 10)) == (200, 30, 30)
+    assert body["size"] == "64x48"
+
+
+def test_thought_only_answer_is_500_no_image(client, auth, upstream):
+    succeed(upstream, {"text": "Planning the square.", "thought": True},
+            image_part(png_bytes(size=(32, 32), colour=(0, 0, 255)), thought=True))
+
+    response = generate(client, auth)
+
+    assert_error(response, 500, startswith=NO_IMAGE)
+    assert len(upstream.calls) == 1
+
+
+# --- configuration --------------------------------------------------------------------------
+
+def test_gemini_key_not_configured_is_503_naming_it(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, gemini_api_key="")).test_client()
+
+    response = generate(client, auth)
+
+    assert_error(response, 503, startswith="The Gemini provider is not configured")
+    assert "GEMINI_API_KEY" in response.get_json()["message"]
+    assert len(upstream.calls) == 0
