@@ -1,0 +1,74 @@
+"""Settings come from the environment once, with DESIGN.md §1's names and defaults."""
+import logging
+
+import pytest
+
+from gateway import create_app
+from gateway.config import ConfigError, Settings
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.api_keys == ()
+    assert settings.gemini_api_key == ""
+    assert settings.gemini_base_url == "https://generativelanguage.googleapis.com"
+    assert settings.default_model == "gemini-3-pro-image"
+    assert (settings.upstream_timeout, settings.upstream_connect_timeout) == (180, 10)
+    assert settings.upstream_max_retries == 2
+    assert settings.max_content_length == 52428800
+    assert settings.image_fetch_max_bytes == 20971520
+    assert settings.image_fetch_allow_hosts == ()
+    assert settings.port == 8000
+
+
+def test_values_are_read_and_typed():
+    settings = Settings.from_env({
+        "GATEWAY_API_KEYS": " a, b ,,c ", "GEMINI_API_KEY": "g", "GEMINI_BASE_URL": "http://127.0.0.1:9/",
+        "GATEWAY_DEFAULT_MODEL": "nano-banana", "UPSTREAM_TIMEOUT": "30", "UPSTREAM_MAX_RETRIES": "0",
+        "MAX_CONTENT_LENGTH": "4096", "IMAGE_FETCH_MAX_BYTES": "2048", "IMAGE_FETCH_ALLOW_HOSTS": "Img.Example, cdn",
+        "PORT": "5000", "GATEWAY_UPSTREAM_MODELS": "gemini-3-pro-image=gemini-3-pro-image-preview",
+    })
+    assert settings.api_keys == ("a", "b", "c")
+    assert settings.gemini_base_url == "http://127.0.0.1:9"
+    assert settings.default_model == "nano-banana"
+    assert (settings.upstream_timeout, settings.upstream_max_retries) == (30.0, 0)
+    assert (settings.max_content_length, settings.image_fetch_max_bytes, settings.port) == (4096, 2048, 5000)
+    assert settings.image_fetch_allow_hosts == ("img.example", "cdn")
+    assert settings.upstream_models == {"gemini-3-pro-image": "gemini-3-pro-image-preview"}
+
+
+def test_google_api_key_is_the_fallback():
+    assert Settings.from_env({"GOOGLE_API_KEY": "google"}).gemini_api_key == "google"
+    assert Settings.from_env({"GOOGLE_API_KEY": "google", "GEMINI_API_KEY": "gemini"}).gemini_api_key == "gemini"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("UPSTREAM_TIMEOUT", "soon"), ("UPSTREAM_MAX_RETRIES", "-1"), ("PORT", "http"),
+    ("MAX_CONTENT_LENGTH", "1.5"), ("GATEWAY_UPSTREAM_MODELS", "just-a-name"),
+])
+def test_a_malformed_value_names_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_an_unknown_default_model_stops_the_start():
+    with pytest.raises(ConfigError, match="GATEWAY_DEFAULT_MODEL"):
+        create_app(Settings(default_model="dall-e-3"))
+
+
+def test_start_up_log_says_why_nothing_is_authorized(caplog):
+    with caplog.at_level(logging.WARNING):
+        create_app(Settings())
+    assert "GATEWAY_API_KEYS" in caplog.text and "GEMINI_API_KEY" in caplog.text
+
+
+def test_an_unexpected_exception_is_a_generic_500_without_details(client, auth, monkeypatch, caplog):
+    def explode(*args, **kwargs):
+        raise RuntimeError("internal detail /etc/secret")
+
+    monkeypatch.setattr("gateway.images.generations.create_images", explode)
+    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers=auth)
+    assert response.status_code == 500
+    assert response.json == {"error": True, "status": 500,
+                             "message": "Internal server error; the details are in the gateway's log."}
+    assert "internal detail" in caplog.text  # the traceback goes to the log only
