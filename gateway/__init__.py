@@ -29,8 +29,10 @@ def create_app(settings=None):
     register_error_handlers(app)
 
     from .health import bp as health_bp
+    from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)
+    app.register_blueprint(edits_bp)
     return app

@@ -49,6 +49,8 @@ class Settings:
     max_content_length: int = 52428800
     image_fetch_max_bytes: int = 20971520
     image_fetch_allow_hosts: tuple = ()
+    image_fetch_timeout: float = 30.0
+    ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
     port: int = 8000
 
     @classmethod
@@ -67,5 +69,7 @@ class Settings:
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
             image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
+            image_fetch_timeout=_number(env, "IMAGE_FETCH_TIMEOUT", cls.image_fetch_timeout, float, 1),
+            ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
             port=_number(env, "PORT", cls.port, int, 1),
         )

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from . import media
 from .catalog import resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest, UpstreamError
-from .providers.gemini import GeminiProvider, Usage
+from .fetch import fetch_for
+from .providers.gemini import GeminiProvider, InputImage, Usage
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,10 @@ STYLE_SENTENCES = {
     "vivid": "Render it in a vivid style: hyper-real and dramatic, with rich, saturated colour.",
     "natural": "Render it in a natural style: realistic and true to life, with no exaggeration.",
 }
+MASK_INSTRUCTION = ("The last image is a black-and-white mask of the first image: change only the "
+                    "white area and keep the black area exactly as it is.")
+FIDELITY_INSTRUCTION = ("Preserve the input image faithfully: keep its composition, faces, identity, text "
+                        "and fine details unchanged except where the prompt asks for a change.")
 HIGH_QUALITY = {"hd", "high"}
 TIERS = ("1K", "2K", "4K")
 
@@ -93,20 +98,86 @@ def _fan_out(call, n):
         return list(pool.map(guarded, range(n)))
 
 
-def _finish(image, output_format, compression):
-    """The image in the asked format; returns (bytes, (width, height))."""
+@dataclass
+class Mask:
+    source: object  # the first input image, decoded
+    region: object  # L image: 255 where the model may edit
+
+
+def _finish(image, output_format, compression, mask=None):
+    """The image in the asked format (masked edits composited onto the source first);
+    returns (bytes, (width, height))."""
     try:
-        return media.encode(image.data, output_format, compression), image.size
+        if mask is None:
+            return media.encode(image.data, output_format, compression), image.size
+        combined = media.composite(image.data, mask.source, mask.region)
+        return media.encode_image(combined, output_format, compression), combined.size
     except media.MediaError as error:
-        raise UpstreamError(502, f"The Gemini API returned an image that cannot be re-encoded: {error}.") from None
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
 
 
-def create_images(params, settings, inputs=(), instructions=()):
-    """Serve one generation or edit request; `inputs` are the edit's images, in order."""
+def _model_for(params, settings):
     model = resolve_model(params.get("model"), settings.default_model)
     if params.get("background") == "transparent" and not model.transparent_background:
         raise InvalidRequest(f"Invalid request parameters: background: 'transparent' is not supported "
                              f"by {model.id}; use 'auto' or 'opaque'")
+    return model
+
+
+def generate_images(params, settings):
+    """Serve a generation: a prompt in, `n` images out."""
+    return _create(params, settings, _model_for(params, settings))
+
+
+def _read_reference(label, reference, settings):
+    """Image bytes from an upload, a data URL or an https URL."""
+    if isinstance(reference, bytes):
+        return reference
+    if reference.startswith("data:"):
+        try:
+            return media.decode_data_url(reference)
+        except media.MediaError as error:
+            raise InvalidRequest(f"{label}.image_url: {error}") from None
+    if reference.lower().startswith("https://"):
+        return fetch_for(f"{label}.image_url", reference, settings)
+    raise InvalidRequest(f"{label}.image_url must be an https URL or a base64 data URL")
+
+
+def _load(label, reference, settings):
+    try:
+        return media.load_input(_read_reference(label, reference, settings))
+    except media.MediaError as error:
+        raise InvalidRequest(f"{label}: {error}") from None
+
+
+def edit_images(params, settings, sources, mask_source=None):
+    """Serve an edit. `sources` are (label, reference) pairs in order, a reference being
+    uploaded bytes or an image_url string; `mask_source` is one more such pair."""
+    model = _model_for(params, settings)
+    if not sources:
+        raise InvalidRequest("Invalid request parameters: image: Required (send at least one input image)")
+    count = len(sources) + (mask_source is not None)
+    if count > model.max_input_images:
+        raise InvalidRequest(f"Invalid request parameters: images: {model.id} takes at most "
+                             f"{model.max_input_images} input images (a mask counts as one); got {count}")
+    images = [_load(label, reference, settings) for label, reference in sources]
+    instructions, mask = [], None
+    if mask_source is not None:
+        first = images[0].image
+        try:
+            region = media.edit_region(_load(*mask_source, settings).image, first.size)
+        except media.MediaError as error:
+            raise InvalidRequest(f"{mask_source[0]}: {error}") from None
+        mask = Mask(source=first, region=region)
+        images.append(media.SourceImage(media.region_png(region), "image/png", region))
+        instructions.append(MASK_INSTRUCTION)
+    if params.get("input_fidelity") == "high":
+        instructions.append(FIDELITY_INSTRUCTION)
+    inputs = [InputImage(image.data, image.mime_type) for image in images]
+    return _create(params, settings, model, inputs, instructions, mask)
+
+
+def _create(params, settings, model, inputs=(), instructions=(), mask=None):
     prompt = prompt_for(params, instructions)
     image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
     provider = provider_for(model, settings)
@@ -116,7 +187,7 @@ def create_images(params, settings, inputs=(), instructions=()):
 
     def one_call(_):
         generation = provider.generate(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
-        return generation, [_finish(image, output_format, compression) for image in generation.images]
+        return generation, [_finish(image, output_format, compression, mask) for image in generation.images]
 
     outcomes = _fan_out(one_call, n)
     failures = [o for o in outcomes if isinstance(o, GatewayError)]
@@ -126,8 +197,8 @@ def create_images(params, settings, inputs=(), instructions=()):
     images = [(data, dims, generation.text or prompt)
               for generation, finished in successes for data, dims in finished][:n]
     usage = sum((generation.usage for generation, _ in successes), Usage())
-    log.info("images model=%s n=%d made=%d failed_calls=%d user=%r",
-             model.id, n, len(images), len(failures), params.get("safety_identifier") or params.get("user", "-"))
+    log.info("images model=%s n=%d inputs=%d made=%d failed_calls=%d user=%r", model.id, n, len(inputs),
+             len(images), len(failures), params.get("safety_identifier") or params.get("user", "-"))
     width, height = images[0][1]
     return ImageResult(body={
         "created": int(time.time()),

@@ -1,22 +1,35 @@
-"""Image bytes: read their header, re-encode them to the format the client asked for."""
+"""Image bytes: check them, decode inputs, re-encode outputs, and apply OpenAI-style masks."""
+import base64
+import binascii
 import io
+import re
+from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-MAX_PIXELS = 64_000_000  # larger than any model's 4K output; guards decompression bombs
+MAX_PIXELS = 64_000_000  # more than any model's 4K output; guards decompression bombs
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+INPUT_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}  # what Gemini takes
+DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
 
 
 class MediaError(ValueError):
     """Bytes that are not a usable image."""
 
 
+@dataclass
+class SourceImage:
+    """An input image as sent upstream, with its decoded pixels for masking."""
+    data: bytes
+    mime_type: str
+    image: Image.Image
+
+
 def open_image(data):
     """A lazily-decoded Pillow image, refused when it is not an image or too large to decode."""
     try:
         image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
         raise MediaError(f"not a decodable image ({error.__class__.__name__})") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -43,19 +56,74 @@ def describe(data):
     return image.format, image.size
 
 
-def encode(data, output_format, compression=None):
-    """The image in `output_format` (png|jpeg|webp); bytes already in that format pass through
-    untouched unless a compression level was asked for."""
-    target = FORMATS[output_format]
+def decode_data_url(url):
+    """The bytes of a `data:image/...;base64,...` URL."""
+    match = DATA_URL.fullmatch(url)
+    if not match:
+        raise MediaError("a data URL must look like data:image/png;base64,<data>")
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError("the data URL's base64 is invalid") from None
+
+
+def load_input(data):
+    """A fully decoded input image; formats Gemini does not take are converted to PNG."""
     image = open_image(data)
-    if image.format == target and compression is None:
-        return data
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise MediaError(f"the image data is damaged ({error.__class__.__name__})") from None
+    if image.format in INPUT_MIME_TYPES:
+        return SourceImage(data, INPUT_MIME_TYPES[image.format], image)
+    return SourceImage(encode_image(image, "png"), "image/png", image)
+
+
+def encode_image(image, output_format, compression=None):
+    target = FORMATS[output_format]
     options = {"quality": compression} if compression is not None and target != "PNG" else {}
     buffer = io.BytesIO()
     try:
         if target == "JPEG" and image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
+        elif image.mode not in ("RGB", "RGBA", "L", "LA"):
+            image = image.convert("RGBA")
         image.save(buffer, target, **options)
     except (OSError, ValueError) as error:
         raise MediaError(f"cannot be re-encoded as {output_format} ({error})") from None
     return buffer.getvalue()
+
+
+def encode(data, output_format, compression=None):
+    """The image in `output_format` (png|jpeg|webp); bytes already in that format pass through
+    untouched unless a compression level was asked for."""
+    image = open_image(data)
+    if image.format == FORMATS[output_format] and compression is None:
+        return data
+    return encode_image(image, output_format, compression)
+
+
+def edit_region(mask, size):
+    """OpenAI mask semantics: fully transparent pixels mark where to edit. Returns an L image,
+    255 where the model may change pixels and 0 where the source must stay."""
+    if "A" not in mask.getbands() and "transparency" not in mask.info:
+        raise MediaError("must have an alpha channel (fully transparent pixels mark where to edit)")
+    if mask.size != size:
+        raise MediaError(f"must be the same size as the first image ({size[0]}x{size[1]}), "
+                         f"got {mask.size[0]}x{mask.size[1]}")
+    alpha = mask.convert("RGBA").getchannel("A")
+    return alpha.point(lambda value: 255 if value == 0 else 0)
+
+
+def region_png(region):
+    """The edit region as the black-and-white picture sent to the model (white = edit)."""
+    return encode_image(region, "png")
+
+
+def composite(output, source, region):
+    """The model's output, resized to the source, inside the region; the source, pixel for
+    pixel, everywhere else."""
+    mode = "RGBA" if "A" in source.getbands() or "transparency" in source.info else "RGB"
+    base = source.convert(mode)
+    edited = open_image(output).convert(mode).resize(base.size, Image.Resampling.LANCZOS)
+    return Image.composite(edited, base, region)

@@ -1,4 +1,6 @@
 """Request schemas: every field an OpenAI images client may send, validated by name."""
+import re
+
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from ..errors import InvalidRequest
@@ -30,10 +32,15 @@ def not_blank(value):
 
 
 class ImageRequestSchema(Schema):
-    """The fields both endpoints share."""
+    """The fields both endpoints share. With `form=True` the values are multipart form strings,
+    and integers are read from their digits (so n="2" works and n="two" names n)."""
 
     class Meta:
         unknown = RAISE
+
+    def __init__(self, *, form=False, **kwargs):
+        super().__init__(**kwargs)
+        self.form = form
 
     prompt = fields.String(required=True, validate=[validate.Length(max=32000), not_blank],
                            error_messages={"required": "Required"})
@@ -52,14 +59,38 @@ class ImageRequestSchema(Schema):
     stream = fields.Boolean(validate=validate.Equal(False, error="streaming is not supported yet; omit it or send false"))
 
     @pre_load
-    def drop_nulls(self, data, **kwargs):
-        """A JSON null means 'not given', as it does for the OpenAI API."""
-        return {key: value for key, value in data.items() if value is not None} if isinstance(data, dict) else data
+    def normalize(self, data, **kwargs):
+        """A JSON null means 'not given', as it does for the OpenAI API; form integers are parsed."""
+        data = {key: value for key, value in data.items() if value is not None}
+        if self.form:
+            data = {key: _form_value(value, self.fields.get(key)) for key, value in data.items()}
+        return data
+
+
+def _form_value(text, field):
+    if isinstance(field, StrictInteger) and re.fullmatch(r"-?[0-9]{1,9}", text.strip()):
+        return int(text)
+    return text
 
 
 class GenerationSchema(ImageRequestSchema):
     quality = fields.String(validate=one_of("standard", "hd", "low", "medium", "high", "auto"))
     style = fields.String(validate=one_of("vivid", "natural"))
+
+
+class ImageURLSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    image_url = fields.String(required=True, error_messages={"required": "Required"})
+
+
+class EditSchema(ImageRequestSchema):
+    images = fields.List(fields.Nested(ImageURLSchema), validate=validate.Length(
+        min=1, max=16, error="must hold between 1 and 16 images"))
+    mask = fields.Nested(ImageURLSchema)
+    quality = fields.String(validate=one_of("standard", "low", "medium", "high", "auto"))
+    input_fidelity = fields.String(validate=one_of("high", "low"))
 
 
 def _field_name(prefix, key):

@@ -66,7 +66,7 @@ def test_an_unexpected_exception_is_a_generic_500_without_details(client, auth, 
     def explode(*args, **kwargs):
         raise RuntimeError("internal detail /etc/secret")
 
-    monkeypatch.setattr("gateway.images.generations.create_images", explode)
+    monkeypatch.setattr("gateway.images.generations.generate_images", explode)
     response = client.post("/v1/images/generations", json={"prompt": "x"}, headers=auth)
     assert response.status_code == 500
     assert response.json == {"error": True, "status": 500,

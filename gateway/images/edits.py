@@ -1,0 +1,43 @@
+"""POST /v1/images/edits"""
+from flask import Blueprint, current_app, request
+
+from ..auth import require_api_key
+from ..errors import InvalidRequest
+from ..imaging import edit_images
+from . import image_response, json_body
+from .schemas import EditSchema, load
+
+bp = Blueprint("edits", __name__)
+
+IMAGE_FIELDS = ("image", "image[]", "file")  # what the OpenAI SDKs and curl -F send, in any mix
+
+
+def _from_json():
+    params = load(EditSchema(), json_body("application/json or multipart/form-data"))
+    sources = [(f"images[{i}]", item["image_url"]) for i, item in enumerate(params.pop("images", []))]
+    mask = ("mask", params.pop("mask")["image_url"]) if "mask" in params else None
+    return params, sources, mask
+
+
+def _from_multipart():
+    for name in request.form:
+        if name in IMAGE_FIELDS + ("mask",):
+            raise InvalidRequest(f"Invalid request parameters: {name}: must be an uploaded file")
+    for name in request.files:
+        if name not in IMAGE_FIELDS + ("mask",):
+            raise InvalidRequest(f"Invalid request parameters: {name}: Unknown field")
+    params = load(EditSchema(form=True), request.form.to_dict())
+    if "images" in params or "mask" in params:
+        raise InvalidRequest("Invalid request parameters: images: send files as image, image[] or file parts")
+    uploads = [upload for name, upload in request.files.items(multi=True) if name in IMAGE_FIELDS]
+    sources = [(f"image[{i}]", upload.read()) for i, upload in enumerate(uploads)]
+    mask = ("mask", request.files["mask"].read()) if "mask" in request.files else None
+    return params, sources, mask
+
+
+@bp.post("/v1/images/edits")
+@require_api_key
+def create_edit():
+    """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
+    params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
+    return image_response(edit_images(params, current_app.config["SETTINGS"], sources, mask))
