@@ -49,8 +49,9 @@ def is_public(address):
 
 
 def resolve(hostname, port):
-    """The addresses a host name resolves to (a seam for tests)."""
-    return sorted({info[4][0] for info in socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)})
+    """The addresses a host name resolves to, IPv4 first (a seam for tests)."""
+    addresses = {info[4][0] for info in socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)}
+    return sorted(addresses, key=lambda address: (":" in address, address))
 
 
 def vetted_address(hostname, port, allow_hosts):

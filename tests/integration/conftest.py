@@ -11,6 +11,8 @@ import openai
 import pytest
 import requests
 
+from tests.tls import ImageServer, self_signed_certificate
+
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "integration-client-key"
 UPSTREAM_KEY = "integration-upstream-key"
@@ -68,7 +70,21 @@ def gateway_log(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def gateway_url(emulator_url, gateway_log):
+def tls_certificate(tmp_path_factory):
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def image_server(tls_certificate):
+    """An https image host on localhost, trusted by the gateway through REQUESTS_CA_BUNDLE and
+    exempted from the private-address block through IMAGE_FETCH_ALLOW_HOSTS."""
+    server = ImageServer(*tls_certificate, files={})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url, gateway_log, tls_certificate):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -80,6 +96,8 @@ def gateway_url(emulator_url, gateway_log):
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
         "PORT": str(port),
+        "REQUESTS_CA_BUNDLE": str(tls_certificate[0]),
+        "IMAGE_FETCH_ALLOW_HOSTS": "localhost",
     }
     command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
                "--bind", f"127.0.0.1:{port}"]
