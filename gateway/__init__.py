@@ -6,6 +6,10 @@ from flask import Flask
 from .catalog import resolve_model
 from .config import ConfigError, Settings
 from .errors import InvalidRequest, register_error_handlers
+from .health import bp as health_bp
+from .images import GatewayRequest
+from .images.edits import bp as edits_bp
+from .images.generations import bp as generations_bp
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +27,11 @@ def create_app(settings=None):
         log.warning("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set: Gemini requests will get 503")
 
     app = Flask(__name__)
+    app.request_class = GatewayRequest
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     register_error_handlers(app)
-
-    from .health import bp as health_bp
-    from .images.edits import bp as edits_bp
-    from .images.generations import bp as generations_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)

@@ -38,14 +38,31 @@ class PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
+TRANSLATED_IPV6 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+                   ipaddress.ip_network("::ffff:0:0:0/96"))
+
+
+def _embedded_ipv4(ip):
+    """The IPv4 address inside an IPv6 one (mapped, 6to4, Teredo, NAT64, translated), if any."""
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if any(ip in network for network in TRANSLATED_IPV6):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address):
     """True for addresses on the public internet; IPv4 inside IPv6 forms is judged as IPv4."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if ip.version == 6:
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        embedded = _embedded_ipv4(ip)
         if embedded is not None:
             return is_public(str(embedded))
-    return ip.is_global and not ip.is_multicast
+        if ip.is_site_local:
+            return False
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 def resolve(hostname, port):
@@ -70,6 +87,10 @@ def _check_url(url):
         raise FetchRefused("only https URLs are fetched")
     if parts.username or parts.password:
         raise FetchRefused("URLs with credentials are not fetched")
+    try:
+        parts.port
+    except ValueError:
+        raise FetchRefused("the URL's port is not valid") from None
     return parts
 
 

@@ -1,9 +1,23 @@
 """The HTTP layer: one blueprint per endpoint, sharing the request loader and the response."""
-from flask import jsonify, request
+from flask import Request, jsonify, request
+from werkzeug.datastructures import ImmutableMultiDict
 
 from ..errors import GatewayError, InvalidRequest
 
 FAILED_HEADER = "x-gateway-images-failed"
+
+
+class ArrivalOrderMultiDict(ImmutableMultiDict):
+    """Form data that also remembers the order its parts arrived in: a MultiDict groups values
+    by name, which would reorder interleaved `image` / `image[]` uploads."""
+
+    def __init__(self, mapping=None):
+        super().__init__(mapping)
+        self.in_arrival_order = list(mapping) if isinstance(mapping, list) else list(self.items(multi=True))
+
+
+class GatewayRequest(Request):
+    parameter_storage_class = ArrivalOrderMultiDict
 
 def json_body(accepted="application/json"):
     """The request's JSON object, or the 415 / 400 that says what was wrong with it."""
