@@ -2,6 +2,7 @@
 checks, masks and the response (DESIGN.md sections 4, 6, 7 and 8). https image URLs are
 covered elsewhere; here every image is a data URL or an upload."""
 import base64
+import dataclasses
 import io
 import struct
 import zlib
@@ -10,6 +11,7 @@ import pytest
 import responses
 from PIL import Image, ImageChops
 
+from gateway import create_app
 from gateway.imaging import FIDELITY_INSTRUCTION, MASK_INSTRUCTION
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE, sent_bodies
@@ -573,4 +575,23 @@ def test_wrong_content_type_is_415_naming_both_accepted_types(client, auth, upst
     assert_error_startswith(response, 415, "")
     assert "application/json" in response.json["message"]
     assert "multipart/form-data" in response.json["message"]
+    assert len(upstream.calls) == 0
+
+
+def test_multipart_over_max_content_length_is_a_413_json_error(settings, auth, upstream):
+    small = create_app(dataclasses.replace(settings, max_content_length=4096)).test_client()
+    big = png_bytes((400, 400)) + b"\0" * 8192
+    response = small.post("/v1/images/edits", data={"prompt": "x", "image": (io.BytesIO(big), "a.png")},
+                          content_type="multipart/form-data", headers=auth)
+    assert response.status_code == 413
+    assert response.json["error"] is True and response.json["status"] == 413
+    assert len(upstream.calls) == 0
+
+
+def test_multipart_with_too_many_parts_is_a_413_json_error(client, auth, upstream):
+    fields = {f"x{i}": "1" for i in range(1100)}
+    response = client.post("/v1/images/edits", data={"prompt": "x", **fields},
+                           content_type="multipart/form-data", headers=auth)
+    assert response.status_code == 413
+    assert response.json["status"] == 413
     assert len(upstream.calls) == 0
