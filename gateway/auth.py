@@ -29,7 +29,8 @@ def require_api_key(view):
         if not keys:
             raise GatewayError(401, "Unauthorized: this gateway has no client keys configured (GATEWAY_API_KEYS).")
         if not key:
-            raise GatewayError(401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+            raise GatewayError(
+                401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
         if not key_is_valid(key, keys):
             raise GatewayError(401, "Unauthorized: the API key is not valid.")
         return view(*args, **kwargs)

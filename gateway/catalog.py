@@ -57,7 +57,8 @@ def resolve_model(name, default_model):
     model = _BY_NAME.get(default_model if requested == "auto" else requested)
     if model is None:
         supported = ", ".join(["auto"] + [m.id for m in MODELS])
-        raise InvalidRequest(f"Invalid request parameters: model: unknown model {requested!r}; supported models: {supported}")
+        raise InvalidRequest(f"Invalid request parameters: model: unknown model {requested!r}; "
+                             f"supported models: {supported}")
     return model
 
 

@@ -88,7 +88,7 @@ def _check_url(url):
     if parts.username or parts.password:
         raise FetchRefused("URLs with credentials are not fetched")
     try:
-        parts.port
+        parts.port  # noqa: B018 - urlsplit validates the port only when it is read
     except ValueError:
         raise FetchRefused("the URL's port is not valid") from None
     return parts

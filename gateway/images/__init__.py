@@ -19,6 +19,7 @@ class ArrivalOrderMultiDict(ImmutableMultiDict):
 class GatewayRequest(Request):
     parameter_storage_class = ArrivalOrderMultiDict
 
+
 def json_body(accepted="application/json"):
     """The request's JSON object, or the 415 / 400 that says what was wrong with it."""
     if not request.is_json:
@@ -27,6 +28,7 @@ def json_body(accepted="application/json"):
     if data is None:
         raise InvalidRequest("Invalid JSON in request body")
     return data
+
 
 def image_response(result):
     response = jsonify(result.body)

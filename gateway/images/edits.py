@@ -27,8 +27,6 @@ def _from_multipart():
         if name not in IMAGE_FIELDS + ("mask",):
             raise InvalidRequest(f"Invalid request parameters: {name}: Unknown field")
     params = load(EditSchema(form=True), request.form.to_dict())
-    if "images" in params or "mask" in params:
-        raise InvalidRequest("Invalid request parameters: images: send files as image, image[] or file parts")
     uploads = [upload for name, upload in request.files.in_arrival_order if name in IMAGE_FIELDS]
     sources = [(f"image[{i}]", upload.read()) for i, upload in enumerate(uploads)]
     mask = ("mask", request.files["mask"].read()) if "mask" in request.files else None

@@ -56,7 +56,8 @@ class ImageRequestSchema(Schema):
     user = fields.String()
     safety_identifier = fields.String()  # OpenAI's newer name for `user`
     moderation = fields.String(validate=one_of("auto", "low"))
-    stream = fields.Boolean(validate=validate.Equal(False, error="streaming is not supported yet; omit it or send false"))
+    stream = fields.Boolean(validate=validate.Equal(
+        False, error="streaming is not supported yet; omit it or send false"))
 
     @pre_load
     def normalize(self, data, **kwargs):

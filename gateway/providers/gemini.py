@@ -48,7 +48,7 @@ class Usage:
     total_tokens: int = 0
 
     def __add__(self, other):
-        return Usage(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
+        return Usage(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
 
 
 @dataclass
@@ -117,7 +117,8 @@ def _decode_image(inline):
     try:
         data = base64.b64decode(inline["data"], validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error):
-        raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.", retryable=True) from None
+        raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.",
+                            retryable=True) from None
     try:
         image_format, size = media.describe(data)
     except media.MediaError as error:
@@ -176,9 +177,9 @@ def error_for(response, secret=""):
         return UpstreamError(502, f"The Gemini API does not serve this model (HTTP 404): {message}")
     if status == 429:
         retry_after = _retry_after(response)
+        client_wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
         return UpstreamError(429, f"The Gemini API rate limit was reached: {message}", retryable=True,
-                             retry_after=retry_after,
-                             headers={"Retry-After": str(retry_after if retry_after is not None else DEFAULT_RETRY_AFTER)})
+                             retry_after=retry_after, headers={"Retry-After": str(client_wait)})
     return UpstreamError(502, f"The Gemini API failed (HTTP {status}): {message}",
                          retryable=status in RETRYABLE_STATUSES)
 
@@ -221,13 +222,15 @@ class GeminiProvider:
         except requests.exceptions.Timeout:
             raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
         except requests.exceptions.RequestException as error:
-            raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).", retryable=True) from None
+            raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).",
+                                retryable=True) from None
         if not response.ok:
             raise error_for(response, self.api_key)
         try:
             return response.json()
         except ValueError:
-            raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).", retryable=True) from None
+            raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
+                                retryable=True) from None
 
     def _delay_before_retry(self, error, attempt, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""

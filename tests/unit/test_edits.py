@@ -357,7 +357,8 @@ def test_three_images_to_gemini_2_5_flash_image_are_accepted(client, auth, upstr
 def test_formats_gemini_does_not_take_are_sent_as_png_with_the_same_pixels(client, auth, upstream, image_format):
     original = Image.new("RGB", (40, 30), RED)
     original.paste(BLUE, (0, 0, 20, 15))
-    data = encoded(original.convert("P", palette=Image.Palette.ADAPTIVE) if image_format == "GIF" else original, image_format)
+    source = original.convert("P", palette=Image.Palette.ADAPTIVE) if image_format == "GIF" else original
+    data = encoded(source, image_format)
     answer(upstream)
     response = post_json(client, auth, images=[{"image_url": data_url(data, f"image/{image_format.lower()}")}])
     assert response.status_code == 200

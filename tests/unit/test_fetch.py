@@ -317,7 +317,7 @@ def test_redirect_to_http_is_refused(settings, web, dns):
 
 def test_three_redirects_ending_in_a_png_are_followed(settings, web, dns):
     hops = [f"https://img.example/{i}" for i in range(4)]
-    for here, there in zip(hops, hops[1:]):
+    for here, there in zip(hops, hops[1:], strict=False):
         redirect(web, here, there)
     web.add(responses.GET, hops[-1], body=PNG, content_type="image/png")
     assert fetch_image(hops[0], settings) == PNG
@@ -334,7 +334,7 @@ def test_relative_redirect_is_resolved_against_the_current_url(settings, web, dn
 
 def test_four_redirects_are_refused(settings, web, dns):
     hops = [f"https://img.example/{i}" for i in range(5)]
-    for here, there in zip(hops, hops[1:]):
+    for here, there in zip(hops, hops[1:], strict=False):
         redirect(web, here, there)
     web.add(responses.GET, hops[-1], body=PNG)
     assert refusal(hops[0], settings) == "more than 3 redirects"

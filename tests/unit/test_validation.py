@@ -8,8 +8,8 @@ import responses
 
 from gateway import create_app
 from gateway.catalog import MODELS
-from tests.unit.conftest import GENERATE, sent_bodies
 from tests.support import gemini_answer
+from tests.unit.conftest import GENERATE, sent_bodies
 
 URL = "/v1/images/generations"
 PREFIX = "Invalid request parameters: "
