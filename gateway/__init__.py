@@ -2,7 +2,9 @@
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import observability
 from .catalog import resolve_model
 from .config import ConfigError, Settings
 from .errors import InvalidRequest, register_error_handlers
@@ -20,7 +22,7 @@ def create_app(settings=None):
         resolve_model("auto", settings.default_model)
     except InvalidRequest:
         raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observability.configure_logging()
     if not settings.api_keys:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     if not settings.gemini_api_key:
@@ -31,7 +33,11 @@ def create_app(settings=None):
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
     register_error_handlers(app)
+    observability.init_app(app)
 
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)

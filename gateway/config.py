@@ -46,11 +46,15 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_max_retries: int = 2
     upstream_retry_base_delay: float = 1.0
+    upstream_max_in_flight: int = 512  # per process
+    upstream_queue_timeout: float = 30.0
     max_content_length: int = 52428800
     image_fetch_max_bytes: int = 20971520
     image_fetch_allow_hosts: tuple = ()
     image_fetch_timeout: float = 30.0
     ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
+    trusted_proxies: int = 0
+    prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     port: int = 8000
 
     @classmethod
@@ -66,10 +70,14 @@ class Settings:
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
             upstream_retry_base_delay=_number(
                 env, "UPSTREAM_RETRY_BASE_DELAY", cls.upstream_retry_base_delay, float, 0),
+            upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
+            upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
             image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
             image_fetch_timeout=_number(env, "IMAGE_FETCH_TIMEOUT", cls.image_fetch_timeout, float, 1),
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+            trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
             port=_number(env, "PORT", cls.port, int, 1),
         )

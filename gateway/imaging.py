@@ -1,6 +1,7 @@
 """The work behind both endpoints: map OpenAI parameters to the model, fan out `n` upstream
 calls, collect the images and re-encode them (DESIGN.md sections 4 and 8)."""
 import base64
+import contextvars
 import logging
 import math
 import time
@@ -11,6 +12,7 @@ from . import media
 from .catalog import resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest, UpstreamError
 from .fetch import fetch_for
+from .metrics import describe_request, record_images
 from .providers.gemini import GeminiProvider, InputImage, Usage
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,9 @@ def _fan_out(call, n):
     if n == 1:
         return [guarded(0)]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="upstream") as pool:
-        return list(pool.map(guarded, range(n)))
+        # each call runs in a copy of this request's context: its request id and counters
+        futures = [pool.submit(contextvars.copy_context().run, guarded, index) for index in range(n)]
+        return [future.result() for future in futures]
 
 
 @dataclass
@@ -105,13 +109,17 @@ class Mask:
 
 
 def _finish(image, output_format, compression, mask=None):
-    """The image in the asked format (masked edits composited onto the source first);
-    returns (bytes, (width, height))."""
+    """(base64, (width, height)) of the image in the asked format, masked edits composited onto
+    the source first; the upstream's base64 passes through when nothing needs re-encoding."""
     try:
-        if mask is None:
-            return media.encode(image.data, output_format, compression), image.size
-        combined = media.composite(image.data, mask.source, mask.region)
-        return media.encode_image(combined, output_format, compression), combined.size
+        if mask is not None:
+            picture = media.composite(image.data, mask.source, mask.region)
+        elif image.format == media.FORMATS[output_format] and compression is None:
+            return image.b64, image.size
+        else:
+            picture = media.open_image(image.data)
+        data = media.encode_image(picture, output_format, compression)
+        return base64.b64encode(data).decode("ascii"), picture.size
     except media.MediaError as error:
         raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
 
@@ -184,6 +192,8 @@ def _create(params, settings, model, inputs=(), instructions=(), mask=None):
     n = params.get("n", 1)
     output_format = params.get("output_format", "png")
     compression = params.get("output_compression")
+    end_user = params.get("safety_identifier") or params.get("user")
+    describe_request(model.id, n, end_user)
 
     def one_call(_):
         generation = provider.generate(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
@@ -194,16 +204,16 @@ def _create(params, settings, model, inputs=(), instructions=(), mask=None):
     successes = [o for o in outcomes if not isinstance(o, GatewayError)]
     if not successes:
         raise failures[0]
-    images = [(data, dims, generation.text or prompt)
-              for generation, finished in successes for data, dims in finished][:n]
+    images = [(b64, dims, generation.text or prompt)
+              for generation, finished in successes for b64, dims in finished][:n]
     usage = sum((generation.usage for generation, _ in successes), Usage())
-    log.info("images model=%s n=%d inputs=%d made=%d failed_calls=%d user=%r", model.id, n, len(inputs),
-             len(images), len(failures), params.get("safety_identifier") or params.get("user", "-"))
+    record_images(model.id, len(images), usage)
+    if failures:
+        log.warning("%d of %d upstream calls failed; returning %d images", len(failures), n, len(images))
     width, height = images[0][1]
     return ImageResult(body={
         "created": int(time.time()),
-        "data": [{"b64_json": base64.b64encode(data).decode("ascii"), "revised_prompt": revised}
-                 for data, _, revised in images],
+        "data": [{"b64_json": b64, "revised_prompt": revised} for b64, _, revised in images],
         "model": model.id,
         "size": f"{width}x{height}",
         "output_format": output_format,

@@ -94,15 +94,6 @@ def encode_image(image, output_format, compression=None):
     return buffer.getvalue()
 
 
-def encode(data, output_format, compression=None):
-    """The image in `output_format` (png|jpeg|webp); bytes already in that format pass through
-    untouched unless a compression level was asked for."""
-    image = open_image(data)
-    if image.format == FORMATS[output_format] and compression is None:
-        return data
-    return encode_image(image, output_format, compression)
-
-
 def edit_region(mask, size):
     """OpenAI mask semantics: fully transparent pixels mark where to edit. Returns an L image,
     255 where the model may change pixels and 0 where the source must stay."""

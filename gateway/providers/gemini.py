@@ -2,9 +2,11 @@
 import base64
 import binascii
 import email.utils
+import json
 import logging
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -14,6 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from .. import media
 from ..errors import NO_IMAGE_MESSAGE, UpstreamError
+from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,13 @@ class InputImage:
 
 @dataclass
 class GeneratedImage:
-    data: bytes
+    b64: str  # exactly as the upstream sent it, so it can be passed through without a copy
     format: str  # Pillow's name: PNG, JPEG, WEBP
     size: tuple  # (width, height) from the image's own header
+
+    @property
+    def data(self):
+        return base64.b64decode(self.b64)
 
 
 @dataclass
@@ -57,6 +64,12 @@ class Generation:
     text: str = ""
     usage: Usage = field(default_factory=Usage)
     attempts: int = 1
+
+
+@cache
+def in_flight_slots(limit):
+    """The process-wide bound on upstream calls in flight (one semaphore per process)."""
+    return threading.BoundedSemaphore(limit)
 
 
 @cache
@@ -115,7 +128,8 @@ def _decode_image(inline):
     """The image bytes of an inlineData part, checked (cheaply, from the header) to be a
     complete image; anything else is a malformed answer, retried like one."""
     try:
-        data = base64.b64decode(inline["data"], validate=True)
+        b64 = inline["data"]
+        data = base64.b64decode(b64, validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.",
                             retryable=True) from None
@@ -124,7 +138,7 @@ def _decode_image(inline):
     except media.MediaError as error:
         raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.",
                             retryable=True) from None
-    return GeneratedImage(data=data, format=image_format, size=size)
+    return GeneratedImage(b64=b64, format=image_format, size=size)
 
 
 def parse_usage(metadata):
@@ -192,24 +206,41 @@ class GeminiProvider:
         self.connect_timeout = settings.upstream_connect_timeout
         self.max_retries = settings.upstream_max_retries
         self.base_delay = settings.upstream_retry_base_delay
+        self.slots = in_flight_slots(settings.upstream_max_in_flight)
+        self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
 
     def generate(self, model_id, prompt, images=(), image_config=None):
-        body = build_body(prompt, images, image_config)
+        """One image call, retried as needed, holding one of the process's in-flight slots."""
+        if not self.slots.acquire(timeout=self.queue_timeout):
+            raise UpstreamError(503, "The gateway is busy: too many upstream calls are in flight. "
+                                     "Try again shortly.", headers={"Retry-After": "5"})
+        UPSTREAM_IN_FLIGHT.inc()
+        try:
+            return self._generate(model_id, build_body(prompt, images, image_config))
+        finally:
+            UPSTREAM_IN_FLIGHT.dec()
+            self.slots.release()
+
+    def _generate(self, model_id, body):
         url = f"{self.base_url}/v1beta/models/{model_id}:generateContent"
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.max_retries + 1):
+            started = time.monotonic()
             try:
                 generation = parse_answer(self._post(url, body, deadline))
-                generation.attempts = attempt + 1
-                return generation
             except UpstreamError as error:
+                record_attempt(model_id, f"error_{error.status}", time.monotonic() - started, attempt > 0)
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
                     raise
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
                             attempt + 1, model_id, error.status, delay)
                 time.sleep(delay)
+            else:
+                record_attempt(model_id, "ok", time.monotonic() - started, attempt > 0)
+                generation.attempts = attempt + 1
+                return generation
 
     def _post(self, url, body, deadline):
         remaining = deadline - time.monotonic()
@@ -227,7 +258,7 @@ class GeminiProvider:
         if not response.ok:
             raise error_for(response, self.api_key)
         try:
-            return response.json()
+            return json.loads(response.content)  # from bytes: one less copy of a large body
         except ValueError:
             raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
                                 retryable=True) from None

@@ -1,0 +1,66 @@
+"""Prometheus metrics and the per-request counters, shared by the HTTP layer, the service and
+the providers (no Flask here). Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes them
+multiprocess-safe; gunicorn.conf.py sets it."""
+import contextvars
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUEST_ID = contextvars.ContextVar("request_id", default="-")
+STATS = contextvars.ContextVar("request_stats", default=None)
+SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300)
+
+REQUESTS = Counter("gateway_requests_total", "HTTP requests served", ["endpoint", "status"])
+REQUEST_SECONDS = Histogram("gateway_request_duration_seconds", "Time to serve a request", ["endpoint"],
+                            buckets=SLOW)
+UPSTREAM_CALLS = Counter("gateway_upstream_calls_total", "Upstream call attempts", ["model", "outcome"])
+UPSTREAM_SECONDS = Histogram("gateway_upstream_duration_seconds", "Time of one upstream attempt",
+                             ["model", "outcome"], buckets=SLOW)
+UPSTREAM_RETRIES = Counter("gateway_upstream_retries_total", "Upstream attempts that were retries", ["model"])
+UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
+IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model"])
+TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind"])
+
+
+@dataclass
+class RequestStats:
+    """What one request did upstream; shared with its fan-out threads through a contextvar."""
+    model: str = ""
+    n: int = 0
+    user: str = ""
+    images: int = 0
+    upstream_calls: int = 0
+    upstream_retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_attempt(self, retry):
+        with self.lock:
+            self.upstream_calls += 1
+            self.upstream_retries += retry
+
+
+def describe_request(model, n, user):
+    stats = STATS.get()
+    if stats is not None:
+        stats.model, stats.n, stats.user = model, n, user or ""
+
+
+def record_attempt(model, outcome, seconds, retry):
+    """One upstream attempt: its metrics, and the current request's counts."""
+    UPSTREAM_CALLS.labels(model, outcome).inc()
+    UPSTREAM_SECONDS.labels(model, outcome).observe(seconds)
+    if retry:
+        UPSTREAM_RETRIES.labels(model).inc()
+    stats = STATS.get()
+    if stats is not None:
+        stats.count_attempt(retry)
+
+
+def record_images(model, images, usage):
+    IMAGES.labels(model).inc(images)
+    TOKENS.labels(model, "input").inc(usage.input_tokens)
+    TOKENS.labels(model, "output").inc(usage.output_tokens)
+    stats = STATS.get()
+    if stats is not None:
+        stats.images = images

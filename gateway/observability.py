@@ -1,0 +1,111 @@
+"""What an operator sees: a request id on every log line, one JSON log line per request, and
+Prometheus metrics (multiprocess-safe under gunicorn when PROMETHEUS_MULTIPROC_DIR is set)."""
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from .auth import presented_key
+from .metrics import REQUEST_ID, REQUEST_SECONDS, REQUESTS, STATS, RequestStats
+
+log = logging.getLogger("gateway.request")
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+bp = Blueprint("observability", __name__)
+
+
+def key_id(key):
+    """A short, stable, non-reversible name for a client key, for logs."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; structured fields come from `extra={"fields": {...}}`."""
+
+    def format(self, record):
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging():
+    """JSON lines on stderr from every logger (once per process)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(RequestIdFilter())
+        root.addHandler(handler)
+
+
+def _endpoint():
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def start_request():
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if CLIENT_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+    g.started = time.monotonic()
+    g.tokens = (REQUEST_ID.set(g.request_id), STATS.set(RequestStats()))
+
+
+def finish_request(response):
+    seconds = time.monotonic() - g.started
+    stats = STATS.get()
+    endpoint = _endpoint()
+    REQUESTS.labels(endpoint, str(response.status_code)).inc()
+    REQUEST_SECONDS.labels(endpoint).observe(seconds)
+    response.headers["X-Request-ID"] = g.request_id
+    if endpoint not in ("/metrics", "/health"):
+        log.info("request", extra={"fields": {
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 1), "client": request.remote_addr,
+            "key_id": key_id(presented_key()), "model": stats.model, "n": stats.n, "user": stats.user,
+            "images": stats.images, "upstream_calls": stats.upstream_calls,
+            "upstream_retries": stats.upstream_retries,
+        }})
+    return response
+
+
+def end_request(error=None):
+    request_id_token, stats_token = g.pop("tokens", (None, None))
+    if request_id_token is not None:
+        REQUEST_ID.reset(request_id_token)
+        STATS.reset(stats_token)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics, summed over every gunicorn worker in multiprocess mode."""
+    registry = REGISTRY
+    if current_app.config["SETTINGS"].prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app):
+    app.before_request(start_request)
+    app.after_request(finish_request)
+    app.teardown_request(end_request)
+    app.register_blueprint(bp)
