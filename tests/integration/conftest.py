@@ -83,25 +83,32 @@ def image_server(tls_certificate):
     server.close()
 
 
-@pytest.fixture(scope="session")
-def gateway_url(emulator_url, gateway_log, tls_certificate):
+def start_gateway(emulator_url, log_path, **env):
+    """gunicorn with the production gunicorn.conf.py on a free port; returns (process, url)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "UPSTREAM_"))},
+    environment = {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "UPSTREAM_", "PROMETHEUS_"))},
         "GATEWAY_API_KEYS": CLIENT_KEY,
         "GEMINI_API_KEY": UPSTREAM_KEY,
         "GEMINI_BASE_URL": emulator_url,
         "UPSTREAM_TIMEOUT": "20",
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "32",
         "PORT": str(port),
-        "REQUESTS_CA_BUNDLE": str(tls_certificate[0]),
-        "IMAGE_FETCH_ALLOW_HOSTS": "localhost",
+        **env,
     }
     command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
                "--bind", f"127.0.0.1:{port}"]
-    process = start(command, env, url + "/health", gateway_log)
+    url = f"http://127.0.0.1:{port}"
+    return start(command, environment, url + "/health", log_path), url
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url, gateway_log, tls_certificate):
+    process, url = start_gateway(emulator_url, gateway_log, REQUESTS_CA_BUNDLE=str(tls_certificate[0]),
+                                 IMAGE_FETCH_ALLOW_HOSTS="localhost")
     yield url
     stop(process)
 

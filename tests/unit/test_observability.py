@@ -1,0 +1,140 @@
+"""Request ids, the per-request JSON log line, metrics, and proxy headers."""
+import dataclasses
+import json
+import logging
+
+import pytest
+import responses
+
+from gateway import create_app
+from gateway.observability import JsonFormatter, RequestIdFilter
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
+from tests.support import gemini_answer
+from tests.unit.conftest import GENERATE
+
+
+class Collect(logging.Handler):
+    """The JSON lines the gateway prints, formatted and stamped as they are logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RequestIdFilter())
+
+    def emit(self, record):
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def json_lines():
+    handler, root = Collect(), logging.getLogger()
+    root.addHandler(handler)
+    yield lambda: handler.lines
+    root.removeHandler(handler)
+
+
+def post(client, auth, headers=None, **params):
+    return client.post("/v1/images/generations", json={"prompt": "a quiet harbour", **params},
+                       headers={**auth, **(headers or {})})
+
+
+def test_a_request_id_is_generated_and_returned(client, auth, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    request_id = post(client, auth).headers["X-Request-ID"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+
+
+def test_a_valid_client_request_id_is_kept(client):
+    assert client.get("/health", headers={"X-Request-ID": "abc-123_x.y:z"}).headers["X-Request-ID"] == "abc-123_x.y:z"
+
+
+@pytest.mark.parametrize("unsafe", ["has space", "x" * 129, "new\\nline", "quote\""])
+def test_an_unsafe_client_request_id_is_replaced(client, unsafe):
+    returned = client.get("/health", headers={"X-Request-ID": unsafe}).headers["X-Request-ID"]
+    assert returned != unsafe and len(returned) == 32
+
+
+def test_errors_carry_the_request_id_too(client):
+    response = client.get("/nope", headers={"X-Request-ID": "lost-1"})
+    assert response.status_code == 404 and response.headers["X-Request-ID"] == "lost-1"
+
+
+def test_one_structured_line_per_request_without_secrets(client, auth, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, status=503)
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    response = post(client, auth, headers={"X-Request-ID": "req-42"}, n=1, user="end-user-9")
+    assert response.status_code == 200
+    lines = [line for line in json_lines() if line["message"] == "request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == "req-42"
+    assert {k: line[k] for k in ("method", "path", "status", "model", "n", "user", "images",
+                                 "upstream_calls", "upstream_retries")} == {
+        "method": "POST", "path": "/v1/images/generations", "status": 200, "model": "gemini-3-pro-image",
+        "n": 1, "user": "end-user-9", "images": 1, "upstream_calls": 2, "upstream_retries": 1}
+    assert isinstance(line["duration_ms"], float)
+    everything = json.dumps(json_lines())
+    assert CLIENT_KEY not in everything and UPSTREAM_KEY not in everything
+    assert "a quiet harbour" not in everything
+    assert all(entry["request_id"] == "req-42" for entry in json_lines() if entry["logger"].startswith("gateway"))
+
+
+def test_fan_out_threads_log_with_the_request_id(client, auth, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, status=503)
+    for _ in range(3):
+        upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    post(client, auth, headers={"X-Request-ID": "fan-7"}, n=3)
+    retry_lines = [line for line in json_lines() if "retrying" in line["message"]]
+    assert retry_lines and all(line["request_id"] == "fan-7" for line in retry_lines)
+    (summary,) = [line for line in json_lines() if line["message"] == "request"]
+    assert (summary["upstream_calls"], summary["upstream_retries"], summary["images"]) == (4, 1, 3)
+
+
+def test_key_id_is_a_short_hash_and_differs_per_key(client, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    client.post("/v1/images/generations", json={"prompt": "x"}, headers={"x-api-key": CLIENT_KEY})
+    client.post("/v1/images/generations", json={"prompt": "x"}, headers={"x-api-key": "second-client-key"})
+    ids = [line["key_id"] for line in json_lines() if line["message"] == "request"]
+    assert len(ids) == 2 and ids[0] != ids[1] and all(len(i) == 12 for i in ids)
+
+
+def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, upstream):
+    def sample(name, **labels):
+        text = client.get("/metrics").get_data(as_text=True)
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(f"{name}{{{wanted}}}"))
+
+    before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
+              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="error_502"),
+              sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
+              sample("gateway_images_generated_total", model="gemini-3-pro-image"),
+              sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    upstream.add(responses.POST, GENERATE, status=503)
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    assert post(client, auth).status_code == 200
+    after = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
+             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="error_502"),
+             sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
+             sample("gateway_images_generated_total", model="gemini-3-pro-image"),
+             sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1290]
+
+
+def test_metrics_content_type_is_prometheus_text(client):
+    assert client.get("/metrics").headers["Content-Type"].startswith("text/plain; version=")
+
+
+def test_trusted_proxies_take_the_client_address_from_x_forwarded_for(settings, upstream, json_lines):
+    app = create_app(dataclasses.replace(settings, trusted_proxies=1))
+    app.test_client().get("/v1/nothing", headers={"X-Forwarded-For": "203.0.113.7"})
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert line["client"] == "203.0.113.7"
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(client, json_lines):
+    client.get("/v1/nothing", headers={"X-Forwarded-For": "203.0.113.7"})
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert line["client"] == "127.0.0.1"
