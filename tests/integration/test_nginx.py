@@ -1,0 +1,92 @@
+"""deploy/nginx.conf in front of the gateway: the real nginx, on 127.0.0.1."""
+import base64
+import io
+import shutil
+import subprocess
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.integration.conftest import CLIENT_KEY, ROOT, free_port, stop, wait_until_up
+
+pytestmark = pytest.mark.integration
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@pytest.fixture(scope="module")
+def nginx_url(gateway_url, tmp_path_factory):
+    if not shutil.which(NGINX):
+        pytest.skip("nginx is not installed here (.ci/run installs it)")
+    work = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    site = (ROOT / "deploy" / "nginx.conf").read_text()
+    site = site.replace("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    (work / "site.conf").write_text(site)
+    (work / "nginx.conf").write_text(f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    include {work}/site.conf;
+}}
+""")
+    log_path = work / "stdout.log"
+    process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c", str(work / "nginx.conf")],
+                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url + "/health", process, log_path)
+    yield url
+    stop(process)
+
+
+def auth():
+    return {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def test_generation_through_nginx(nginx_url):
+    response = requests.post(f"{nginx_url}/v1/images/generations", headers=auth(), timeout=60,
+                             json={"prompt": "through the proxy", "size": "1536x1024"})
+    assert response.status_code == 200
+    image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
+    assert (image.format, image.size) == ("PNG", (1264, 848))
+    assert len(response.headers["X-Request-ID"]) == 32  # nginx's $request_id, used by the gateway
+
+
+def test_multipart_edit_through_nginx(nginx_url):
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (10, 200, 10)).save(buffer, "PNG")
+    response = requests.post(f"{nginx_url}/v1/images/edits", headers=auth(), timeout=60,
+                             files=[("image", ("a.png", buffer.getvalue(), "image/png"))],
+                             data={"prompt": "proxy edit", "n": "2"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
+
+
+def test_client_request_id_passes_through_nginx(nginx_url):
+    response = requests.get(f"{nginx_url}/health", headers={"X-Request-ID": "edge-77"}, timeout=10)
+    assert response.headers["X-Request-ID"] == "edge-77"
+
+
+def test_gateway_errors_pass_through_as_json(nginx_url):
+    response = requests.post(f"{nginx_url}/v1/images/generations", headers=auth(), json={}, timeout=30)
+    assert response.status_code == 400
+    assert response.json() == {"error": True, "status": 400, "message": "Invalid request parameters: prompt: Required"}
+
+
+def test_nginx_own_413_is_json(nginx_url):
+    response = requests.post(f"{nginx_url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
+                             headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 413
+    assert response.json()["status"] == 413 and response.json()["error"] is True
