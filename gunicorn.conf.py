@@ -18,7 +18,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # keeps the synchronous requests-based adapter and the `n` fan-out threads as they are.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))
-worker_connections = threads + 100
+worker_connections = threads  # a worker accepts no more connections than it has threads to serve
 # A request may take the whole upstream deadline; let it finish before gunicorn gives up, and
 # let in-flight requests finish after SIGTERM.
 timeout = int(settings.upstream_timeout) + 30

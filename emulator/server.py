@@ -15,6 +15,8 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   truncate=1       the image's base64 cut short (still valid base64, a truncated PNG)
   bad_base64=1     image data that is not base64
   not_image=1      image data that decodes but is not an image
+  noise=1          a noisy picture (about 1.4 MB as a 1024x1024 PNG), for benchmarks
+Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
 import base64
 import hashlib
@@ -24,6 +26,7 @@ import re
 import threading
 import time
 from collections import deque
+from functools import lru_cache
 
 from flask import Flask, jsonify, request
 from PIL import Image, ImageDraw
@@ -74,14 +77,18 @@ def nearest_ratio(width, height, ratios):
     return min(ratios, key=distance)
 
 
-def render_png(prompt, size, inputs):
+def render_png(prompt, size, inputs, noise=False):
     """A deterministic picture: colours from the prompt's hash, then one stripe per input image
     in the input's average colour, in order, so a test can see which inputs arrived."""
     digest = hashlib.sha256(prompt.encode()).digest()
-    image = Image.new("RGB", size, tuple(digest[:3]))
-    draw = ImageDraw.Draw(image)
     width, height = size
-    draw.ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=tuple(digest[3:6]))
+    if noise:
+        image = Image.merge("RGB", [Image.effect_noise(size, 2) for _ in range(3)])
+    else:
+        image = Image.new("RGB", size, tuple(digest[:3]))
+        ImageDraw.Draw(image).ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4],
+                                      fill=tuple(digest[3:6]))
+    draw = ImageDraw.Draw(image)
     stripe = max(1, width // max(1, len(inputs)))
     for index, source in enumerate(inputs):
         colour = source.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
@@ -89,6 +96,11 @@ def render_png(prompt, size, inputs):
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@lru_cache(maxsize=64)
+def render_text_only_png(prompt, size, noise):
+    return render_png(prompt, size, [], noise)
 
 
 def create_emulator(api_key=None):
@@ -170,7 +182,9 @@ def create_emulator(api_key=None):
         finish = wanted.get("finish", "STOP")
         count = 0 if "text_only" in wanted or "finish" in wanted else int(wanted.get("images", 1))
         for index in range(count):
-            png = render_png(prompt + "#" * index, size, inputs)
+            variant = prompt + "#" * index
+            noise = "noise" in wanted
+            png = render_png(variant, size, inputs, noise) if inputs else render_text_only_png(variant, size, noise)
             if "truncate" in wanted:
                 png = png[: (len(png) // 2) // 3 * 3]
             data = base64.b64encode(png).decode()

@@ -10,6 +10,8 @@ from PIL import Image, UnidentifiedImageError
 MAX_PIXELS = 64_000_000  # more than any model's 4K output; guards decompression bombs
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 INPUT_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}  # what Gemini takes
+BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+BASE64_HEAD, BASE64_TAIL = 65536, 32  # characters; multiples of 4
 DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
 
 
@@ -37,21 +39,44 @@ def open_image(data):
     return image
 
 
-def _is_complete(data, image_format):
+def _is_complete(head, tail, length, image_format):
     """A cheap end-of-file check, so a truncated image is caught without decoding it."""
     if image_format == "PNG":
-        return data.endswith(b"IEND\xaeB`\x82")
+        return tail.endswith(b"IEND\xaeB`\x82")
     if image_format == "JPEG":
-        return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
     if image_format == "WEBP":
-        return int.from_bytes(data[4:8], "little") + 8 <= len(data)
+        return int.from_bytes(head[4:8], "little") + 8 <= length
     return True
 
 
 def describe(data):
     """(format name, (width, height)) of a complete image, read from its header."""
     image = open_image(data)
-    if not _is_complete(data, image.format):
+    if not _is_complete(data, data, len(data), image.format):
+        raise MediaError(f"the {image.format} data is truncated")
+    return image.format, image.size
+
+
+def describe_base64(b64):
+    """`describe` for base64 text: every character is checked, but only the header and the last
+    bytes are decoded, so a large image passing through is never decoded whole."""
+    try:
+        raw = b64.encode("ascii")
+    except (AttributeError, UnicodeEncodeError):
+        raise MediaError("the image data is not base64") from None
+    first_pad = raw.find(b"=")
+    padding = 0 if first_pad < 0 else len(raw) - first_pad
+    if not raw or len(raw) % 4 or padding > 2 or raw.translate(None, BASE64_ALPHABET + b"=") \
+            or raw[len(raw) - padding:] != b"=" * padding:
+        raise MediaError("the image data is not valid base64")
+    head = base64.b64decode(raw[:BASE64_HEAD])
+    try:
+        image = open_image(head)
+    except MediaError:
+        return describe(base64.b64decode(raw))  # a header longer than the head (e.g. large EXIF)
+    length = len(raw) // 4 * 3 - padding
+    if not _is_complete(head, base64.b64decode(raw[-BASE64_TAIL:]), length, image.format):
         raise MediaError(f"the {image.format} data is truncated")
     return image.format, image.size
 

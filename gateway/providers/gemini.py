@@ -1,6 +1,5 @@
 """The Gemini Developer API adapter (DESIGN.md section 5): build the body, send it, parse it."""
 import base64
-import binascii
 import email.utils
 import json
 import logging
@@ -13,6 +12,7 @@ from functools import cache
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 
 from .. import media
 from ..errors import NO_IMAGE_MESSAGE, UpstreamError
@@ -27,6 +27,7 @@ SAFETY_FINISH_REASONS = {
 }
 KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?i:key=)[^&\s\"']+")
 DEFAULT_RETRY_AFTER = 10
+READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -125,20 +126,14 @@ def parse_answer(payload):
 
 
 def _decode_image(inline):
-    """The image bytes of an inlineData part, checked (cheaply, from the header) to be a
-    complete image; anything else is a malformed answer, retried like one."""
+    """An inlineData part, checked (cheaply: header and end) to be a complete image; anything
+    else is a malformed answer, retried like one."""
     try:
-        b64 = inline["data"]
-        data = base64.b64decode(b64, validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise UpstreamError(502, "The Gemini API returned image data that is not valid base64.",
-                            retryable=True) from None
-    try:
-        image_format, size = media.describe(data)
+        image_format, size = media.describe_base64(inline.get("data") if isinstance(inline, dict) else None)
     except media.MediaError as error:
         raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.",
                             retryable=True) from None
-    return GeneratedImage(b64=b64, format=image_format, size=size)
+    return GeneratedImage(b64=inline["data"], format=image_format, size=size)
 
 
 def parse_usage(metadata):
@@ -246,19 +241,23 @@ class GeminiProvider:
         remaining = deadline - time.monotonic()
         try:
             response = self.session.post(
-                url, json=body, headers={"x-goog-api-key": self.api_key},
+                url, json=body, headers={"x-goog-api-key": self.api_key}, stream=True,
                 timeout=(min(self.connect_timeout, remaining), remaining))
+            if not response.ok:
+                raise error_for(response, self.api_key)
+            # read in large chunks (requests' default is 10 KB) and parse the bytes as they are
+            content = b"".join(response.iter_content(READ_CHUNK))
         except requests.exceptions.ConnectTimeout:
             raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True) from None
-        except requests.exceptions.Timeout:
+        except (requests.exceptions.Timeout, ReadTimeoutError):
             raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
         except requests.exceptions.RequestException as error:
+            if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
+                raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
             raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).",
                                 retryable=True) from None
-        if not response.ok:
-            raise error_for(response, self.api_key)
         try:
-            return json.loads(response.content)  # from bytes: one less copy of a large body
+            return json.loads(content)
         except ValueError:
             raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
                                 retryable=True) from None

@@ -247,7 +247,8 @@ def test_upstream_invalid_base64_after_retries_is_502(client, auth, upstream):
 
     response = generate(client, auth)
 
-    assert_error(response, 502, "The Gemini API returned image data that is not valid base64.")
+    assert_error(response, 502,
+                 "The Gemini API returned an image that cannot be used: the image data is not valid base64.")
     assert len(upstream.calls) == 3
 
 

@@ -1,0 +1,244 @@
+"""Benchmark the gateway against the offline emulator on this machine (run by hand, not in CI).
+
+    .venv/bin/python bench/run.py            # after ./scripts/test (or scripts/dev) made .venv
+    .venv/bin/python bench/run.py --quick    # smaller counts, for a smoke run
+
+Needs `hey` (Debian package hey) as the load tool. Starts the emulator
+(under gunicorn, many threads) and the gateway with the production gunicorn.conf.py, then:
+  1. direct upstream vs gateway for n=1 with ~1.4 MB PNGs: requests/s, p50/p99, added latency;
+  2. 1,000 concurrent generations with 5 s upstream latency: errors, wall time, peak RSS;
+  3. one n=10 request with 5 s upstream latency: wall time;
+  4. the peak Python memory one request allocates for a 1.4 MB image (tracemalloc).
+Prints a Markdown table and writes it to bench/results/latest.md.
+"""
+import argparse
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_KEY, UPSTREAM_KEY = "bench-client-key", "bench-upstream-key"
+MODEL = "gemini-2.5-flash-image"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(command, env, log):
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def hey(url, body, headers, requests_count, concurrency):
+    """Run the `hey` load generator; returns its numbers (latencies in ms)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as payload:
+        json.dump(body, payload)
+    command = ["hey", "-n", str(requests_count), "-c", str(concurrency), "-t", "120", "-m", "POST",
+               "-T", "application/json", "-D", payload.name]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    os.unlink(payload.name)
+
+    def number(pattern):
+        match = re.search(pattern, output)
+        return float(match.group(1)) if match else float("nan")
+
+    ok = number(r"\[200\]\s+(\d+) responses")
+    return {
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
+        "p50": number(r"50% in ([\d.]+) secs") * 1000,
+        "p99": number(r"99% in ([\d.]+) secs") * 1000,
+        "wall": number(r"Total:\s+([\d.]+) secs"),
+        "errors": requests_count - (0 if ok != ok else ok),
+    }
+
+
+def tree_rss_mb(pid):
+    """Resident memory of a process and all its descendants, in MB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, AttributeError):
+            continue
+    return total / 1024
+
+
+class PeakRss:
+    """Samples a process tree's RSS every 50 ms while active."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.running = pid, 0.0, True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        while self.running:
+            self.peak = max(self.peak, tree_rss_mb(self.pid))
+            time.sleep(0.05)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        return self.peak
+
+
+def request_memory_peak():
+    """Peak bytes Python allocates while serving one n=1 generation of a ~1.4 MB PNG (in-process,
+    upstream mocked), with and without re-encoding."""
+    import responses
+
+    sys.path.insert(0, str(ROOT))
+    from emulator.server import render_png
+    from gateway import create_app
+    from gateway.config import Settings
+
+    png = render_png("memory", (1024, 1024), [], noise=True)
+    import base64
+    answer = json.dumps({"candidates": [{"content": {"parts": [
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}]},
+        "finishReason": "STOP"}]}).encode()
+    app = create_app(Settings(api_keys=(CLIENT_KEY,), gemini_api_key=UPSTREAM_KEY,
+                              gemini_base_url="https://gemini.bench", upstream_retry_base_delay=0))
+    client = app.test_client()
+    peaks = {}
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, re.compile("https://gemini.bench/.*"), body=answer,
+                 content_type="application/json")
+        for label, extra in (("pass-through png", {}), ("re-encoded to jpeg", {"output_format": "jpeg"})):
+            client.post("/v1/images/generations", json={"prompt": "warm up", **extra},
+                        headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+            tracemalloc.start()
+            response = client.post("/v1/images/generations", json={"prompt": "memory", **extra},
+                                   headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+            peaks[label] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            assert response.status_code == 200
+    return len(png) / 2**20, peaks
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
+    parser.add_argument("--latency", type=float, default=5.0, help="upstream latency for the slow scenarios (s)")
+    parser.add_argument("--concurrency", type=int, default=1000, help="concurrent slow generations")
+    args = parser.parse_args()
+    if not shutil.which("hey"):
+        sys.exit("the load tool hey is needed: apt-get install hey")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+
+    emulator_port, gateway_port = free_port(), free_port()
+    emulator = start([str(bin_dir / "gunicorn"), "emulator:create_emulator()", "--bind", f"127.0.0.1:{emulator_port}",
+                      "-k", "gthread", "--threads", str(args.concurrency + 200), "--workers", "1",
+                      "--worker-connections", str(args.concurrency * 2 + 200), "--no-control-socket",
+                      "--timeout", "120", "--backlog", "4096"],
+                     {}, open(results_dir / "emulator.log", "w"))
+    gateway = start([str(bin_dir / "gunicorn"), "app:app", "--config", "gunicorn.conf.py",
+                     "--bind", f"127.0.0.1:{gateway_port}", "--backlog", "4096"],
+                    {"GATEWAY_API_KEYS": CLIENT_KEY, "GEMINI_API_KEY": UPSTREAM_KEY,
+                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port)},
+                    open(results_dir / "gateway.log", "w"))
+    emulator_url, gateway_url = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{gateway_port}"
+    rows = []
+    try:
+        wait_for(emulator_url + "/")
+        wait_for(gateway_url + "/health")
+        count = 100 if args.quick else 500
+        fast_prompt = "a noisy benchmark picture [emulator: noise=1]"
+        upstream_body = {"contents": [{"role": "user", "parts": [{"text": fast_prompt}]}],
+                         "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
+        gateway_body = {"prompt": fast_prompt, "model": MODEL}
+        upstream_url = f"{emulator_url}/v1beta/models/{MODEL}:generateContent"
+        hey(upstream_url, upstream_body, {"x-goog-api-key": UPSTREAM_KEY}, 20, 2)  # warm the emulator's cache
+        hey(gateway_url + "/v1/images/generations", gateway_body, {"Authorization": f"Bearer {CLIENT_KEY}"}, 20, 2)
+        for concurrency in (1, 8):
+            direct = hey(upstream_url, upstream_body, {"x-goog-api-key": UPSTREAM_KEY}, count, concurrency)
+            via = hey(gateway_url + "/v1/images/generations", gateway_body,
+                     {"Authorization": f"Bearer {CLIENT_KEY}"}, count, concurrency)
+            rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: direct upstream | {direct['rps']:.1f} req/s "
+                        f"| p50 {direct['p50']:.0f} ms, p99 {direct['p99']:.0f} ms | errors {direct['errors']:.0f} |")
+            rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: through the gateway | {via['rps']:.1f} req/s "
+                        f"| p50 {via['p50']:.0f} ms, p99 {via['p99']:.0f} ms "
+                        f"(added p50 {via['p50'] - direct['p50']:.0f} ms) "
+                        f"| errors {via['errors']:.0f} |")
+
+        slow_body = {"prompt": f"slow [emulator: delay={args.latency:g}]", "model": MODEL}
+        sampler = PeakRss(gateway.pid)
+        slow = hey(gateway_url + "/v1/images/generations", slow_body, {"Authorization": f"Bearer {CLIENT_KEY}"},
+                  args.concurrency, args.concurrency)
+        peak = sampler.stop()
+        rows.append(f"| {args.concurrency} concurrent generations, {args.latency:g} s upstream latency "
+                    f"| wall {slow['wall']:.2f} s ({slow['wall'] / args.latency:.2f}x the latency) "
+                    f"| p50 {slow['p50']:.0f} ms, p99 {slow['p99']:.0f} ms "
+                    f"| errors {slow['errors']:.0f} of {args.concurrency}, "
+                    f"peak RSS of all gateway processes {peak:.0f} MB |")
+
+        started = time.monotonic()
+        single = requests.post(gateway_url + "/v1/images/generations", json=slow_body, timeout=120,
+                               headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        one = time.monotonic() - started
+        started = time.monotonic()
+        ten = requests.post(gateway_url + "/v1/images/generations", json={**slow_body, "n": 10}, timeout=120,
+                            headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        wall = time.monotonic() - started
+        assert single.status_code == ten.status_code == 200 and len(ten.json()["data"]) == 10
+        rows.append(f"| one n=10 request, {args.latency:g} s upstream latency | wall {wall:.2f} s "
+                    f"({wall / one:.2f}x one n=1 call of {one:.2f} s) | | |")
+    finally:
+        for process in (gateway, emulator):
+            process.terminate()
+            process.wait(timeout=60)
+
+    logging.disable(logging.WARNING)  # the in-process gateway below would print its request lines
+    image_mb, peaks = request_memory_peak()
+    for label, peak_mb in peaks.items():
+        rows.append(f"| Python memory one request allocates at its peak ({image_mb:.2f} MB PNG, {label}) "
+                    f"| {peak_mb:.1f} MB | | |")
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    table = "\n".join([f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu}); "
+                       "WEB_CONCURRENCY=2, GUNICORN_THREADS=512, gthread.", "",
+                       "| scenario | throughput / wall time | latency | errors / memory |",
+                       "|---|---|---|---|", *rows])
+    print(table)
+    (results_dir / "latest.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Image checks: base64 images are validated whole but decoded only at the header and the end."""
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from gateway import media
+from tests.support import png_bytes
+
+
+def encoded(image, image_format, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+NOISE = Image.merge("RGB", [Image.effect_noise((400, 300), 40) for _ in range(3)])
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+def test_describe_base64_reads_format_and_size(image_format):
+    b64 = base64.b64encode(encoded(NOISE, image_format)).decode()
+    assert media.describe_base64(b64) == (image_format, (400, 300))
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+def test_describe_base64_refuses_a_truncated_image(image_format):
+    data = encoded(NOISE, image_format)
+    b64 = base64.b64encode(data[: len(data) // 2 // 3 * 3]).decode()  # valid base64, half an image
+    with pytest.raises(media.MediaError, match="truncated|not a decodable image"):  # WebP fails at open
+        media.describe_base64(b64)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s[:5000] + "!" + s[5001:],  # a character outside the alphabet, in the middle
+    lambda s: s[:5000] + "=" + s[5001:],  # padding in the middle
+    lambda s: s[:-1],  # length not a multiple of 4
+    lambda s: s + "====",  # too much padding
+    lambda s: "",
+])
+def test_describe_base64_refuses_invalid_base64_anywhere(damage):
+    b64 = base64.b64encode(encoded(NOISE, "PNG")).decode()
+    with pytest.raises(media.MediaError, match="base64"):
+        media.describe_base64(damage(b64))
+
+
+def test_describe_base64_handles_a_header_longer_than_what_it_decodes_first():
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 60000  # ImageDescription: pushes the JPEG frame header past the first 48 KB
+    data = encoded(NOISE, "JPEG", exif=exif.tobytes())
+    assert len(data) > 60000
+    assert media.describe_base64(base64.b64encode(data).decode()) == ("JPEG", (400, 300))
+
+
+def test_describe_base64_refuses_text_that_is_not_an_image():
+    with pytest.raises(media.MediaError, match="not a decodable image"):
+        media.describe_base64(base64.b64encode(b"hello, this is text" * 10).decode())
+
+
+def test_describe_base64_refuses_non_ascii():
+    with pytest.raises(media.MediaError, match="base64"):
+        media.describe_base64("iVBORw0KGgo" + "é")
+
+
+def test_describe_and_describe_base64_agree():
+    data = png_bytes((33, 17))
+    assert media.describe(data) == media.describe_base64(base64.b64encode(data).decode()) == ("PNG", (33, 17))
