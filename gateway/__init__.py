@@ -12,6 +12,7 @@ from .health import bp as health_bp
 from .images import GatewayRequest
 from .images.edits import bp as edits_bp
 from .images.generations import bp as generations_bp
+from .openapi import bp as openapi_bp
 
 log = logging.getLogger(__name__)
 
@@ -42,4 +43,5 @@ def create_app(settings=None):
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)
     app.register_blueprint(edits_bp)
+    app.register_blueprint(openapi_bp)
     return app

@@ -26,7 +26,10 @@ def json_body(accepted="application/json"):
     """The request's JSON object, or the 415 / 400 that says what was wrong with it."""
     if not request.is_json:
         raise GatewayError(415, f"Unsupported Media Type: send the body as {accepted}.")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidRequest("Invalid JSON in request body: nested too deeply") from None
     if data is None:
         raise InvalidRequest("Invalid JSON in request body")
     return data

@@ -5,7 +5,7 @@ from ..auth import require_api_key
 from ..errors import InvalidRequest
 from ..imaging import edit_images
 from . import image_response, json_body
-from .schemas import EditSchema, load
+from .schemas import FORM_ONLY_FILES, EditSchema, load
 
 bp = Blueprint("edits", __name__)
 
@@ -14,7 +14,7 @@ IMAGE_FIELDS = ("image", "image[]", "file")  # what the OpenAI SDKs and curl -F 
 
 def _from_json():
     params = load(EditSchema(), json_body("application/json or multipart/form-data"))
-    sources = [(f"images[{i}]", item["image_url"]) for i, item in enumerate(params.pop("images", []))]
+    sources = [(f"images[{i}]", item["image_url"]) for i, item in enumerate(params.pop("images"))]
     mask = ("mask", params.pop("mask")["image_url"]) if "mask" in params else None
     return params, sources, mask
 
@@ -26,7 +26,7 @@ def _from_multipart():
     for name in request.files:
         if name not in IMAGE_FIELDS + ("mask",):
             raise InvalidRequest(f"Invalid request parameters: {name}: Unknown field")
-    params = load(EditSchema(form=True), request.form.to_dict())
+    params = load(EditSchema(form=True, exclude=FORM_ONLY_FILES), request.form.to_dict())
     uploads = [upload for name, upload in request.files.in_arrival_order if name in IMAGE_FIELDS]
     sources = [(f"image[{i}]", upload.read()) for i, upload in enumerate(uploads)]
     mask = ("mask", request.files["mask"].read()) if "mask" in request.files else None

@@ -43,7 +43,7 @@ class ImageRequestSchema(Schema):
         self.form = form
 
     prompt = fields.String(required=True, validate=[validate.Length(max=32000), not_blank],
-                           error_messages={"required": "Required"})
+                           error_messages={"required": "Required"}, metadata={"minLength": 1, "pattern": r"\S"})
     model = fields.String(load_default="auto")
     n = StrictInteger(load_default=1, validate=validate.Range(min=1, max=10, error="must be between 1 and 10"))
     size = fields.String(validate=SIZE)
@@ -86,9 +86,12 @@ class ImageURLSchema(Schema):
     image_url = fields.String(required=True, error_messages={"required": "Required"})
 
 
+FORM_ONLY_FILES = ("images", "mask")  # in multipart these come as file parts, not fields
+
+
 class EditSchema(ImageRequestSchema):
-    images = fields.List(fields.Nested(ImageURLSchema), validate=validate.Length(
-        min=1, max=16, error="must hold between 1 and 16 images"))
+    images = fields.List(fields.Nested(ImageURLSchema), required=True, error_messages={"required": "Required"},
+                         validate=validate.Length(min=1, max=16, error="must hold between 1 and 16 images"))
     mask = fields.Nested(ImageURLSchema)
     quality = fields.String(validate=one_of("standard", "low", "medium", "high", "auto"))
     input_fidelity = fields.String(validate=one_of("high", "low"))
@@ -118,3 +121,38 @@ def load(schema, data):
         return schema.load(data)
     except ValidationError as error:
         raise InvalidRequest("Invalid request parameters: " + "; ".join(sorted(_flatten(error.messages)))) from None
+
+
+class ImageDataSchema(Schema):
+    b64_json = fields.String(required=True, metadata={"description": "the image, base64"})
+    revised_prompt = fields.String(required=True, metadata={
+        "description": "the model's own text for the image, else the prompt sent upstream"})
+
+
+class InputTokensDetailsSchema(Schema):
+    text_tokens = fields.Integer(required=True)
+    image_tokens = fields.Integer(required=True)
+
+
+class UsageSchema(Schema):
+    input_tokens = fields.Integer(required=True)
+    output_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+    input_tokens_details = fields.Nested(InputTokensDetailsSchema, required=True)
+
+
+class ImagesResponseSchema(Schema):
+    """The answer of both endpoints (documentation; the service builds it)."""
+    created = fields.Integer(required=True, metadata={"description": "Unix time"})
+    data = fields.List(fields.Nested(ImageDataSchema), required=True)
+    model = fields.String(required=True)
+    size = fields.String(required=True, metadata={"description": "WxH of the first image"})
+    output_format = fields.String(required=True, validate=one_of("png", "jpeg", "webp"))
+    usage = fields.Nested(UsageSchema, required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error, with the HTTP status repeated in the body."""
+    error = fields.Boolean(required=True, validate=validate.Equal(True))
+    status = fields.Integer(required=True)
+    message = fields.String(required=True)

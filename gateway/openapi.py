@@ -1,0 +1,73 @@
+"""GET /openapi.json: the OpenAPI 3 description, generated from the marshmallow schemas."""
+from functools import cache
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint
+
+from .images.edits import IMAGE_FIELDS
+from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
+
+bp = Blueprint("openapi", __name__)
+
+ERROR_STATUSES = {
+    "400": "invalid request, or the model refused it (safety)",
+    "401": "missing or wrong API key",
+    "413": "request body too large",
+    "415": "unsupported content type",
+    "429": "upstream rate limit (see Retry-After)",
+    "500": "the model answered without an image, or an unexpected error",
+    "502": "upstream failure",
+    "503": "provider not configured, or the gateway is at its in-flight limit",
+    "504": "upstream timeout",
+}
+
+
+def _operation(summary, request_body):
+    errors = {code: {"description": text, "content": {"application/json": {"schema": "Error"}}}
+              for code, text in ERROR_STATUSES.items()}
+    return {
+        "summary": summary,
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "requestBody": {"required": True, "content": request_body},
+        "responses": {"200": {"description": "the images", "headers": {
+            "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
+                                        "schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": "ImagesResponse"}}}, **errors},
+    }
+
+
+def _edit_form(plugin):
+    """The multipart form of an edit: the JSON fields as form fields, plus the files."""
+    form = plugin.converter.schema2jsonschema(EditSchema(exclude=FORM_ONLY_FILES))
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    form["properties"].update({name: files for name in IMAGE_FIELDS})
+    form["properties"]["mask"] = {"type": "string", "format": "binary"}
+    return form
+
+
+@cache
+def build_spec():
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title="Gemini image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
+                   info={"description": "OpenAI-compatible images API served by Google's Gemini image models."})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
+    for name, schema in (("GenerationRequest", GenerationSchema), ("EditRequest", EditSchema),
+                         ("ImagesResponse", ImagesResponseSchema), ("Error", ErrorSchema)):
+        spec.components.schema(name, schema=schema)
+    spec.path("/v1/images/generations", operations={"post": _operation(
+        "Create images from a prompt", {"application/json": {"schema": "GenerationRequest"}})})
+    spec.path("/v1/images/edits", operations={"post": _operation(
+        "Edit or combine images with a prompt", {
+            "application/json": {"schema": "EditRequest"},
+            "multipart/form-data": {"schema": _edit_form(plugin)}})})
+    spec.path("/health", operations={"get": {"summary": "Liveness and configured providers", "responses": {
+        "200": {"description": "up", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The API description (no key needed)."""
+    return build_spec()
