@@ -3,7 +3,7 @@
 Answers real PNGs of each model's own pixel sizes, deterministic from the prompt and the input
 images. A prompt can ask for a failure with a directive such as `[emulator: fail=503 times=2]`:
   fail=STATUS      answer that HTTP error (429, 500, 503, 400, 403, 404 ...)
-  times=K          only for the first K calls with this exact prompt, then succeed
+  times=K          misbehave only for the first K calls with this exact prompt, then succeed
   retry_after=S    Retry-After header on a failure
   block=REASON     promptFeedback.blockReason (prompt blocked)
   finish=REASON    finishReason REASON and no image (e.g. IMAGE_SAFETY)
@@ -16,11 +16,14 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   bad_base64=1     image data that is not base64
   not_image=1      image data that decodes but is not an image
   noise=1          a noisy picture (about 1.4 MB as a 1024x1024 PNG), for benchmarks
+  reset=1          send half of the answer, then drop the connection
+  huge=MB          an answer of about MB megabytes (an image part padded with junk)
 Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
 import base64
 import hashlib
 import io
+import json
 import math
 import re
 import threading
@@ -28,7 +31,7 @@ import time
 from collections import deque
 from functools import lru_cache
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from PIL import Image, ImageDraw
 
 TEN = {"1:1": (1024, 1024), "2:3": (848, 1264), "3:2": (1264, 848), "3:4": (896, 1200), "4:3": (1200, 896),
@@ -47,6 +50,7 @@ MODELS = {
 MODELS.update({f"{name}-preview": spec for name, spec in list(MODELS.items())})
 FLASH_25_TOKENS = 1290
 DIRECTIVE = re.compile(r"\[emulator:([^\]]*)\]")
+FAULTS = {"fail", "block", "finish", "text_only", "malformed", "truncate", "bad_base64", "not_image", "reset", "huge"}
 
 
 def google_error(status, message, reason=None):
@@ -158,8 +162,10 @@ def create_emulator(api_key=None):
                     "images": [[*i.size] for i in inputs], "at": time.time()})
 
         wanted = directives(prompt)
+        if "times" in wanted and call_number(prompt) > int(wanted["times"]):
+            wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
         time.sleep(float(wanted.get("delay", 0)))
-        if "fail" in wanted and call_number(prompt) <= int(wanted.get("times", 10**9)):
+        if "fail" in wanted:
             response = google_error(int(wanted["fail"]), f"emulated failure {wanted['fail']}")
             if "retry_after" in wanted:
                 response.headers["Retry-After"] = wanted["retry_after"]
@@ -193,9 +199,11 @@ def create_emulator(api_key=None):
             if "not_image" in wanted:
                 data = base64.b64encode(b"this is not an image").decode()
             parts.append({"inlineData": {"mimeType": "image/png", "data": data}})
+        if "huge" in wanted:
+            parts.append({"inlineData": {"mimeType": "image/png", "data": "A" * int(float(wanted["huge"]) * 2**20)}})
         output_tokens = count * (tokens[tier or "1K"] if tokens else FLASH_25_TOKENS)
         text_tokens, image_tokens = max(1, len(prompt) // 4), 258 * len(inputs)
-        return {
+        answer = {
             "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
             "usageMetadata": {
                 "promptTokenCount": text_tokens + image_tokens,
@@ -206,5 +214,17 @@ def create_emulator(api_key=None):
             },
             "modelVersion": model,
         }
+        if "reset" in wanted:
+            return broken_answer(json.dumps(answer).encode())
+        return answer
 
     return app
+
+
+def broken_answer(body):
+    """Announce the whole body, send half, then fail, so the connection drops mid-body."""
+    def half_then_fail():
+        yield body[: len(body) // 2]
+        raise ConnectionResetError("emulated connection reset")
+
+    return Response(half_then_fail(), content_type="application/json", headers={"Content-Length": str(len(body))})

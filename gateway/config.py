@@ -46,6 +46,7 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_max_retries: int = 2
     upstream_retry_base_delay: float = 1.0
+    upstream_max_response_bytes: int = 134217728
     upstream_max_in_flight: int = 512  # per process
     upstream_queue_timeout: float = 30.0
     max_content_length: int = 52428800
@@ -70,6 +71,8 @@ class Settings:
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
             upstream_retry_base_delay=_number(
                 env, "UPSTREAM_RETRY_BASE_DELAY", cls.upstream_retry_base_delay, float, 0),
+            upstream_max_response_bytes=_number(
+                env, "UPSTREAM_MAX_RESPONSE_BYTES", cls.upstream_max_response_bytes, int, 1024),
             upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
             upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),

@@ -201,6 +201,7 @@ class GeminiProvider:
         self.connect_timeout = settings.upstream_connect_timeout
         self.max_retries = settings.upstream_max_retries
         self.base_delay = settings.upstream_retry_base_delay
+        self.max_response_bytes = settings.upstream_max_response_bytes
         self.slots = in_flight_slots(settings.upstream_max_in_flight)
         self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
@@ -245,8 +246,7 @@ class GeminiProvider:
                 timeout=(min(self.connect_timeout, remaining), remaining))
             if not response.ok:
                 raise error_for(response, self.api_key)
-            # read in large chunks (requests' default is 10 KB) and parse the bytes as they are
-            content = b"".join(response.iter_content(READ_CHUNK))
+            content = self._read(response)
         except requests.exceptions.ConnectTimeout:
             raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True) from None
         except (requests.exceptions.Timeout, ReadTimeoutError):
@@ -261,6 +261,23 @@ class GeminiProvider:
         except ValueError:
             raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
                                 retryable=True) from None
+
+    def _read(self, response):
+        """The body, read in large chunks (requests' default is 10 KB), up to the size limit."""
+        too_large = UpstreamError(502, f"The Gemini API answer is larger than the gateway's limit of "
+                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            response.close()
+            raise too_large
+        chunks, size = [], 0
+        for chunk in response.iter_content(READ_CHUNK):
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                response.close()
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _delay_before_retry(self, error, attempt, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""
