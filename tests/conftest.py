@@ -2,9 +2,22 @@ import pytest
 
 from gateway import create_app
 from gateway.config import Settings
+from tests.secrets import WATCH, watching_logs
 
 CLIENT_KEY = "client-key-0123456789"
 UPSTREAM_KEY = "upstream-key-abcdefghij"
+WATCH.secrets |= {CLIENT_KEY, "second-client-key", UPSTREAM_KEY}
+
+
+@pytest.fixture(autouse=True)
+def no_key_leaks():
+    """Every test: no key in any log line or response (the integration conftest adds the
+    gateway processes' logs and the HTTP responses of the real servers)."""
+    stop_watching = watching_logs()
+    yield
+    stop_watching()
+    leaks = WATCH.take()
+    assert not leaks, f"a key leaked: {leaks}"
 
 
 @pytest.fixture
@@ -21,7 +34,14 @@ def settings():
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+
+    @app.after_request
+    def check_for_keys(response):
+        WATCH.check_response(f"response to {response.status_code}", response.headers, response.get_data())
+        return response
+
+    return app
 
 
 @pytest.fixture

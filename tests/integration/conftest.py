@@ -11,11 +11,37 @@ import openai
 import pytest
 import requests
 
+from tests.secrets import WATCH
 from tests.tls import ImageServer, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "integration-client-key"
 UPSTREAM_KEY = "integration-upstream-key"
+WATCH.secrets |= {CLIENT_KEY, UPSTREAM_KEY}
+GATEWAY_LOGS = {}  # log path -> bytes already checked for keys
+
+
+def check_gateway_logs():
+    for path, checked in list(GATEWAY_LOGS.items()):
+        text = Path(path).read_bytes()
+        WATCH.check(f"gateway log {path}", text[checked:])
+        GATEWAY_LOGS[path] = len(text)
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_servers_output(monkeypatch):
+    """Every response the real servers send the tests, and every line the gateways log."""
+    send = requests.adapters.HTTPAdapter.send
+
+    def checked_send(adapter, request, *args, **kwargs):
+        response = send(adapter, request, *args, **kwargs)
+        if not kwargs.get("stream"):
+            WATCH.check_response(f"{request.method} {request.path_url}", response.headers, response.content)
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", checked_send)
+    yield
+    check_gateway_logs()
 
 
 def free_port():
@@ -102,6 +128,7 @@ def start_gateway(emulator_url, log_path, **env):
     command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
                "--bind", f"127.0.0.1:{port}"]
     url = f"http://127.0.0.1:{port}"
+    GATEWAY_LOGS[str(log_path)] = 0
     return start(command, environment, url + "/health", log_path), url
 
 
@@ -116,7 +143,13 @@ def gateway_url(emulator_url, gateway_log, tls_certificate):
 @pytest.fixture
 def sdk(gateway_url):
     """The real openai SDK pointed at the gateway (no SDK retries, so statuses are what we sent)."""
-    with openai.OpenAI(base_url=gateway_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60) as client:
+    def check(response):
+        response.read()
+        WATCH.check_response(f"SDK {response.request.url.path}", response.headers, response.content)
+
+    http_client = openai.DefaultHttpxClient(event_hooks={"response": [check]})
+    with openai.OpenAI(base_url=gateway_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60,
+                       http_client=http_client) as client:
         yield client
 
 
