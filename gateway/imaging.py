@@ -27,7 +27,6 @@ MASK_INSTRUCTION = ("The last image is a black-and-white mask of the first image
 FIDELITY_INSTRUCTION = ("Preserve the input image faithfully: keep its composition, faces, identity, text "
                         "and fine details unchanged except where the prompt asks for a change.")
 HIGH_QUALITY = {"hd", "high"}
-TIERS = ("1K", "2K", "4K")
 
 
 @dataclass
@@ -65,7 +64,7 @@ def image_config_for(model, size=None, aspect_ratio=None, quality=None):
         config["aspectRatio"] = nearest_aspect_ratio(*ratio, model.aspect_ratios)
     if model.image_sizes:
         tier = tier_for_long_edge(max(pixels)) if pixels else None
-        if quality in HIGH_QUALITY and TIERS.index(tier or "1K") < TIERS.index("2K"):
+        if quality in HIGH_QUALITY and tier in (None, "1K"):
             tier = "2K"
         if tier:
             config["imageSize"] = tier
@@ -124,17 +123,18 @@ def _finish(image, output_format, compression, mask=None):
         raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
 
 
-def _model_for(params, settings):
+def _route(params, settings):
+    """The model and its provider, checked before any work is done for the request."""
     model = resolve_model(params.get("model"), settings.default_model)
     if params.get("background") == "transparent" and not model.transparent_background:
         raise InvalidRequest(f"Invalid request parameters: background: 'transparent' is not supported "
                              f"by {model.id}; use 'auto' or 'opaque'")
-    return model
+    return model, provider_for(model, settings)
 
 
 def generate_images(params, settings):
     """Serve a generation: a prompt in, `n` images out."""
-    return _create(params, settings, _model_for(params, settings))
+    return _create(params, settings, *_route(params, settings))
 
 
 def _read_reference(label, reference, settings):
@@ -161,34 +161,36 @@ def _load(label, reference, settings):
 def edit_images(params, settings, sources, mask_source=None):
     """Serve an edit. `sources` are (label, reference) pairs in order, a reference being
     uploaded bytes or an image_url string; `mask_source` is one more such pair."""
-    model = _model_for(params, settings)
+    model, provider = _route(params, settings)
     if not sources:
         raise InvalidRequest("Invalid request parameters: image: Required (send at least one input image)")
     count = len(sources) + (mask_source is not None)
     if count > model.max_input_images:
         raise InvalidRequest(f"Invalid request parameters: images: {model.id} takes at most "
                              f"{model.max_input_images} input images (a mask counts as one); got {count}")
-    images = [_load(label, reference, settings) for label, reference in sources]
+    inputs, first = [], None
+    for label, reference in sources:  # one decoded image at a time; only the first is kept, for a mask
+        source = _load(label, reference, settings)
+        inputs.append(InputImage(source.data, source.mime_type))
+        if first is None:
+            first = source.image
     instructions, mask = [], None
     if mask_source is not None:
-        first = images[0].image
         try:
             region = media.edit_region(_load(*mask_source, settings).image, first.size)
         except media.MediaError as error:
             raise InvalidRequest(f"{mask_source[0]}: {error}") from None
         mask = Mask(source=first, region=region)
-        images.append(media.SourceImage(media.region_png(region), "image/png", region))
+        inputs.append(InputImage(media.region_png(region), "image/png"))
         instructions.append(MASK_INSTRUCTION)
     if params.get("input_fidelity") == "high":
         instructions.append(FIDELITY_INSTRUCTION)
-    inputs = [InputImage(image.data, image.mime_type) for image in images]
-    return _create(params, settings, model, inputs, instructions, mask)
+    return _create(params, settings, model, provider, inputs, instructions, mask)
 
 
-def _create(params, settings, model, inputs=(), instructions=(), mask=None):
+def _create(params, settings, model, provider, inputs=(), instructions=(), mask=None):
     prompt = prompt_for(params, instructions)
     image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
-    provider = provider_for(model, settings)
     n = params.get("n", 1)
     output_format = params.get("output_format", "png")
     compression = params.get("output_compression")
