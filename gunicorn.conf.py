@@ -1,7 +1,10 @@
 """gunicorn settings for the Procfile deploy. The gateway's own values come from its Settings."""
 import glob
+import json
 import os
 import tempfile
+
+from gunicorn import util
 
 # Metrics from every worker are summed through files in one directory; it must be known before
 # any worker imports prometheus_client.
@@ -29,6 +32,17 @@ errorlog = "-"
 # gunicorn's control socket lives at one fixed path per user; several gateways on one host
 # (or tests next to a dev server) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (431, 414, bad framing...) in the gateway's JSON error shape."""
+    body = json.dumps({"error": True, "status": status_int, "message": f"{reason}: {mesg}"})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+util.write_error = write_json_error  # workers fork from this process and share the patched module
 
 
 def on_starting(server):

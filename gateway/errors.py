@@ -3,6 +3,7 @@
 import logging
 
 from flask import jsonify
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def register_error_handlers(app):
     def http_error(error):
         headers = {k: v for k, v in error.get_headers() if k != "Content-Type"}  # keeps 405's Allow
         return error_response(error.code, f"{error.name}: {error.description}", headers)
+
+    @app.errorhandler(ParseException)
+    def malformed_body(error):
+        """gunicorn parses a chunked body only as the app reads it."""
+        return error_response(400, f"Bad Request: the request body is malformed ({type(error).__name__}).")
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

@@ -11,6 +11,7 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .errors import InvalidRequest
@@ -82,15 +83,19 @@ def vetted_address(hostname, port, allow_hosts):
 
 
 def _check_url(url):
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - urlsplit checks some parts only when they are read
+    except ValueError:
+        raise FetchRefused("the URL is malformed") from None
+    try:
+        parts.port  # noqa: B018
+    except ValueError:
+        raise FetchRefused("the URL's port is not valid") from None
     if parts.scheme != "https" or not parts.hostname:
         raise FetchRefused("only https URLs are fetched")
     if parts.username or parts.password:
         raise FetchRefused("URLs with credentials are not fetched")
-    try:
-        parts.port  # noqa: B018 - urlsplit validates the port only when it is read
-    except ValueError:
-        raise FetchRefused("the URL's port is not valid") from None
     return parts
 
 
@@ -135,13 +140,13 @@ def _read_body(response, max_bytes, deadline):
             raise FetchRefused(f"the image is larger than {max_bytes} bytes")
         body = bytearray()
         try:
-            for chunk in response.iter_content(CHUNK):
+            while chunk := response.raw.read1(CHUNK):  # returns as soon as some bytes arrive
                 body += chunk
                 if len(body) > max_bytes:
                     raise FetchRefused(f"the image is larger than {max_bytes} bytes")
                 if time.monotonic() > deadline:
                     raise FetchRefused("the image took too long to download")
-        except requests.exceptions.RequestException:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
             raise FetchRefused("the download was interrupted") from None
         return bytes(body)
 

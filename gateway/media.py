@@ -94,6 +94,7 @@ def decode_data_url(url):
 
 def load_input(data):
     """A fully decoded input image; formats Gemini does not take are converted to PNG."""
+    describe(data)  # refuses a file that ends early, which Pillow may pad silently
     image = open_image(data)
     try:
         image.load()

@@ -1,8 +1,9 @@
 """The HTTP layer: one blueprint per endpoint, sharing the request loader and the response."""
 import json
 
-from flask import Request, Response, request
+from flask import Request, Response, current_app, request
 from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import GatewayError, InvalidRequest
 
@@ -26,6 +27,9 @@ def json_body(accepted="application/json"):
     """The request's JSON object, or the 415 / 400 that says what was wrong with it."""
     if not request.is_json:
         raise GatewayError(415, f"Unsupported Media Type: send the body as {accepted}.")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge(f"The chunked body reached the {limit}-byte limit.")
     try:
         data = request.get_json(silent=True)
     except RecursionError:

@@ -22,6 +22,15 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
+class StrictBoolean(fields.Boolean):
+    """true or false only (in a form, the strings "true" and "false")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return value
+        raise self.make_error("invalid")
+
+
 def one_of(*choices):
     return validate.OneOf(choices, error="must be one of: " + ", ".join(choices))
 
@@ -29,6 +38,10 @@ def one_of(*choices):
 def not_blank(value):
     if not value.strip():
         raise ValidationError("must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must be valid Unicode text (it holds a lone surrogate)") from None
 
 
 class ImageRequestSchema(Schema):
@@ -56,7 +69,7 @@ class ImageRequestSchema(Schema):
     user = fields.String()
     safety_identifier = fields.String()  # OpenAI's newer name for `user`
     moderation = fields.String(validate=one_of("auto", "low"))
-    stream = fields.Boolean(validate=validate.Equal(
+    stream = StrictBoolean(validate=validate.Equal(
         False, error="streaming is not supported yet; omit it or send false"))
 
     @pre_load
@@ -69,6 +82,8 @@ class ImageRequestSchema(Schema):
 
 
 def _form_value(text, field):
+    if isinstance(field, StrictBoolean) and text in ("true", "false"):
+        return text == "true"
     if isinstance(field, StrictInteger) and re.fullmatch(r"-?[0-9]{1,9}", text.strip()):
         return int(text)
     return text
@@ -98,6 +113,8 @@ class EditSchema(ImageRequestSchema):
 
 
 def _field_name(prefix, key):
+    if key == "_schema":  # marshmallow's name for "the value itself"
+        return prefix or "body"
     if isinstance(key, int):
         return f"{prefix}[{key}]"
     return f"{prefix}.{key}" if prefix else key
