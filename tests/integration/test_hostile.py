@@ -12,9 +12,7 @@ import io
 import json
 import re
 import socket
-import ssl
 import struct
-import threading
 import time
 import uuid
 import zlib
@@ -25,6 +23,7 @@ import requests
 from PIL import Image
 
 from tests.integration.conftest import CLIENT_KEY, emulator_requests, start_gateway, stop
+from tests.tls import TlsServer
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +250,7 @@ def served(image_server):
     return paths
 
 
-class RedirectServer:
+class RedirectServer(TlsServer):
     """https on 127.0.0.1 with the session's `localhost` certificate; every path answers 302 to
     `self.targets[path]`. Records the paths requested."""
 
@@ -270,19 +269,7 @@ class RedirectServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_path, key_path)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, path):
-        return f"https://localhost:{self.port}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(cert_path, key_path, Handler)
 
 
 @pytest.fixture(scope="module")
@@ -928,7 +915,7 @@ FETCH_TIMEOUT = 1  # IMAGE_FETCH_TIMEOUT of the `slow_fetch` gateway (the smalle
 DRIP_BYTES, DRIP_INTERVAL = 16, 0.2  # a drip lasts 3.2 s, each byte well inside any read timeout
 
 
-class DripServer:
+class DripServer(TlsServer):
     """https on 127.0.0.1 (the session's `localhost` certificate) that serves a real PNG slowly,
     DRIP_BYTES bytes one every DRIP_INTERVAL seconds: the start of the body (`/body`: headers at
     once) or a header line (`/headers`: the rest at once afterwards). Each byte arrives well within
@@ -961,20 +948,7 @@ class DripServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_path, key_path)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, path):
-        return f"https://localhost:{self.port}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(cert_path, key_path, Handler)
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,18 @@ levels of proof:
   (address, port) dialed and only connects the vetted public addresses, to a real TLS server on
   127.0.0.1 whose certificate names the hosts, so SNI, the certificate check and the Host header
   are the real ones. The system resolver refuses every name, so only the seam can resolve."""
-import datetime
 import http.server
 import ipaddress
 import socket
-import ssl
-import threading
 
 import pytest
 import responses
 import urllib3.util.connection
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway import fetch
 from gateway.fetch import FetchRefused, fetch_image
 from tests.support import gemini_answer, png_bytes
+from tests.tls import TlsServer, self_signed_certificate
 from tests.unit.conftest import GENERATE
 
 PUBLIC, PUBLIC_2 = "93.184.216.34", "93.184.216.35"
@@ -185,27 +179,7 @@ def test_self_redirecting_rebinding_host_through_the_endpoint_is_a_400(client, a
 
 # --- at the socket ------------------------------------------------------------------------------
 
-def certificate_for(directory, names):
-    """A self-signed CA certificate naming `names` (cert path, key path)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-class FakeInternet:
+class FakeInternet(TlsServer):
     """A TLS server on 127.0.0.1 standing in for the public hosts. `routes` maps a path to
     (status, headers, body); every request is recorded with its Host header and TLS SNI."""
 
@@ -226,22 +200,12 @@ class FakeInternet:
             def log_message(self, *args):
                 pass
 
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_path, key_path)
-        context.sni_callback = lambda sock, name, ctx: self.sni.append(name)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(cert_path, key_path, Handler, sni_callback=lambda sock, name, ctx: self.sni.append(name))
 
 
 @pytest.fixture
 def internet(tmp_path):
-    cert_path, key_path = certificate_for(tmp_path, ["rebind.example", "rebind2.example", "img.example"])
+    cert_path, key_path = self_signed_certificate(tmp_path, ("rebind.example", "rebind2.example", "img.example"))
     server = FakeInternet(cert_path, key_path)
     server.cert_path = cert_path
     yield server
