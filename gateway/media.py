@@ -50,11 +50,17 @@ def _is_complete(head, tail, length, image_format):
     return True
 
 
-def describe(data):
-    """(format name, (width, height)) of a complete image, read from its header."""
+def _open_complete(data):
+    """`open_image`, refusing a file that ends early (which Pillow may pad silently)."""
     image = open_image(data)
     if not _is_complete(data, data, len(data), image.format):
         raise MediaError(f"the {image.format} data is truncated")
+    return image
+
+
+def describe(data):
+    """(format name, (width, height)) of a complete image, read from its header."""
+    image = _open_complete(data)
     return image.format, image.size
 
 
@@ -94,8 +100,7 @@ def decode_data_url(url):
 
 def load_input(data):
     """A fully decoded input image; formats Gemini does not take are converted to PNG."""
-    describe(data)  # refuses a file that ends early, which Pillow may pad silently
-    image = open_image(data)
+    image = _open_complete(data)
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
