@@ -25,3 +25,18 @@ def upstream():
 
 def sent_bodies(mock):
     return [json.loads(call.request.body) for call in mock.calls]
+
+
+@pytest.fixture
+def web():
+    """The mocked web for function-level fetch tests (endpoint tests use `upstream` instead)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def redirect(mock, url, location, **headers):
+    mock.add(responses.GET, url, status=302, headers={"Location": location, **headers})
+
+
+def requested(mock):
+    return [call.request.url for call in mock.calls]

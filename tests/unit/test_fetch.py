@@ -17,7 +17,7 @@ import responses
 from gateway import fetch
 from gateway.fetch import FetchRefused, fetch_image, is_public
 from tests.support import gemini_answer, png_bytes
-from tests.unit.conftest import GENERATE
+from tests.unit.conftest import GENERATE, redirect, requested
 
 PUBLIC = "93.184.216.34"
 PNG = png_bytes((40, 30), (10, 120, 220))
@@ -62,13 +62,6 @@ def dns(monkeypatch):
     return fake
 
 
-@pytest.fixture
-def web():
-    """The mocked web for function-level tests (endpoint tests use `upstream` instead)."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
 def refusal(url, settings):
     with pytest.raises(FetchRefused) as caught:
         fetch_image(url, settings)
@@ -82,14 +75,6 @@ def edit(client, auth, url):
 
 def fetch_error(reason):
     return f"images[0].image_url: could not fetch the image: {reason}"
-
-
-def redirect(mock, url, location, **headers):
-    mock.add(responses.GET, url, status=302, headers={"Location": location, **headers})
-
-
-def requested(mock):
-    return [call.request.url for call in mock.calls]
 
 
 PRIVATE_LITERALS = [

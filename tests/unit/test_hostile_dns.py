@@ -23,7 +23,7 @@ from gateway import fetch
 from gateway.fetch import FetchRefused, fetch_image
 from tests.support import gemini_answer, png_bytes
 from tests.tls import TlsServer, self_signed_certificate
-from tests.unit.conftest import GENERATE
+from tests.unit.conftest import GENERATE, redirect, requested
 
 PUBLIC, PUBLIC_2 = "93.184.216.34", "93.184.216.35"
 LOOPBACK = "127.0.0.1"
@@ -73,20 +73,6 @@ def pinned(monkeypatch):
 
     monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
     return built
-
-
-@pytest.fixture
-def web():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-def requested(mock):
-    return [call.request.url for call in mock.calls]
-
-
-def redirect(mock, url, location):
-    mock.add(responses.GET, url, status=302, headers={"Location": location})
 
 
 def test_the_fake_dns_really_rebinds(dns):
