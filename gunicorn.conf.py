@@ -1,6 +1,8 @@
-"""gunicorn settings for the Procfile deploy. The gateway's own values come from its Settings."""
+"""gunicorn settings for the Procfile deploy. The gateway's own values come from its Settings.
+
+Nothing here may import `requests` (nor urllib3): the master imports this file, and gevent must
+patch ssl and sockets in each worker before urllib3 is first imported."""
 import glob
-import json
 import os
 import tempfile
 
@@ -10,39 +12,43 @@ from gunicorn import util
 # any worker imports prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
 
-from gateway.config import Settings  # noqa: E402  (after the environment above is complete)
+from gateway import serving  # noqa: E402  (after the environment above is complete)
+from gateway.config import Settings  # noqa: E402
 
 settings = Settings.from_env()
 
 bind = f"0.0.0.0:{settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# An image call waits 5-60 s on the network and little else, and its CPU work (base64, Pillow)
-# releases the GIL: a thread per in-flight request is cheap, needs no monkey-patching, and
-# keeps the synchronous requests-based adapter and the `n` fan-out threads as they are.
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "512"))
-worker_connections = threads  # a worker accepts no more connections than it has threads to serve
-# A request may take the whole upstream deadline; let it finish before gunicorn gives up, and
-# let in-flight requests finish after SIGTERM.
-timeout = int(settings.upstream_timeout) + 30
-graceful_timeout = int(settings.upstream_timeout) + 30
-keepalive = 75  # longer than nginx's upstream keepalive_timeout (60 s)
+# gevent: a connection is a greenlet (tens of KB), so 10,000 idle, dripping or half-sent
+# connections cost memory, not the worker's ability to serve (measured in the README). An image
+# call is 5-60 s of waiting on the network; the CPU work (decode, composite, encode) runs on
+# IMAGE_WORKERS real threads per process (gateway/limits.py), so it never stalls the event loop.
+worker_class = "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
+# gevent's worker reads every request head (the first on a connection and each kept-alive one)
+# under a `keepalive`-second deadline: a client that sends nothing, one byte or half a header is
+# closed then. Idle kept-alive connections close after the same time (nginx's upstream
+# keepalive_timeout is shorter). Bodies have their own deadline (pre_request below).
+keepalive = settings.client_header_timeout
+timeout = 30  # a worker that stops answering its heartbeat for 30 s is replaced
+graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests finish after SIGTERM
+# Workers are replaced after 2,000-2,400 requests (jitter keeps them from restarting together),
+# so memory that Python or the C allocator keeps after a burst is given back.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = max_requests // 5
 accesslog = None  # the gateway logs one JSON line per request itself
 errorlog = "-"
+logconfig_dict = serving.LOG_CONFIG
 # gunicorn's control socket lives at one fixed path per user; several gateways on one host
 # (or tests next to a dev server) would fight over it, and nothing here uses it.
 control_socket_disable = True
 
-
-def write_json_error(sock, status_int, reason, mesg):
-    """gunicorn's own refusals (431, 414, bad framing...) in the gateway's JSON error shape."""
-    body = json.dumps({"error": True, "status": status_int, "message": f"{reason}: {mesg}"})
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    util.write_nonblock(sock, (head + body).encode("latin1"))
+util.write_error = serving.write_json_error  # workers fork from this process and share the patch
+serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 
 
-util.write_error = write_json_error  # workers fork from this process and share the patched module
+def pre_request(worker, req):
+    serving.limit_body(req, settings.client_body_timeout)
 
 
 def on_starting(server):

@@ -9,15 +9,19 @@ from .catalog import resolve_model
 from .config import ConfigError, Settings
 from .errors import InvalidRequest, register_error_handlers
 from .health import bp as health_bp
-from .images import GatewayRequest
-from .images.edits import bp as edits_bp
-from .images.generations import bp as generations_bp
-from .openapi import bp as openapi_bp
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings=None):
+    # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
+    # imports gateway.config in the master, and urllib3 must first be imported in a worker,
+    # after gevent has patched ssl and sockets.
+    from .images import GatewayRequest
+    from .images.edits import bp as edits_bp
+    from .images.generations import bp as generations_bp
+    from .openapi import bp as openapi_bp
+
     settings = settings or Settings.from_env()
     try:
         resolve_model("auto", settings.default_model)

@@ -48,7 +48,13 @@ class Settings:
     upstream_retry_base_delay: float = 1.0
     upstream_max_response_bytes: int = 134217728
     upstream_max_in_flight: int = 512  # per process
+    upstream_max_in_flight_per_key: int = 128  # per process and client key
     upstream_queue_timeout: float = 30.0
+    image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
+    image_workers: int = 2  # per process: threads that decode, composite and encode images
+    image_queue_timeout: float = 30.0
+    client_header_timeout: int = 10
+    client_body_timeout: float = 60.0
     max_content_length: int = 52428800
     image_fetch_max_bytes: int = 20971520
     image_fetch_allow_hosts: tuple = ()
@@ -74,7 +80,14 @@ class Settings:
             upstream_max_response_bytes=_number(
                 env, "UPSTREAM_MAX_RESPONSE_BYTES", cls.upstream_max_response_bytes, int, 1024),
             upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
+            upstream_max_in_flight_per_key=_number(
+                env, "UPSTREAM_MAX_IN_FLIGHT_PER_KEY", cls.upstream_max_in_flight_per_key, int, 1),
             upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
+            image_max_pixels=_number(env, "IMAGE_MAX_PIXELS", cls.image_max_pixels, int, 1024),
+            image_workers=_number(env, "IMAGE_WORKERS", cls.image_workers, int, 1),
+            image_queue_timeout=_number(env, "IMAGE_QUEUE_TIMEOUT", cls.image_queue_timeout, float, 0),
+            client_header_timeout=_number(env, "CLIENT_HEADER_TIMEOUT", cls.client_header_timeout, int, 1),
+            client_body_timeout=_number(env, "CLIENT_BODY_TIMEOUT", cls.client_body_timeout, float, 1),
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
             image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),

@@ -1,0 +1,75 @@
+"""The HTTP server's share of resource safety, used by gunicorn.conf.py (gevent workers): a
+deadline for each request body, `100 Continue` only once the app reads the body (after the key
+check), gunicorn's own refusals as JSON (to the client, in the log, in /metrics), and enough
+file descriptors for the connections a worker holds."""
+import json
+import resource
+import time
+
+from gunicorn import util
+from werkzeug.exceptions import RequestTimeout
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LOG_CONFIG = {  # gunicorn's own log lines (refusals, worker starts and exits) as JSON too
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "gateway.observability.JsonFormatter"}},
+    "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["json"], "propagate": False},
+                "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}},
+    "root": {"level": "INFO", "handlers": []},  # the app adds its own (observability.configure_logging)
+}
+
+
+class BodyReader:
+    """gunicorn's body reader with one wall-clock deadline for the whole body, however slowly
+    it drips; the interim `100 Continue` goes out at the first read."""
+
+    def __init__(self, reader, sock, seconds, send_continue):
+        self.reader, self.sock, self.seconds = reader, sock, seconds
+        self.deadline = time.monotonic() + seconds
+        self.send_continue = send_continue
+
+    def read(self, size):
+        import gevent  # only ever called inside a gevent worker, after its monkey-patching
+
+        if self.send_continue:
+            self.send_continue = False
+            self.sock.sendall(CONTINUE)
+        late = RequestTimeout(f"the request body did not arrive within {self.seconds:g} seconds "
+                              "(CLIENT_BODY_TIMEOUT).")
+        # Past the deadline a read may still return what has arrived (or the end of a complete
+        # body, which gunicorn checks after the response); it just may not wait for more.
+        remaining = max(self.deadline - time.monotonic(), 0.001)
+        with gevent.Timeout(remaining, late):  # raised as an Exception: gunicorn then closes the connection
+            return self.reader.read(size)
+
+
+def limit_body(req, seconds):
+    """Put `req`'s body behind a BodyReader (gunicorn's pre_request hook)."""
+    if req.body is not None:
+        req.body.reader = BodyReader(req.body.reader, req.unreader.sock, seconds, req._expected_100_continue)
+    req._expected_100_continue = False  # gunicorn would send it before the app has seen the request
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (400 bad framing, 414, 431...) in the gateway's JSON error shape,
+    counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself)."""
+    from .metrics import REQUESTS  # in the worker, after PROMETHEUS_MULTIPROC_DIR is set
+
+    body = json.dumps({"error": True, "status": status_int, "message": f"{reason}: {mesg}"})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    REQUESTS.labels("unparsed", str(status_int)).inc()
+    util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+def raise_open_files_limit(wanted):
+    """Lift the soft limit on open files towards `wanted` (each held connection is one); returns
+    the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
