@@ -17,6 +17,7 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   not_image=1      image data that decodes but is not an image
   noise=1          a noisy picture (about 1.4 MB as a 1024x1024 PNG), for benchmarks
   reset=1          send half of the answer, then drop the connection
+  drip=S           send the answer a few bytes at a time, one piece every S seconds
   huge=MB          an answer of about MB megabytes (an image part padded with junk)
 Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
@@ -50,7 +51,8 @@ MODELS = {
 MODELS.update({f"{name}-preview": spec for name, spec in list(MODELS.items())})
 FLASH_25_TOKENS = 1290
 DIRECTIVE = re.compile(r"\[emulator:([^\]]*)\]")
-FAULTS = {"fail", "block", "finish", "text_only", "malformed", "truncate", "bad_base64", "not_image", "reset", "huge"}
+FAULTS = {"fail", "block", "finish", "text_only", "malformed", "truncate", "bad_base64", "not_image", "reset", "huge",
+          "drip"}
 
 
 def google_error(status, message, reason=None):
@@ -216,6 +218,8 @@ def create_emulator(api_key=None):
         }
         if "reset" in wanted:
             return broken_answer(json.dumps(answer).encode())
+        if "drip" in wanted:
+            return dripping_answer(json.dumps(answer).encode(), float(wanted["drip"]))
         return answer
 
     return app
@@ -228,3 +232,14 @@ def broken_answer(body):
         raise ConnectionResetError("emulated connection reset")
 
     return Response(half_then_fail(), content_type="application/json", headers={"Content-Length": str(len(body))})
+
+
+def dripping_answer(body, every):
+    """The whole body announced, then sent 16 bytes at a time, one piece every `every` seconds:
+    each read gets data long before any per-read timeout, yet the answer takes hours."""
+    def pieces():
+        for start in range(0, len(body), 16):
+            yield body[start:start + 16]
+            time.sleep(every)
+
+    return Response(pieces(), content_type="application/json", headers={"Content-Length": str(len(body))})

@@ -1,4 +1,5 @@
 """The client key check (DESIGN.md section 2)."""
+import hashlib
 import hmac
 from functools import wraps
 
@@ -13,6 +14,16 @@ def presented_key():
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return request.headers.get("x-api-key", "").strip()
+
+
+def key_id(key):
+    """A short, stable, non-reversible name for a client key, for logs and per-key limits."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
+
+
+def client_id():
+    """The key id of the current request's client."""
+    return key_id(presented_key())
 
 
 def key_is_valid(key, keys):

@@ -1,7 +1,7 @@
 """The models the gateway serves, as data (DESIGN.md section 3)."""
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, shorten
 
 TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 
@@ -57,8 +57,7 @@ def resolve_model(name, default_model):
     model = _BY_NAME.get(default_model if requested == "auto" else requested)
     if model is None:
         supported = ", ".join(["auto"] + [m.id for m in MODELS])
-        raise InvalidRequest(f"Invalid request parameters: model: unknown model {requested!r}; "
-                             f"supported models: {supported}")
+        raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
     return model
 
 

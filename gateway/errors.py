@@ -19,9 +19,19 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
 
 
+def shorten(text, limit=64):
+    """What a client sent, cut to a prefix that is safe to quote back in a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class InvalidRequest(GatewayError):
     def __init__(self, message):
         super().__init__(400, message)
+
+    @classmethod
+    def field(cls, name, reason):
+        return cls(f"Invalid request parameters: {shorten(name)}: {reason}")
 
 
 class UpstreamError(GatewayError):

@@ -12,8 +12,9 @@ from . import media
 from .catalog import resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest, UpstreamError
 from .fetch import fetch_for
+from .limits import KEY_QUOTA, image_work
 from .metrics import describe_request, record_images
-from .providers.gemini import GeminiProvider, InputImage, Usage
+from .providers.gemini import GeminiProvider, Usage
 
 log = logging.getLogger(__name__)
 
@@ -103,44 +104,51 @@ def _fan_out(call, n):
 
 @dataclass
 class Mask:
-    source: object  # the first input image, decoded
-    region: object  # L image: 255 where the model may edit
+    source: bytes  # the first input image, as sent upstream
+    region: bytes  # PNG, white where the model may edit
 
 
-def _finish(image, output_format, compression, mask=None):
-    """(base64, (width, height)) of the image in the asked format, masked edits composited onto
-    the source first; the upstream's base64 passes through when nothing needs re-encoding."""
-    try:
-        if mask is not None:
-            picture = media.composite(image.data, mask.source, mask.region)
-        elif image.format == media.FORMATS[output_format] and compression is None:
-            return image.b64, image.size
-        else:
-            picture = media.open_image(image.data)
-        data = media.encode_image(picture, output_format, compression)
-        return base64.b64encode(data).decode("ascii"), picture.size
-    except media.MediaError as error:
-        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.") from None
+def _passes_through(image, output_format, compression, mask):
+    return mask is None and image.format == media.FORMATS[output_format] and compression is None
+
+
+def _finish_all(images, output_format, compression, mask):
+    """(base64, (width, height)) of each image in the asked format, or the MediaError that made
+    it unusable; masked edits are composited onto the source, which is decoded once."""
+    masked = media.MaskedSource(mask.source, mask.region) if mask else None
+    finished = []
+    for image in images:
+        if _passes_through(image, output_format, compression, mask):
+            finished.append((image.b64, image.size))
+            continue
+        try:
+            picture = masked.composite(image.data) if masked else media.open_image(image.data)
+            data = media.encode_image(picture, output_format, compression)
+        except (media.MediaError, OSError) as error:
+            finished.append(media.MediaError(str(error)))
+            continue
+        finished.append((base64.b64encode(data).decode("ascii"), picture.size))
+    return finished
 
 
 def _route(params, settings):
     """The model and its provider, checked before any work is done for the request."""
     model = resolve_model(params.get("model"), settings.default_model)
     if params.get("background") == "transparent" and not model.transparent_background:
-        raise InvalidRequest(f"Invalid request parameters: background: 'transparent' is not supported "
-                             f"by {model.id}; use 'auto' or 'opaque'")
+        raise InvalidRequest.field("background", f"'transparent' is not supported by {model.id}; "
+                                                 "use 'auto' or 'opaque'")
     return model, provider_for(model, settings)
 
 
-def generate_images(params, settings):
-    """Serve a generation: a prompt in, `n` images out."""
-    return _create(params, settings, *_route(params, settings))
+def generate_images(params, settings, client):
+    """Serve a generation for `client` (a key id): a prompt in, `n` images out."""
+    return _create(params, settings, client, *_route(params, settings))
 
 
 def _read_reference(label, reference, settings):
-    """Image bytes from an upload, a data URL or an https URL."""
-    if isinstance(reference, bytes):
-        return reference
+    """Image bytes from an upload (a file object), a data URL or an https URL."""
+    if hasattr(reference, "read"):
+        return reference.read()
     if reference.startswith("data:"):
         try:
             return media.decode_data_url(reference)
@@ -151,71 +159,71 @@ def _read_reference(label, reference, settings):
     raise InvalidRequest(f"{label}.image_url must be an https URL or a base64 data URL")
 
 
-def _load(label, reference, settings):
+def _checked(label, settings, work, *args):
+    """`work(*args)` on an image thread; a MediaError becomes a 400 naming `label`."""
     try:
-        return media.load_input(_read_reference(label, reference, settings))
+        return image_work(settings, work, *args)
     except media.MediaError as error:
         raise InvalidRequest(f"{label}: {error}") from None
 
 
-def edit_images(params, settings, sources, mask_source=None):
-    """Serve an edit. `sources` are (label, reference) pairs in order, a reference being
-    uploaded bytes or an image_url string; `mask_source` is one more such pair."""
+def edit_images(params, settings, client, sources, mask_source=None):
+    """Serve an edit for `client`. `sources` are (label, reference) pairs in order, a reference
+    being an uploaded file or an image_url string; `mask_source` is one more such pair."""
     model, provider = _route(params, settings)
     if not sources:
-        raise InvalidRequest("Invalid request parameters: image: Required (send at least one input image)")
+        raise InvalidRequest.field("image", "Required (send at least one input image)")
     count = len(sources) + (mask_source is not None)
     if count > model.max_input_images:
-        raise InvalidRequest(f"Invalid request parameters: images: {model.id} takes at most "
-                             f"{model.max_input_images} input images (a mask counts as one); got {count}")
-    inputs, first = [], None
-    for label, reference in sources:  # one decoded image at a time; only the first is kept, for a mask
-        source = _load(label, reference, settings)
-        inputs.append(InputImage(source.data, source.mime_type))
-        if first is None:
-            first = source.image
+        raise InvalidRequest.field("images", f"{model.id} takes at most {model.max_input_images} input "
+                                             f"images (a mask counts as one); got {count}")
+    inputs = [_checked(label, settings, media.load_input, _read_reference(label, reference, settings),
+                       settings.image_max_pixels) for label, reference in sources]
     instructions, mask = [], None
     if mask_source is not None:
-        try:
-            region = media.edit_region(_load(*mask_source, settings).image, first.size)
-        except media.MediaError as error:
-            raise InvalidRequest(f"{mask_source[0]}: {error}") from None
-        mask = Mask(source=first, region=region)
-        inputs.append(InputImage(media.region_png(region), "image/png"))
+        label, reference = mask_source
+        region = _checked(label, settings, media.mask_region, _read_reference(label, reference, settings),
+                          inputs[0].size, settings.image_max_pixels)
+        mask = Mask(source=inputs[0].data, region=region)
+        inputs.append(media.SourceImage(region, "image/png", inputs[0].size))
         instructions.append(MASK_INSTRUCTION)
     if params.get("input_fidelity") == "high":
         instructions.append(FIDELITY_INSTRUCTION)
-    return _create(params, settings, model, provider, inputs, instructions, mask)
+    return _create(params, settings, client, model, provider, inputs, instructions, mask)
 
 
-def _create(params, settings, model, provider, inputs=(), instructions=(), mask=None):
-    prompt = prompt_for(params, instructions)
-    image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
+def _create(params, settings, client, model, provider, inputs=(), instructions=(), mask=None):
     n = params.get("n", 1)
     output_format = params.get("output_format", "png")
     compression = params.get("output_compression")
-    end_user = params.get("safety_identifier") or params.get("user")
-    describe_request(model.id, n, end_user)
-
-    def one_call(_):
-        generation = provider.generate(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
-        return generation, [_finish(image, output_format, compression, mask) for image in generation.images]
-
-    outcomes = _fan_out(one_call, n)
+    describe_request(model.id, n, params.get("safety_identifier") or params.get("user"))
+    prompt = prompt_for(params, instructions)
+    image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
+    upstream = provider.request_for(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
+    with KEY_QUOTA.hold(client, n, settings.upstream_max_in_flight_per_key):
+        outcomes = _fan_out(lambda _: provider.generate(upstream), n)
     failures = [o for o in outcomes if isinstance(o, GatewayError)]
-    successes = [o for o in outcomes if not isinstance(o, GatewayError)]
-    if not successes:
+    generations = [o for o in outcomes if not isinstance(o, GatewayError)]
+    if not generations:
         raise failures[0]
-    images = [(b64, dims, generation.text or prompt)
-              for generation, finished in successes for b64, dims in finished][:n]
-    usage = sum((generation.usage for generation, _ in successes), Usage())
-    record_images(model.id, len(images), usage)
-    if failures:
-        log.warning("%d of %d upstream calls failed; returning %d images", len(failures), n, len(images))
-    width, height = images[0][1]
+    made = [(image, generation.text or prompt) for generation in generations for image in generation.images][:n]
+    images = [image for image, _ in made]
+    needs_work = not all(_passes_through(image, output_format, compression, mask) for image in images)
+    finished = (image_work(settings, _finish_all, images, output_format, compression, mask) if needs_work
+                else [(image.b64, image.size) for image in images])
+    usable = [(result, revised) for result, (_, revised) in zip(finished, made, strict=True)
+              if not isinstance(result, media.MediaError)]
+    if not usable:
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {finished[0]}.")
+    failed = len(failures) + len(finished) - len(usable)
+    usage = sum((generation.usage for generation in generations), Usage())
+    record_images(model.id, len(usable), usage)
+    if failed:
+        log.warning("%d of %d images failed; returning %d", failed, n, len(usable))
+    width, height = usable[0][0][1]
     return ImageResult(body={
         "created": int(time.time()),
-        "data": [{"b64_json": b64, "revised_prompt": revised} for b64, _, revised in images],
+        "data": [{"b64_json": b64, "revised_prompt": revised} for (b64, _), revised in usable],
         "model": model.id,
         "size": f"{width}x{height}",
         "output_format": output_format,
@@ -226,4 +234,4 @@ def _create(params, settings, model, provider, inputs=(), instructions=(), mask=
             "input_tokens_details": {"text_tokens": usage.input_text_tokens,
                                      "image_tokens": usage.input_image_tokens},
         },
-    }, failed=len(failures))
+    }, failed=failed)

@@ -1,6 +1,5 @@
 """What an operator sees: a request id on every log line, one JSON log line per request, and
 Prometheus metrics (multiprocess-safe under gunicorn when PROMETHEUS_MULTIPROC_DIR is set)."""
-import hashlib
 import json
 import logging
 import re
@@ -10,18 +9,13 @@ import uuid
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from .auth import presented_key
+from .auth import client_id
 from .metrics import REQUEST_ID, REQUEST_SECONDS, REQUESTS, STATS, RequestStats
 
 log = logging.getLogger("gateway.request")
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 bp = Blueprint("observability", __name__)
-
-
-def key_id(key):
-    """A short, stable, non-reversible name for a client key, for logs."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
 
 
 class RequestIdFilter(logging.Filter):
@@ -80,7 +74,7 @@ def finish_request(response):
         log.info("request", extra={"fields": {
             "method": request.method, "path": request.path, "status": response.status_code,
             "duration_ms": round(seconds * 1000, 1), "client": request.remote_addr,
-            "key_id": key_id(presented_key()), "model": stats.model, "n": stats.n, "user": stats.user,
+            "key_id": client_id(), "model": stats.model, "n": stats.n, "user": stats.user,
             "images": stats.images, "upstream_calls": stats.upstream_calls,
             "upstream_retries": stats.upstream_retries,
         }})

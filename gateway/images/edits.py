@@ -1,7 +1,7 @@
 """POST /v1/images/edits"""
 from flask import Blueprint, current_app, request
 
-from ..auth import require_api_key
+from ..auth import client_id, require_api_key
 from ..errors import InvalidRequest
 from ..imaging import edit_images
 from . import image_response, json_body
@@ -22,14 +22,14 @@ def _from_json():
 def _from_multipart():
     for name in request.form:
         if name in IMAGE_FIELDS + ("mask",):
-            raise InvalidRequest(f"Invalid request parameters: {name}: must be an uploaded file")
+            raise InvalidRequest.field(name, "must be an uploaded file")
     for name in request.files:
         if name not in IMAGE_FIELDS + ("mask",):
-            raise InvalidRequest(f"Invalid request parameters: {name}: Unknown field")
+            raise InvalidRequest.field(name, "Unknown field")
     params = load(EditSchema(form=True, exclude=FORM_ONLY_FILES), request.form.to_dict())
     uploads = [upload for name, upload in request.files.in_arrival_order if name in IMAGE_FIELDS]
-    sources = [(f"image[{i}]", upload.read()) for i, upload in enumerate(uploads)]
-    mask = ("mask", request.files["mask"].read()) if "mask" in request.files else None
+    sources = [(f"image[{i}]", upload.stream) for i, upload in enumerate(uploads)]
+    mask = ("mask", request.files["mask"].stream) if "mask" in request.files else None
     return params, sources, mask
 
 
@@ -38,4 +38,4 @@ def _from_multipart():
 def create_edit():
     """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
     params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
-    return image_response(edit_images(params, current_app.config["SETTINGS"], sources, mask))
+    return image_response(edit_images(params, current_app.config["SETTINGS"], client_id(), sources, mask))

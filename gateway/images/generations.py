@@ -1,7 +1,7 @@
 """POST /v1/images/generations"""
 from flask import Blueprint, current_app
 
-from ..auth import require_api_key
+from ..auth import client_id, require_api_key
 from ..imaging import generate_images
 from . import image_response, json_body
 from .schemas import GenerationSchema, load
@@ -14,4 +14,4 @@ bp = Blueprint("generations", __name__)
 def create_generation():
     """Create images from a text prompt."""
     params = load(GenerationSchema(), json_body())
-    return image_response(generate_images(params, current_app.config["SETTINGS"]))
+    return image_response(generate_images(params, current_app.config["SETTINGS"], client_id()))

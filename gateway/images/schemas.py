@@ -3,11 +3,27 @@ import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, shorten
 
-SIZE = validate.Regexp(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
-                       error="must be 'auto' or WIDTHxHEIGHT in pixels, like '1024x1024'")
-ASPECT_RATIO = validate.Regexp(r"^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$", error="must be W:H, like '16:9'")
+NAME_LENGTH = 256  # model, user and safety_identifier: logged or echoed, so bounded
+MAX_PROBLEMS = 20  # fields named in one error message
+# A character that is not whitespace, meaning the same as the spec's pattern (ECMA-262) and here
+# (Python): Python's \s adds U+001C-U+001F and U+0085, ECMA's adds U+FEFF; both are listed.
+VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+
+class WholeMatch(validate.Regexp):
+    """A pattern the whole value must match: `re.match` with `$` lets a final newline through."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+SIZE = WholeMatch(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
+                  error="must be 'auto' or WIDTHxHEIGHT in pixels, like '1024x1024'")
+ASPECT_RATIO = WholeMatch(r"^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$", error="must be W:H, like '16:9'")
 
 
 class StrictInteger(fields.Integer):
@@ -36,7 +52,7 @@ def one_of(*choices):
 
 
 def not_blank(value):
-    if not value.strip():
+    if not re.search(VISIBLE, value):
         raise ValidationError("must not be empty")
     try:
         value.encode("utf-8")
@@ -56,8 +72,8 @@ class ImageRequestSchema(Schema):
         self.form = form
 
     prompt = fields.String(required=True, validate=[validate.Length(max=32000), not_blank],
-                           error_messages={"required": "Required"}, metadata={"minLength": 1, "pattern": r"\S"})
-    model = fields.String(load_default="auto")
+                           error_messages={"required": "Required"}, metadata={"minLength": 1, "pattern": VISIBLE})
+    model = fields.String(load_default="auto", validate=validate.Length(max=NAME_LENGTH))
     n = StrictInteger(load_default=1, validate=validate.Range(min=1, max=10, error="must be between 1 and 10"))
     size = fields.String(validate=SIZE)
     aspect_ratio = fields.String(validate=ASPECT_RATIO)
@@ -66,8 +82,8 @@ class ImageRequestSchema(Schema):
     output_format = fields.String(load_default="png", validate=one_of("png", "jpeg", "webp"))
     output_compression = StrictInteger(validate=validate.Range(min=0, max=100, error="must be between 0 and 100"))
     background = fields.String(validate=one_of("auto", "opaque", "transparent"))
-    user = fields.String()
-    safety_identifier = fields.String()  # OpenAI's newer name for `user`
+    user = fields.String(validate=validate.Length(max=NAME_LENGTH))
+    safety_identifier = fields.String(validate=validate.Length(max=NAME_LENGTH))  # OpenAI's newer name for `user`
     moderation = fields.String(validate=one_of("auto", "low"))
     stream = StrictBoolean(validate=validate.Equal(
         False, error="streaming is not supported yet; omit it or send false"))
@@ -117,7 +133,7 @@ def _field_name(prefix, key):
         return prefix or "body"
     if isinstance(key, int):
         return f"{prefix}[{key}]"
-    return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}.{shorten(key)}" if prefix else shorten(key)
 
 
 def _flatten(messages, prefix=""):
@@ -137,7 +153,9 @@ def load(schema, data):
     try:
         return schema.load(data)
     except ValidationError as error:
-        raise InvalidRequest("Invalid request parameters: " + "; ".join(sorted(_flatten(error.messages)))) from None
+        problems = sorted(_flatten(error.messages))
+        more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+        raise InvalidRequest("Invalid request parameters: " + "; ".join(problems[:MAX_PROBLEMS]) + more) from None
 
 
 class ImageDataSchema(Schema):

@@ -12,10 +12,11 @@ from functools import cache
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from .. import media
 from ..errors import NO_IMAGE_MESSAGE, UpstreamError
+from ..jsonchunks import json_chunks
 from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ DEFAULT_RETRY_AFTER = 10
 READ_CHUNK = 1 << 20
 
 
-@dataclass
-class InputImage:
-    data: bytes
-    mime_type: str
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One request's upstream call, built once and sent by each of its `n` calls and retries."""
+    model_id: str
+    body: bytes
 
 
 @dataclass
@@ -90,13 +92,14 @@ def scrub(text, secret=""):
 
 
 def build_body(prompt, images=(), image_config=None):
-    parts = [{"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}}
-             for image in images]
+    """The generateContent body as bytes; each image's base64 is written straight into it."""
+    parts = [{"inlineData": {"mimeType": image.mime_type, "data": ""}} for image in images]
     parts.append({"text": prompt})
     generation_config = {"responseModalities": ["TEXT", "IMAGE"]}
     if image_config:
         generation_config["imageConfig"] = dict(image_config)
-    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
+    body = {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
+    return b"".join(json_chunks(body, "data", [base64.b64encode(image.data) for image in images]))
 
 
 def parse_answer(payload):
@@ -206,14 +209,18 @@ class GeminiProvider:
         self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
 
-    def generate(self, model_id, prompt, images=(), image_config=None):
+    @staticmethod
+    def request_for(model_id, prompt, images=(), image_config=None):
+        return UpstreamRequest(model_id, build_body(prompt, images, image_config))
+
+    def generate(self, upstream):
         """One image call, retried as needed, holding one of the process's in-flight slots."""
         if not self.slots.acquire(timeout=self.queue_timeout):
             raise UpstreamError(503, "The gateway is busy: too many upstream calls are in flight. "
                                      "Try again shortly.", headers={"Retry-After": "5"})
         UPSTREAM_IN_FLIGHT.inc()
         try:
-            return self._generate(model_id, build_body(prompt, images, image_config))
+            return self._generate(upstream.model_id, upstream.body)
         finally:
             UPSTREAM_IN_FLIGHT.dec()
             self.slots.release()
@@ -242,18 +249,18 @@ class GeminiProvider:
         remaining = deadline - time.monotonic()
         try:
             response = self.session.post(
-                url, json=body, headers={"x-goog-api-key": self.api_key}, stream=True,
-                timeout=(min(self.connect_timeout, remaining), remaining))
+                url, data=body, headers={"x-goog-api-key": self.api_key, "Content-Type": "application/json"},
+                stream=True, timeout=(min(self.connect_timeout, remaining), remaining))
             if not response.ok:
                 raise error_for(response, self.api_key)
-            content = self._read(response)
+            content = self._read(response, deadline)
         except requests.exceptions.ConnectTimeout:
             raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True) from None
-        except (requests.exceptions.Timeout, ReadTimeoutError):
-            raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
-        except requests.exceptions.RequestException as error:
+        except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
+            raise self._late() from None
+        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
             if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
-                raise UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.") from None
+                raise self._late() from None
             raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).",
                                 retryable=True) from None
         try:
@@ -262,22 +269,35 @@ class GeminiProvider:
             raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
                                 retryable=True) from None
 
-    def _read(self, response):
-        """The body, read in large chunks (requests' default is 10 KB), up to the size limit."""
+    def _late(self):
+        return UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.")
+
+    def _read(self, response, deadline):
+        """The body, up to the size limit and by the deadline however slowly it trickles: each
+        read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
         too_large = UpstreamError(502, f"The Gemini API answer is larger than the gateway's limit of "
                                        f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()
             raise too_large
+        connection = response.raw.connection
         chunks, size = [], 0
-        for chunk in response.iter_content(READ_CHUNK):
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                response.close()
+                raise self._late()
+            if connection is not None and connection.sock is not None:
+                connection.sock.settimeout(remaining)
+            chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
             size += len(chunk)
             if size > self.max_response_bytes:
                 response.close()
                 raise too_large
             chunks.append(chunk)
-        return b"".join(chunks)
 
     def _delay_before_retry(self, error, attempt, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""
