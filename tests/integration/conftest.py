@@ -1,5 +1,6 @@
 """Real processes on 127.0.0.1: the offline emulator, and the gateway under gunicorn with the
-production gunicorn.conf.py, pointed at the emulator."""
+production gunicorn.conf.py, pointed at the emulator; and the HTTP helpers the tests share."""
+import base64
 import os
 import socket
 import subprocess
@@ -121,7 +122,7 @@ def start_gateway(emulator_url, log_path, **env):
         "UPSTREAM_TIMEOUT": "20",
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "32",
+        "GUNICORN_MAX_REQUESTS": "0",  # no worker recycling mid-test (tests that want it say so)
         "PORT": str(port),
         **env,
     }
@@ -155,9 +156,58 @@ def sdk(gateway_url):
 
 @pytest.fixture
 def auth():
-    return {"Authorization": f"Bearer {CLIENT_KEY}"}
+    return dict(AUTH)
 
 
 def emulator_requests(emulator_url, since):
     """What the emulator received after `since` (a time.time() value)."""
     return [r for r in requests.get(emulator_url + "/emulator/requests", timeout=5).json() if r["at"] >= since]
+
+
+# --- HTTP helpers -------------------------------------------------------------------------------
+
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def generate(url, prompt="a normal request afterwards", **fields):
+    return requests.post(url + "/v1/images/generations", headers=AUTH, json={"prompt": prompt, **fields}, timeout=60)
+
+
+def refused(response, status, *names):
+    """The response is the JSON error with this status; its message names every one of `names`."""
+    assert response.status_code == status, response.text[:2000]
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "status", "message"}
+    assert (body["error"], body["status"]) == (True, status)
+    for name in names:
+        assert name in body["message"], body["message"][:2000]
+    return body["message"]
+
+
+def ok(response):
+    assert response.status_code == 200, response.text[:2000]
+    body = response.json()
+    assert body["data"] and base64.b64decode(body["data"][0]["b64_json"])
+    return body
+
+
+def raw_http(url, request_bytes, close_after_sending=False, timeout=10):
+    """Send bytes over one socket, read until the server closes it, and return the final
+    (status line, headers, body), skipping interim 1xx answers."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request_bytes)
+        if close_after_sending:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    while True:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        if not lines[0].split()[1].startswith("1"):
+            break
+        received = rest
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, rest[:int(headers.get("content-length", len(rest)))]

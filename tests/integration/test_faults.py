@@ -46,7 +46,7 @@ FAULTS = [
     ("fail=403", 502, "The Gemini API refused the gateway's credentials (HTTP 403); "
                       "the operator should check GEMINI_API_KEY.", 1),
     ("malformed=1", 502, "The Gemini API returned a malformed response (not JSON).", 3),
-    ("reset=1", 502, "Could not reach the Gemini API (ChunkedEncodingError).", 3),
+    ("reset=1", 502, "Could not reach the Gemini API (ProtocolError).", 3),
     ("truncate=1", 502, "The Gemini API returned an image that cannot be used: the PNG data is truncated.", 3),
     ("bad_base64=1", 502, "The Gemini API returned an image that cannot be used: the image data is not valid base64.",
      3),

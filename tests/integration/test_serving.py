@@ -1,6 +1,7 @@
 """Production behaviour under real gunicorn: metrics across workers, request ids and JSON logs,
 the in-flight bound, graceful shutdown, and clients that hang up."""
 import json
+import re
 import signal
 import socket
 import threading
@@ -124,3 +125,11 @@ def test_a_client_that_hangs_up_does_not_hurt_the_worker(own_gateway):
     time.sleep(1.5)  # the upstream answers after the client is gone; the gateway writes to a closed socket
     assert process.poll() is None
     assert generate(url, "still serving").status_code == 200
+
+
+def test_workers_are_recycled_after_max_requests_without_dropping_a_request(own_gateway, tmp_path):
+    process, url = own_gateway(WEB_CONCURRENCY="1", GUNICORN_MAX_REQUESTS="5")
+    statuses = [generate(url, f"recycled {index}").status_code for index in range(16)]
+    assert statuses == [200] * 16
+    booted = re.findall(r"Booting worker with pid: (\d+)", (tmp_path / "gateway.log").read_text())
+    assert len(set(booted)) >= 3  # the first worker and at least two replacements

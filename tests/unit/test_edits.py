@@ -396,10 +396,10 @@ def test_decompression_bomb_is_refused_without_calling_upstream(client, auth, up
     assert len(upstream.calls) == 0
 
 
-def test_image_over_the_gateways_pixel_limit_is_refused(client, auth, upstream, monkeypatch):
-    monkeypatch.setattr("gateway.media.MAX_PIXELS", 1000)
+def test_image_over_the_gateways_pixel_limit_is_refused(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, image_max_pixels=1000)).test_client()
     response = post_form(client, auth, {"image": upload(png_bytes((40, 30)))})
-    assert_error(response, 400, "image[0]: 40x30 is more than 1000 pixels")
+    assert_error(response, 400, "image[0]: 40x30 is 1,200 pixels; the limit is 1,000")
     assert len(upstream.calls) == 0
 
 

@@ -66,3 +66,40 @@ def test_describe_base64_refuses_non_ascii():
 def test_describe_and_describe_base64_agree():
     data = png_bytes((33, 17))
     assert media.describe(data) == media.describe_base64(base64.b64encode(data).decode()) == ("PNG", (33, 17))
+
+
+def test_an_input_over_the_pixel_limit_is_refused_from_its_header():
+    with pytest.raises(media.MediaError, match=r"400x300 is 120,000 pixels; the limit is 100,000"):
+        media.load_input(encoded(NOISE, "PNG"), max_pixels=100_000)
+
+
+def test_a_whole_jpeg_input_is_accepted_as_it_is():
+    data = encoded(NOISE, "JPEG")
+    assert media.load_input(data, max_pixels=10**6) == media.SourceImage(data, "image/jpeg", (400, 300))
+
+
+def test_a_jpeg_cut_short_with_an_end_marker_appended_is_damaged():
+    data = encoded(NOISE, "JPEG")
+    with pytest.raises(media.MediaError, match="the JPEG data is damaged"):
+        media.load_input(data[: len(data) // 10] + b"\xff\xd9", max_pixels=10**6)
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_is_damaged():
+    data = bytearray(encoded(Image.new("RGB", (8, 8)), "JPEG"))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = (900).to_bytes(2, "big") + (900).to_bytes(2, "big")
+    with pytest.raises(media.MediaError, match="the JPEG data is damaged"):
+        media.load_input(bytes(data), max_pixels=10**6)
+
+
+def test_stray_bytes_between_jpeg_segments_are_tolerated():
+    data = encoded(NOISE, "JPEG")
+    end = data.rindex(b"\xff\xd9")
+    assert media.load_input(data[:end] + b"\x00\x00" + data[end:], max_pixels=10**6).size == (400, 300)
+
+
+def test_a_mask_region_is_white_where_the_mask_is_transparent():
+    mask = Image.new("RGBA", (4, 2), (0, 0, 0, 255))
+    mask.putpixel((0, 0), (0, 0, 0, 0))
+    region = Image.open(io.BytesIO(media.mask_region(encoded(mask, "PNG"), (4, 2), max_pixels=100)))
+    assert list(region.get_flattened_data()) == [255, 0, 0, 0, 0, 0, 0, 0]

@@ -10,6 +10,8 @@ from gateway.providers.gemini import GeminiProvider
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
 
+CALL = GeminiProvider.request_for("m", "p")
+
 
 @pytest.fixture
 def sleeps(monkeypatch):
@@ -27,7 +29,7 @@ def test_backoff_grows_exponentially_with_jitter(settings, upstream, sleeps):
         upstream.add(responses.POST, GENERATE, status=503)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     generation = provider(settings, upstream_retry_base_delay=1.0, upstream_max_retries=3,
-                          upstream_timeout=60).generate("m", "p")
+                          upstream_timeout=60).generate(CALL)
     assert generation.attempts == 4
     assert len(sleeps) == 3
     for attempt, delay in enumerate(sleeps):
@@ -37,14 +39,14 @@ def test_backoff_grows_exponentially_with_jitter(settings, upstream, sleeps):
 def test_retry_after_is_honoured(settings, upstream, sleeps):
     upstream.add(responses.POST, GENERATE, status=429, headers={"Retry-After": "2"})
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    provider(settings).generate("m", "p")
+    provider(settings).generate(CALL)
     assert sleeps == [2]
 
 
 def test_a_retry_after_past_the_deadline_ends_the_retries(settings, upstream, sleeps):
     upstream.add(responses.POST, GENERATE, status=429, headers={"Retry-After": "60"})
     with pytest.raises(UpstreamError) as caught:
-        provider(settings, upstream_timeout=5).generate("m", "p")
+        provider(settings, upstream_timeout=5).generate(CALL)
     assert caught.value.status == 429
     assert caught.value.headers["Retry-After"] == "60"
     assert len(upstream.calls) == 1 and sleeps == []
@@ -53,20 +55,20 @@ def test_a_retry_after_past_the_deadline_ends_the_retries(settings, upstream, sl
 def test_an_http_date_retry_after_is_understood(settings, upstream, sleeps):
     upstream.add(responses.POST, GENERATE, status=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    provider(settings).generate("m", "p")
+    provider(settings).generate(CALL)
     assert sleeps == [0]  # a date in the past means "now"
 
 
 def test_non_retryable_errors_are_not_retried(settings, upstream, sleeps):
     upstream.add(responses.POST, GENERATE, status=400, json={"error": {"code": 400, "message": "bad"}})
     with pytest.raises(UpstreamError):
-        provider(settings).generate("m", "p")
+        provider(settings).generate(CALL)
     assert len(upstream.calls) == 1 and sleeps == []
 
 
 def test_each_attempt_gets_connect_and_read_timeouts_within_the_deadline(settings, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    provider(settings, upstream_timeout=30).generate("m", "p")
+    provider(settings, upstream_timeout=30).generate(CALL)
     connect, read = upstream.calls[0].request.req_kwargs["timeout"]
     assert connect == 10
     assert 29 < read <= 30

@@ -1,0 +1,329 @@
+"""Resource safety of the gateway as the Procfile runs it (gevent workers, no nginx in front):
+slow and idle clients cannot deny service, inputs stay within the pixel budget and damaged ones
+are refused, one key cannot take every upstream slot, UPSTREAM_TIMEOUT is wall-clock however the
+upstream trickles, and the smaller limits (field lengths, whole-value patterns, gunicorn's own
+refusals, `100 Continue`). The deadlines are short here so the tests are quick; speed and memory
+at full scale are measured by bench/resources.py."""
+import io
+import json
+import re
+import resource
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.integration.conftest import (
+    AUTH,
+    CLIENT_KEY,
+    emulator_requests,
+    generate,
+    ok,
+    raw_http,
+    refused,
+    start_gateway,
+    stop,
+)
+
+pytestmark = pytest.mark.integration
+
+OTHER_KEY = "integration-second-client-key"
+HEADER_TIMEOUT, BODY_TIMEOUT, UPSTREAM_TIMEOUT = 2, 3, 4
+MAX_PIXELS = 4_000_000
+PER_KEY = 3
+FLOOD = 2500  # connections per flood: more than the 1,024 that stopped the gthread workers
+
+
+@pytest.fixture(scope="module")
+def strict(emulator_url, tmp_path_factory):
+    """One worker (so per-process bounds are exact) with short client deadlines, a 4-second
+    upstream deadline without retries, a 4-megapixel input limit and 3 upstream calls per key."""
+    log = tmp_path_factory.mktemp("resources") / "gateway.log"
+    process, url = start_gateway(
+        emulator_url, log, WEB_CONCURRENCY="1", GATEWAY_API_KEYS=f"{CLIENT_KEY},{OTHER_KEY}",
+        CLIENT_HEADER_TIMEOUT=str(HEADER_TIMEOUT), CLIENT_BODY_TIMEOUT=str(BODY_TIMEOUT),
+        UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT), UPSTREAM_MAX_RETRIES="0", IMAGE_MAX_PIXELS=str(MAX_PIXELS),
+        UPSTREAM_MAX_IN_FLIGHT_PER_KEY=str(PER_KEY))
+    yield url, log
+    stop(process)
+
+
+@pytest.fixture
+def url(strict):
+    return strict[0]
+
+
+@pytest.fixture(autouse=True)
+def still_serves(strict):
+    """After each test the gateway answers a normal generation, and its log shows no crash."""
+    offset = strict[1].stat().st_size
+    yield
+    ok(generate(strict[0]))
+    new = strict[1].read_bytes()[offset:]
+    assert b"Traceback" not in new and b"Worker exited" not in new, new.decode(errors="replace")[-3000:]
+
+
+def worker_pid(log):
+    return int(re.findall(rb"Booting worker with pid: (\d+)", log.read_bytes())[-1])
+
+
+def address(url):
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def request_head(path, *headers):
+    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: gateway", *headers, "", ""]).encode()
+
+
+# --- slow and idle clients ----------------------------------------------------------------------
+
+def open_flood(url, first_bytes):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * FLOOD)), hard))
+    sockets = []
+    for _ in range(FLOOD):
+        sock = socket.create_connection(address(url), timeout=10)
+        if first_bytes:
+            sock.sendall(first_bytes)
+        sockets.append(sock)
+    return sockets
+
+
+def closed_by_server(sock, deadline):
+    """True when the server closes the connection before `deadline` (a time.monotonic() value);
+    any answer it sends first is read and skipped."""
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+STALLED = {
+    "nothing": b"",
+    "one byte": b"P",
+    "half a header": b"POST /v1/images/generations HTTP/1.1\r\nHost: gateway\r\nContent-Ty",
+    "headers and half a body": request_head("/v1/images/generations", f"Authorization: Bearer {CLIENT_KEY}",
+                                            "Content-Type: application/json", "Content-Length: 1000") + b'{"pro',
+}
+
+
+@pytest.mark.parametrize("sent", STALLED.values(), ids=STALLED.keys())
+def test_thousands_of_stalled_connections_do_not_stop_other_clients(url, sent):
+    flood = open_flood(url, sent)
+    try:
+        assert requests.get(url + "/health", timeout=5).ok
+        ok(requests.post(url + "/v1/images/generations", json={"prompt": "served during a flood"},
+                         headers=AUTH, timeout=10))
+        deadline = time.monotonic() + (BODY_TIMEOUT if b"Content-Length" in sent else HEADER_TIMEOUT) + 5
+        assert [sock for sock in flood if not closed_by_server(sock, deadline)] == []
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_a_body_that_drips_gets_a_408_when_the_body_deadline_passes(url, emulator_url):
+    since = time.time()
+    with socket.create_connection(address(url), timeout=BODY_TIMEOUT + 5) as sock:
+        sock.sendall(request_head("/v1/images/generations", f"Authorization: Bearer {CLIENT_KEY}",
+                                  "Content-Type: application/json", "Content-Length: 1000") + b"{")
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer:  # a byte every half second: never idle, never done
+                sock.sendall(b" ")
+                sock.settimeout(0.5)
+                try:
+                    answer += sock.recv(65536)
+                except TimeoutError:
+                    continue
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(5)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert json.loads(body)["message"].startswith(f"Request Timeout: the request body did not arrive within "
+                                                  f"{BODY_TIMEOUT} seconds")
+    assert emulator_requests(emulator_url, since) == []
+
+
+def test_a_body_from_a_client_without_a_key_is_never_read(url):
+    status, _, _ = raw_http(url, request_head("/v1/images/generations", "Content-Type: application/json",
+                                              "Content-Length: 100000") + b"{")
+    assert status.startswith("HTTP/1.1 401")
+
+
+def test_100_continue_is_sent_only_after_the_key_is_checked(url):
+    head = ("Content-Type: application/json", "Content-Length: 22", "Expect: 100-continue")
+    with socket.create_connection(address(url), timeout=5) as sock:
+        sock.sendall(request_head("/v1/images/generations", *head))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+    with socket.create_connection(address(url), timeout=5) as sock:
+        sock.sendall(request_head("/v1/images/generations", f"Authorization: Bearer {CLIENT_KEY}", *head))
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b'{"prompt": "continue"}')
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+# --- the pixel budget and damaged images ----------------------------------------------------------
+
+def encoded(image, image_format, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def noisy(size):
+    return Image.merge("RGB", [Image.effect_noise(size, 60) for _ in range(3)])
+
+
+def jpeg_claiming(width, height):
+    """A valid 8x8 JPEG whose frame header is rewritten to claim width x height."""
+    data = bytearray(encoded(Image.new("RGB", (8, 8), (90, 120, 200)), "JPEG"))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def edit(url, image, *extra, **fields):
+    files = [("image", ("input", image, "application/octet-stream")), *extra]
+    return requests.post(url + "/v1/images/edits", headers=AUTH, files=files,
+                         data={"prompt": "an edit", **fields}, timeout=60)
+
+
+def test_a_tiny_lossless_webp_of_64_megapixels_is_refused_from_its_header(url, emulator_url):
+    bomb = encoded(Image.new("RGB", (8000, 8000)), "WEBP", lossless=True)
+    assert len(bomb) < 20_000
+    since = time.time()
+    refused(edit(url, bomb), 400, "image[0]: 8000x8000 is 64,000,000 pixels; the limit is 4,000,000")
+    assert emulator_requests(emulator_url, since) == []
+
+
+def test_a_jpeg_header_over_the_limit_is_refused_before_decoding(url):
+    refused(edit(url, jpeg_claiming(8000, 8000)), 400, "image[0]: 8000x8000 is 64,000,000 pixels")
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused(url, emulator_url):
+    since = time.time()
+    refused(edit(url, jpeg_claiming(1800, 1800)), 400, "image[0]: the JPEG data is damaged")
+    assert emulator_requests(emulator_url, since) == []
+
+
+def test_a_jpeg_cut_short_with_its_end_marker_appended_is_refused(url):
+    data = encoded(noisy((600, 400)), "JPEG", quality=90)
+    refused(edit(url, data[:len(data) // 10] + b"\xff\xd9"), 400, "image[0]: the JPEG data is damaged")
+
+
+def test_a_whole_jpeg_is_accepted(url):
+    ok(edit(url, encoded(noisy((600, 400)), "JPEG", quality=90)))
+
+
+def peak_rss_mb(pid):
+    return int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1]) / 1024
+
+
+def current_rss_mb(pid):
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1]) / 1024
+
+
+def test_a_masked_edit_with_n_10_decodes_its_source_once(strict):
+    url, log = strict
+    side = 1500
+    mask = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, side // 2, side))
+    pid = worker_pid(log)
+    ok(generate(url))
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # restart the peak (VmHWM) from the current RSS
+    before = current_rss_mb(pid)
+    answer = edit(url, encoded(noisy((side, side)), "PNG"), ("mask", ("mask.png", encoded(mask, "PNG"), "image/png")),
+                  n="10", output_format="jpeg")
+    assert len(ok(answer)["data"]) == 10
+    # The source and mask are decoded once per request and the ten composites run one at a time
+    # on an image thread: a few full-size RGB copies of 6.75 MB at once, not ten sets of them.
+    assert peak_rss_mb(pid) - before < 120
+
+
+# --- fair share and the upstream deadline ---------------------------------------------------------
+
+def test_one_key_cannot_take_every_upstream_slot(url, emulator_url):
+    since = time.time()
+    slow = {"prompt": "slow [emulator: delay=3]", "n": PER_KEY}
+    first = []
+    worker = threading.Thread(target=lambda: first.append(generate(url, **slow)))
+    worker.start()
+    while len(emulator_requests(emulator_url, since)) < PER_KEY:
+        time.sleep(0.05)
+    message = refused(generate(url, "one more"), 429, "UPSTREAM_MAX_IN_FLIGHT_PER_KEY")
+    assert f"{PER_KEY} are running" in message
+    assert requests.post(url + "/v1/images/generations", json={"prompt": "another key"}, timeout=30,
+                         headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
+    worker.join()
+    assert len(ok(first[0])["data"]) == PER_KEY
+    ok(generate(url, "and again once the slots are free"))
+
+
+def test_the_429_for_a_busy_key_says_when_to_retry(url, emulator_url):
+    since = time.time()
+    worker = threading.Thread(target=generate, args=(url, "slow [emulator: delay=2]"), kwargs={"n": PER_KEY})
+    worker.start()
+    while len(emulator_requests(emulator_url, since)) < PER_KEY:
+        time.sleep(0.05)
+    assert generate(url, "too many").headers["Retry-After"] == "5"
+    worker.join()
+
+
+def test_an_upstream_that_trickles_its_answer_is_cut_off_at_upstream_timeout(url):
+    # 16 bytes every 0.3 s: every read gets data long before a per-read timeout would fire.
+    response = requests.post(url + "/v1/images/generations", headers=AUTH, timeout=UPSTREAM_TIMEOUT + 6,
+                             json={"prompt": "slowly [emulator: drip=0.3]"})
+    refused(response, 504, f"The Gemini API did not answer within {UPSTREAM_TIMEOUT} seconds.")
+
+
+# --- smaller limits -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["user", "safety_identifier", "model"])
+def test_free_text_fields_have_a_length_limit(url, name):
+    refused(generate(url, **{name: "u" * 257}), 400, f"{name}: Longer than maximum length 256")
+
+
+def test_a_huge_field_name_is_quoted_only_as_a_prefix(url):
+    message = refused(generate(url, **{"x" * 1_000_000: 1}), 400, "Unknown field")
+    assert len(message) < 300
+
+
+def test_an_unknown_model_is_quoted_only_as_a_prefix(url):
+    message = refused(generate(url, model="m" * 200), 400, "model: unknown model 'mmmm")
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("field, value", [("size", "1024x1024\n"), ("aspect_ratio", "16:9\n")])
+def test_patterns_match_the_whole_value(url, field, value):
+    refused(generate(url, **{field: value}), 400, f"{field}: must be")
+
+
+def metric(url, name, **labels):
+    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_gunicorns_own_refusals_are_json_lines_in_the_log_and_counted(strict):
+    url, log = strict
+    before = metric(url, "gateway_requests_total", endpoint="unparsed", status="414")
+    offset = log.stat().st_size
+    status, headers, body = raw_http(url, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status.startswith("HTTP/1.1 414") and json.loads(body)["status"] == 414
+    assert metric(url, "gateway_requests_total", endpoint="unparsed", status="414") == before + 1
+    lines = [json.loads(line) for line in log.read_bytes()[offset:].splitlines() if line.strip()]
+    assert any(line["logger"] == "gunicorn.error" and "Invalid request" in line["message"] for line in lines)
