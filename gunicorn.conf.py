@@ -32,10 +32,10 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 keepalive = settings.client_header_timeout
 timeout = 30  # a worker that stops answering its heartbeat for 30 s is replaced
 graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests finish after SIGTERM
-# Workers are replaced after 2,000-2,400 requests (jitter keeps them from restarting together),
-# so memory that Python or the C allocator keeps after a burst is given back.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
-max_requests_jitter = max_requests // 5
+# Workers are replaced after 2,000-2,400 served image requests (jitter keeps them from retiring
+# together), so memory that Python or the C allocator keeps after a burst is given back. Counted
+# in post_request, not by gunicorn's max_requests, which a flood of cheap requests would trip.
+image_requests_per_worker = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 accesslog = None  # the gateway logs one JSON line per request itself
 errorlog = "-"
 logconfig_dict = serving.LOG_CONFIG
@@ -47,8 +47,17 @@ util.write_error = serving.write_json_error  # workers fork from this process an
 serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 
 
+def post_worker_init(worker):
+    serving.return_large_blocks_to_the_system()
+    serving.start_recycling_count(worker, image_requests_per_worker)
+
+
 def pre_request(worker, req):
     serving.limit_body(req, settings.client_body_timeout)
+
+
+def post_request(worker, req, environ, resp):
+    serving.count_image_request(worker, environ, resp)
 
 
 def on_starting(server):

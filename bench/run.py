@@ -236,7 +236,7 @@ def main():
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     table = "\n".join([f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu}); "
-                       "WEB_CONCURRENCY=2, GUNICORN_THREADS=512, gthread.", "",
+                       "WEB_CONCURRENCY=2, gevent workers.", "",
                        "| scenario | throughput / wall time | latency | errors / memory |",
                        "|---|---|---|---|", *rows])
     print(table)

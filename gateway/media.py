@@ -167,7 +167,8 @@ class MaskedSource:
     def __init__(self, source, region_png):
         image = open_image(source)
         mode = "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
-        self.base = image.convert(mode)
+        image.load()
+        self.base = image if image.mode == mode else image.convert(mode)  # convert() would copy
         self.region = open_image(region_png).convert("L")
 
     def composite(self, output):

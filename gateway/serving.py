@@ -2,7 +2,10 @@
 deadline for each request body, `100 Continue` only once the app reads the body (after the key
 check), gunicorn's own refusals as JSON (to the client, in the log, in /metrics), and enough
 file descriptors for the connections a worker holds."""
+import ctypes
+import ctypes.util
 import json
+import random
 import resource
 import time
 
@@ -10,6 +13,8 @@ from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+LARGE = 256 * 1024
 LOG_CONFIG = {  # gunicorn's own log lines (refusals, worker starts and exits) as JSON too
     "version": 1,
     "disable_existing_loggers": False,
@@ -52,6 +57,26 @@ def limit_body(req, seconds):
     req._expected_100_continue = False  # gunicorn would send it before the app has seen the request
 
 
+def start_recycling_count(worker, image_requests):
+    """post_worker_init: this worker retires after `image_requests` served image requests, plus
+    up to 20 % (so workers do not all retire together); 0 means never."""
+    worker.image_requests_left = image_requests + random.randint(0, image_requests // 5) if image_requests else None
+
+
+def count_image_request(worker, environ, resp):
+    """post_request: count a served image request; at the limit the worker stops accepting,
+    finishes what it holds and is replaced. gunicorn's own max_requests would count every
+    request, so a flood of cheap ones (no key needed) could retire every worker at once."""
+    if worker.image_requests_left is None or resp is None or resp.status_code != 200:
+        return
+    if not environ.get("PATH_INFO", "").startswith("/v1/images/"):
+        return
+    worker.image_requests_left -= 1
+    if worker.image_requests_left <= 0 and worker.alive:
+        worker.log.info("Recycling worker after its image requests (GUNICORN_MAX_REQUESTS).")
+        worker.alive = False
+
+
 def write_json_error(sock, status_int, reason, mesg):
     """gunicorn's own refusals (400 bad framing, 414, 431...) in the gateway's JSON error shape,
     counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself)."""
@@ -73,3 +98,14 @@ def raise_open_files_limit(wanted):
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
+
+
+def return_large_blocks_to_the_system():
+    """glibc raises its mmap threshold each time a large block is freed, up to 32 MB, after which
+    image-sized buffers (base64 strings, request bodies) come from the heap and stay in the
+    process after a burst. A fixed threshold keeps every block over 256 KB in its own mapping,
+    given back when freed. No-op on other C libraries."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version"):
+        libc.mallopt(M_MMAP_THRESHOLD, LARGE)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE)
