@@ -134,25 +134,29 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * connections + 1024), hard))
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    emulator_port, gateway_port = free_port(), free_port()
+    emulator_port = free_port()
     emulator = start([sys.executable, "-m", "emulator", "--port", str(emulator_port)], {},
                      open(results / "emulator.log", "w"))
-    gateway = start([sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
-                     "--bind", f"127.0.0.1:{gateway_port}"],
-                    {"GATEWAY_API_KEYS": CLIENT_KEY, "GEMINI_API_KEY": UPSTREAM_KEY, "WEB_CONCURRENCY": "2",
-                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port)},
-                    open(results / "gateway-resources.log", "w"))
-    url = f"http://127.0.0.1:{gateway_port}"
-    rows = []
-    try:
-        wait_for(f"http://127.0.0.1:{emulator_port}/")
+    wait_for(f"http://127.0.0.1:{emulator_port}/")
+
+    def serve(log_name):
+        """A fresh gateway, as the Procfile starts it, warmed up; (process, url, its RSS in MB)."""
+        port = free_port()
+        process = start([sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
+                         "--bind", f"127.0.0.1:{port}"],
+                        {"GATEWAY_API_KEYS": CLIENT_KEY, "GEMINI_API_KEY": UPSTREAM_KEY, "WEB_CONCURRENCY": "2",
+                         "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(port)},
+                        open(results / log_name, "w"))
+        running.append(process)
+        url = f"http://127.0.0.1:{port}"
         wait_for(url + "/health")
         time.sleep(1)
         for _ in range(4):
             small_requests(url)
-        fresh = tree_rss_mb(gateway.pid)
-        rows.append(f"| fresh start, after warm-up | | | RSS of the server {fresh:.0f} MB |")
+        return process, url, tree_rss_mb(process.pid)
 
+    rows, running = [], [emulator]
+    try:
         stalled = {} if args.memory_only else {
             "send nothing": b"",
             "send one byte": b"P",
@@ -161,6 +165,9 @@ def main():
                 b"POST /v1/images/generations HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
                 b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"),
         }
+        if stalled:
+            gateway, url, fresh = serve("gateway-floods.log")
+            rows.append(f"| fresh start, after warm-up | | | RSS of the server {fresh:.0f} MB |")
         for label, first_bytes in stalled.items():
             probes, closed_after = flood(url, first_bytes, connections, 120)
             health = [h for (h, _), _ in probes]
@@ -172,8 +179,14 @@ def main():
                         f"(statuses {sorted(statuses)}) "
                         f"| all closed by the gateway after "
                         f"{'more than 120' if closed_after is None else f'{closed_after:.1f}'} s | |")
+        if stalled:
+            time.sleep(12)
+            rows.append(f"| idle, 12 s after the floods | | | RSS of the server {tree_rss_mb(gateway.pid):.0f} MB |")
 
+        gateway, url, fresh = serve("gateway-memory.log")  # the memory scenarios start from a fresh server
         master = gateway.pid
+        rows.append(f"| a fresh server for the memory scenarios, after warm-up | | "
+                    f"| RSS of the server {fresh:.0f} MB |")
         big_mask = mask_png(8000)
         big_image = encoded(Image.new("RGB", (8000, 8000), (40, 90, 160)), "PNG")
         response, growth = peak_extra_mb(master, lambda: masked_edit(url, big_image, big_mask, n="10",
@@ -197,9 +210,9 @@ def main():
         rows.append(f"| {burst} concurrent masked edits, {len(upload) / 2**20:.1f} MB upload each "
                     f"| statuses {dict((s, statuses.count(s)) for s in set(statuses))} | "
                     f"| peak RSS of the server {peak:.0f} MB |")
-        time.sleep(5)
+        time.sleep(12)
         idle = tree_rss_mb(master)
-        rows.append(f"| idle, 5 s after that burst | | | RSS of the server {idle:.0f} MB "
+        rows.append(f"| idle, 12 s after that burst | | | RSS of the server {idle:.0f} MB "
                     f"({idle / fresh:.2f}x the fresh start) |")
 
         quiet = [small_requests(url) for _ in range(10)]
@@ -225,7 +238,7 @@ def main():
                         f"max {max(health) * 1000:.0f} ms | generation p50 {statistics.median(generation) * 1000:.0f}"
                         f" ms, max {max(generation) * 1000:.0f} ms | |")
     finally:
-        for process in (gateway, emulator):
+        for process in running:
             process.terminate()
             process.wait(timeout=60)
 

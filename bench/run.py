@@ -166,6 +166,7 @@ def main():
 
     emulator_port, gateway_port = free_port(), free_port()
     emulator = start([str(bin_dir / "gunicorn"), "emulator:create_emulator()", "--bind", f"127.0.0.1:{emulator_port}",
+                      "--config", "/dev/null",  # not the gateway's gunicorn.conf.py, which gunicorn would find here
                       "-k", "gthread", "--threads", str(args.concurrency + 200), "--workers", "1",
                       "--worker-connections", str(args.concurrency * 2 + 200), "--no-control-socket",
                       "--timeout", "120", "--backlog", "4096"],
@@ -173,7 +174,9 @@ def main():
     gateway = start([str(bin_dir / "gunicorn"), "app:app", "--config", "gunicorn.conf.py",
                      "--bind", f"127.0.0.1:{gateway_port}", "--backlog", "4096"],
                     {"GATEWAY_API_KEYS": CLIENT_KEY, "GEMINI_API_KEY": UPSTREAM_KEY,
-                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port)},
+                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port),
+                     # one key plays every client here, so it may use every slot
+                     "UPSTREAM_MAX_IN_FLIGHT_PER_KEY": str(args.concurrency)},
                     open(results_dir / "gateway.log", "w"))
     emulator_url, gateway_url = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{gateway_port}"
     rows = []

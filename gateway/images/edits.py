@@ -10,10 +10,11 @@ from .schemas import FORM_ONLY_FILES, EditSchema, load
 bp = Blueprint("edits", __name__)
 
 IMAGE_FIELDS = ("image", "image[]", "file")  # what the OpenAI SDKs and curl -F send, in any mix
+JSON_SCHEMA, FORM_SCHEMA = EditSchema(), EditSchema(form=True, exclude=FORM_ONLY_FILES)  # built once
 
 
 def _from_json():
-    params = load(EditSchema(), json_body("application/json or multipart/form-data"))
+    params = load(JSON_SCHEMA, json_body("application/json or multipart/form-data"))
     sources = [(f"images[{i}]", item["image_url"]) for i, item in enumerate(params.pop("images"))]
     mask = ("mask", params.pop("mask")["image_url"]) if "mask" in params else None
     return params, sources, mask
@@ -26,7 +27,7 @@ def _from_multipart():
     for name in request.files:
         if name not in IMAGE_FIELDS + ("mask",):
             raise InvalidRequest.field(name, "Unknown field")
-    params = load(EditSchema(form=True, exclude=FORM_ONLY_FILES), request.form.to_dict())
+    params = load(FORM_SCHEMA, request.form.to_dict())
     uploads = [upload for name, upload in request.files.in_arrival_order if name in IMAGE_FIELDS]
     sources = [(f"image[{i}]", upload.stream) for i, upload in enumerate(uploads)]
     mask = ("mask", request.files["mask"].stream) if "mask" in request.files else None

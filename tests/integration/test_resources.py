@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     CLIENT_KEY,
     emulator_requests,
     generate,
+    metric,
     ok,
     raw_http,
     refused,
@@ -311,19 +312,15 @@ def test_patterns_match_the_whole_value(url, field, value):
     refused(generate(url, **{field: value}), 400, f"{field}: must be")
 
 
-def metric(url, name, **labels):
-    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(f"{name}{{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_gunicorns_own_refusals_are_json_lines_in_the_log_and_counted(strict):
     url, log = strict
-    before = metric(url, "gateway_requests_total", endpoint="unparsed", status="414")
+    before = metric(requests.get(url + "/metrics", timeout=5).text, "gateway_requests_total",
+                    endpoint="unparsed", status="414")
     offset = log.stat().st_size
     status, headers, body = raw_http(url, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status.startswith("HTTP/1.1 414") and json.loads(body)["status"] == 414
-    assert metric(url, "gateway_requests_total", endpoint="unparsed", status="414") == before + 1
+    after = metric(requests.get(url + "/metrics", timeout=5).text, "gateway_requests_total",
+                   endpoint="unparsed", status="414")
+    assert after == before + 1
     lines = [json.loads(line) for line in log.read_bytes()[offset:].splitlines() if line.strip()]
     assert any(line["logger"] == "gunicorn.error" and "Invalid request" in line["message"] for line in lines)

@@ -10,23 +10,9 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import CLIENT_KEY, UPSTREAM_KEY, start_gateway, stop
+from tests.integration.conftest import CLIENT_KEY, UPSTREAM_KEY, generate, metric, start_gateway, stop
 
 pytestmark = pytest.mark.integration
-
-
-def generate(url, prompt, timeout=60, **extra):
-    return requests.post(f"{url}/v1/images/generations", json={"prompt": prompt, **extra},
-                         headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=timeout)
-
-
-def metric(text, name, **labels):
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_metrics_are_summed_over_all_workers(gateway_url):
