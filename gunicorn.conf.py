@@ -2,6 +2,7 @@
 
 Nothing here may import `requests` (nor urllib3): the master imports this file, and gevent must
 patch ssl and sockets in each worker before urllib3 is first imported."""
+import functools
 import glob
 import os
 import tempfile
@@ -17,7 +18,7 @@ from gateway.config import Settings  # noqa: E402
 
 settings = Settings.from_env()
 
-bind = f"0.0.0.0:{settings.port}"
+bind = f"{settings.host}:{settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gevent: a connection is a greenlet (tens of KB), so 10,000 idle, dripping or half-sent
 # connections cost memory, not the worker's ability to serve (measured in the README). An image
@@ -43,12 +44,13 @@ logconfig_dict = serving.LOG_CONFIG
 # (or tests next to a dev server) would fight over it, and nothing here uses it.
 control_socket_disable = True
 
-util.write_error = serving.write_json_error  # workers fork from this process and share the patch
+# workers fork from this process and share the patch
+util.write_error = functools.partial(serving.write_json_error, error_format=settings.error_format)
 serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 
 
 def post_worker_init(worker):
-    serving.return_large_blocks_to_the_system()
+    serving.return_freed_memory()
     serving.start_recycling_count(worker, image_requests_per_worker)
 
 

@@ -2,6 +2,7 @@
 import logging
 
 from flask import Flask
+from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import observability
@@ -43,6 +44,12 @@ def create_app(settings=None):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
     register_error_handlers(app)
     observability.init_app(app)
+    if settings.cors_allow_origins:
+        anyone = "*" in settings.cors_allow_origins
+        CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
+             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID"],
+             expose_headers=["X-Request-ID", "x-gateway-images-failed", "Retry-After", "x-should-retry"],
+             max_age=600)
 
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)

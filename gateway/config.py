@@ -35,6 +35,13 @@ def _model_overrides(value):
     return overrides
 
 
+def _choice(environ, name, default, choices):
+    value = (environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     api_keys: tuple = ()
@@ -61,7 +68,10 @@ class Settings:
     image_fetch_timeout: float = 30.0
     ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
     trusted_proxies: int = 0
+    error_format: str = "seed"  # or "openai": {"error": {"message", "type", "param", "code"}}
+    cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
+    host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
 
     @classmethod
@@ -95,5 +105,8 @@ class Settings:
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
+            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("seed", "openai")),
+            cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
+            host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),
         )

@@ -2,7 +2,7 @@
 `{"error": true, "status": N, "message": "..."}` with the same HTTP status."""
 import logging
 
-from flask import jsonify
+from flask import current_app, jsonify
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
@@ -35,12 +35,15 @@ class InvalidRequest(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """A failure of the upstream model call; `retryable` ones are retried by the provider."""
+    """A failure of the upstream model call; `retryable` ones are retried by the provider.
+    `cause` says what the upstream did (`upstream_503`, `timeout`, `blocked`...), for metrics,
+    apart from the status the client gets."""
 
-    def __init__(self, status, message, headers=None, retryable=False, retry_after=None):
+    def __init__(self, status, message, headers=None, retryable=False, retry_after=None, cause=None):
         super().__init__(status, message, headers)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.cause = cause or f"error_{status}"
 
 
 NO_IMAGE_MESSAGE = (
@@ -49,8 +52,21 @@ NO_IMAGE_MESSAGE = (
 )
 
 
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+
+
+def error_body(status, message, error_format="seed"):
+    """The error body: the gateway's own shape, or OpenAI's (GATEWAY_ERROR_FORMAT=openai), whose
+    message the official SDKs put in the exception text."""
+    if error_format == "openai":
+        kind = OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
+    return {"error": True, "status": status, "message": message}
+
+
 def error_response(status, message, headers=None):
-    response = jsonify({"error": True, "status": status, "message": message})
+    response = jsonify(error_body(status, message, current_app.config["SETTINGS"].error_format))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -59,7 +75,10 @@ def error_response(status, message, headers=None):
 def register_error_handlers(app):
     @app.errorhandler(GatewayError)
     def gateway_error(error):
-        return error_response(error.status, error.message, error.headers)
+        headers = error.headers
+        if isinstance(error, UpstreamError):  # the gateway has retried it, or retrying cannot help
+            headers = {**headers, "x-should-retry": "false"}
+        return error_response(error.status, error.message, headers)
 
     @app.errorhandler(HTTPException)
     def http_error(error):
@@ -74,4 +93,5 @@ def register_error_handlers(app):
     @app.errorhandler(Exception)
     def unexpected_error(error):
         log.exception("unhandled error")
-        return error_response(500, "Internal server error; the details are in the gateway's log.")
+        return error_response(500, "Internal server error; the details are in the gateway's log.",
+                              {"x-should-retry": "false"})  # upstream calls may already have been paid for

@@ -77,12 +77,13 @@ def count_image_request(worker, environ, resp):
         worker.alive = False
 
 
-def write_json_error(sock, status_int, reason, mesg):
+def write_json_error(sock, status_int, reason, mesg, error_format="seed"):
     """gunicorn's own refusals (400 bad framing, 414, 431...) in the gateway's JSON error shape,
     counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself)."""
+    from .errors import error_body
     from .metrics import REQUESTS  # in the worker, after PROMETHEUS_MULTIPROC_DIR is set
 
-    body = json.dumps({"error": True, "status": status_int, "message": f"{reason}: {mesg}"})
+    body = json.dumps(error_body(status_int, f"{reason}: {mesg}", error_format))
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     REQUESTS.labels("unparsed", str(status_int)).inc()
@@ -100,12 +101,24 @@ def raise_open_files_limit(wanted):
     return soft
 
 
-def return_large_blocks_to_the_system():
-    """glibc raises its mmap threshold each time a large block is freed, up to 32 MB, after which
-    image-sized buffers (base64 strings, request bodies) come from the heap and stay in the
-    process after a burst. A fixed threshold keeps every block over 256 KB in its own mapping,
-    given back when freed. No-op on other C libraries."""
+def return_freed_memory(every=10.0):
+    """Give memory the process no longer uses back to the system (glibc only; a no-op elsewhere).
+    glibc raises its mmap threshold each time a large block is freed, up to 32 MB, after which
+    image-sized buffers come from the heap and stay after a burst: a fixed 256 KB threshold keeps
+    each large block in its own mapping, returned when freed. Thousands of small objects (a
+    flood of connections) leave the heap fragmented: malloc_trim every `every` seconds, on one
+    of gevent's native threads, returns its free pages."""
+    import gevent
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version"):
-        libc.mallopt(M_MMAP_THRESHOLD, LARGE)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE)
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, LARGE)
+    libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE)
+
+    def trim_forever():
+        while True:
+            gevent.sleep(every)
+            gevent.get_hub().threadpool.apply(libc.malloc_trim, (0,))
+
+    gevent.spawn(trim_forever)

@@ -15,7 +15,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from .. import media
-from ..errors import NO_IMAGE_MESSAGE, UpstreamError
+from ..errors import NO_IMAGE_MESSAGE, GatewayError, UpstreamError
 from ..jsonchunks import json_chunks
 from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
 
@@ -105,10 +105,12 @@ def build_body(prompt, images=(), image_config=None):
 def parse_answer(payload):
     """Images (thought parts skipped), the model's words and usage, or a typed error."""
     if not isinstance(payload, dict):
-        raise UpstreamError(502, "The Gemini API returned a malformed response (not a JSON object).", retryable=True)
+        raise UpstreamError(502, "The Gemini API returned a malformed response (not a JSON object).", retryable=True,
+                            cause="malformed")
     block_reason = (payload.get("promptFeedback") or {}).get("blockReason")
     if block_reason:
-        raise UpstreamError(400, f"The prompt was blocked by Gemini's safety filters (blockReason: {block_reason}).")
+        raise UpstreamError(400, f"The prompt was blocked by Gemini's safety filters (blockReason: {block_reason}).",
+                            cause="blocked")
     candidates = payload.get("candidates") or []
     candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
     parts = (candidate.get("content") or {}).get("parts") or []
@@ -122,9 +124,10 @@ def parse_answer(payload):
             words.append(part["text"])
     finish_reason = candidate.get("finishReason")
     if not images and finish_reason in SAFETY_FINISH_REASONS:
-        raise UpstreamError(400, f"The image was withheld by Gemini's safety filters (finishReason: {finish_reason}).")
+        raise UpstreamError(400, f"The image was withheld by Gemini's safety filters (finishReason: {finish_reason}).",
+                            cause="blocked")
     if not images:
-        raise UpstreamError(500, NO_IMAGE_MESSAGE)
+        raise UpstreamError(500, NO_IMAGE_MESSAGE, cause="no_image")
     return Generation(images=images, text="".join(words).strip(), usage=parse_usage(payload.get("usageMetadata")))
 
 
@@ -135,7 +138,7 @@ def _decode_image(inline):
         image_format, size = media.describe_base64(inline.get("data") if isinstance(inline, dict) else None)
     except media.MediaError as error:
         raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {error}.",
-                            retryable=True) from None
+                            retryable=True, cause="bad_image") from None
     return GeneratedImage(b64=inline["data"], format=image_format, size=size)
 
 
@@ -180,20 +183,21 @@ def error_for(response, secret=""):
     """The gateway error for a non-2xx upstream answer (DESIGN.md section 6)."""
     status = response.status_code
     message, reasons = _upstream_message(response, secret)
+    cause = f"upstream_{status}"
     if status in (401, 403) or "API_KEY_INVALID" in reasons:
         return UpstreamError(502, f"The Gemini API refused the gateway's credentials (HTTP {status}); "
-                                  "the operator should check GEMINI_API_KEY.")
+                                  "the operator should check GEMINI_API_KEY.", cause=cause)
     if status == 400:
-        return UpstreamError(400, message)
+        return UpstreamError(400, message, cause=cause)
     if status == 404:
-        return UpstreamError(502, f"The Gemini API does not serve this model (HTTP 404): {message}")
+        return UpstreamError(502, f"The Gemini API does not serve this model (HTTP 404): {message}", cause=cause)
     if status == 429:
         retry_after = _retry_after(response)
         client_wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
         return UpstreamError(429, f"The Gemini API rate limit was reached: {message}", retryable=True,
-                             retry_after=retry_after, headers={"Retry-After": str(client_wait)})
+                             retry_after=retry_after, headers={"Retry-After": str(client_wait)}, cause=cause)
     return UpstreamError(502, f"The Gemini API failed (HTTP {status}): {message}",
-                         retryable=status in RETRYABLE_STATUSES)
+                         retryable=status in RETRYABLE_STATUSES, cause=cause)
 
 
 class GeminiProvider:
@@ -216,8 +220,8 @@ class GeminiProvider:
     def generate(self, upstream):
         """One image call, retried as needed, holding one of the process's in-flight slots."""
         if not self.slots.acquire(timeout=self.queue_timeout):
-            raise UpstreamError(503, "The gateway is busy: too many upstream calls are in flight. "
-                                     "Try again shortly.", headers={"Retry-After": "5"})
+            raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
+                                    "Try again shortly.", headers={"Retry-After": "5"})
         UPSTREAM_IN_FLIGHT.inc()
         try:
             return self._generate(upstream.model_id, upstream.body)
@@ -233,7 +237,7 @@ class GeminiProvider:
             try:
                 generation = parse_answer(self._post(url, body, deadline))
             except UpstreamError as error:
-                record_attempt(model_id, f"error_{error.status}", time.monotonic() - started, attempt > 0)
+                record_attempt(model_id, error.cause, time.monotonic() - started, attempt > 0)
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
                     raise
@@ -249,39 +253,43 @@ class GeminiProvider:
         remaining = deadline - time.monotonic()
         try:
             response = self.session.post(
-                url, data=body, headers={"x-goog-api-key": self.api_key, "Content-Type": "application/json"},
+                url, data=body, headers={"x-goog-api-key": self.api_key, "Content-Type": "application/json",
+                                         "Accept-Encoding": "identity"},  # base64 barely compresses
                 stream=True, timeout=(min(self.connect_timeout, remaining), remaining))
             if not response.ok:
                 raise error_for(response, self.api_key)
             content = self._read(response, deadline)
         except requests.exceptions.ConnectTimeout:
-            raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True) from None
+            raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True,
+                                cause="connect_timeout") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
             raise self._late() from None
         except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
             if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
                 raise self._late() from None
             raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).",
-                                retryable=True) from None
+                                retryable=True, cause="connection_error") from None
         try:
             return json.loads(content)
         except ValueError:
             raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
-                                retryable=True) from None
+                                retryable=True, cause="malformed") from None
 
     def _late(self):
-        return UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.")
+        return UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.", cause="timeout")
 
     def _read(self, response, deadline):
         """The body, up to the size limit and by the deadline however slowly it trickles: each
         read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
         too_large = UpstreamError(502, f"The Gemini API answer is larger than the gateway's limit of "
-                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).")
+                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).",
+                                  cause="too_large")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()
             raise too_large
         connection = response.raw.connection
+        decode = "Content-Encoding" in response.headers  # only if compressed all the same
         chunks, size = [], 0
         while True:
             remaining = deadline - time.monotonic()
@@ -290,7 +298,7 @@ class GeminiProvider:
                 raise self._late()
             if connection is not None and connection.sock is not None:
                 connection.sock.settimeout(remaining)
-            chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+            chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)

@@ -51,13 +51,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_until_up(url, process, log_path, seconds=30):
+def wait_until_up(url, process, log_path, seconds=30, verify=True):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url} exited early:\n{Path(log_path).read_text()}")
         try:
-            if requests.get(url, timeout=1).ok:
+            if requests.get(url, timeout=1, verify=verify).ok:
                 return
         except requests.ConnectionError:
             pass
@@ -211,3 +211,12 @@ def raw_http(url, request_bytes, close_after_sending=False, timeout=10):
         received = rest
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return lines[0], headers, rest[:int(headers.get("content-length", len(rest)))]
+
+
+def metric(text, name, **labels):
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -15,15 +15,21 @@ pytestmark = pytest.mark.integration
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-@pytest.fixture(scope="module")
-def nginx_url(gateway_url, tmp_path_factory):
+def start_nginx(gateway_url, certificate, work, openai_errors=False):
+    """deploy/nginx.conf on free ports in front of `gateway_url`, with a throwaway certificate;
+    returns (process, https url, http url)."""
     if not shutil.which(NGINX):
         pytest.skip("nginx is not installed here (.ci/run installs it)")
-    work = tmp_path_factory.mktemp("nginx")
-    port = free_port()
+    http_port, https_port = free_port(), free_port()
     site = (ROOT / "deploy" / "nginx.conf").read_text()
-    site = site.replace("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};")
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    for old, new in [("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};"),
+                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
+                     ("/etc/ssl/certs/image-gateway.pem", str(certificate[0])),
+                     ("/etc/ssl/private/image-gateway.key", str(certificate[1])),
+                     ("default 0;", "default 1;" if openai_errors else "default 0;")]:
+        assert old in site, old
+        site = site.replace(old, new)
     (work / "site.conf").write_text(site)
     (work / "nginx.conf").write_text(f"""
 user root;
@@ -45,10 +51,26 @@ http {{
     log_path = work / "stdout.log"
     process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c", str(work / "nginx.conf")],
                                stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(url + "/health", process, log_path)
-    yield url
+    url = f"https://127.0.0.1:{https_port}"
+    wait_until_up(url + "/health", process, log_path, verify=str(certificate[0]))
+    return process, url, f"http://127.0.0.1:{http_port}"
+
+
+@pytest.fixture(scope="module")
+def nginx(gateway_url, tls_certificate, tmp_path_factory):
+    process, url, plain = start_nginx(gateway_url, tls_certificate, tmp_path_factory.mktemp("nginx"))
+    yield url, plain
     stop(process)
+
+
+@pytest.fixture
+def nginx_url(nginx):
+    return nginx[0]
+
+
+@pytest.fixture(autouse=True)
+def trust_the_test_certificate(monkeypatch, tls_certificate):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_certificate[0]))
 
 
 def auth():
@@ -90,3 +112,20 @@ def test_nginx_own_413_is_json(nginx_url):
                              headers={**auth(), "Content-Type": "application/json"}, timeout=60)
     assert response.status_code == 413
     assert response.json()["status"] == 413 and response.json()["error"] is True
+
+
+def test_plain_http_is_redirected_to_https(nginx):
+    response = requests.get(nginx[1] + "/v1/models", allow_redirects=False, timeout=10)
+    assert response.status_code == 301
+    assert response.headers["Location"].startswith("https://")
+
+
+def test_nginx_own_errors_follow_the_openai_format_when_told(gateway_url, tls_certificate, tmp_path):
+    process, url, _ = start_nginx(gateway_url, tls_certificate, tmp_path, openai_errors=True)
+    try:
+        response = requests.post(f"{url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
+                                 headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+    finally:
+        stop(process)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"

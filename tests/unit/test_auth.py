@@ -65,3 +65,12 @@ def test_health_needs_no_key_and_shows_no_secret(client, settings):
     assert response.json["providers"] == {"gemini": {"configured": True}}
     assert settings.gemini_api_key not in response.get_data(as_text=True)
     assert CLIENT_KEY not in response.get_data(as_text=True)
+
+
+def test_health_is_a_503_naming_the_setting_when_no_provider_is_configured(settings):
+    client = create_app(dataclasses.replace(settings, gemini_api_key="")).test_client()
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json["status"] == "unconfigured"
+    assert response.json["missing"] == "GEMINI_API_KEY (or GOOGLE_API_KEY)"
+    assert response.json["providers"] == {"gemini": {"configured": False}}

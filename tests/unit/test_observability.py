@@ -108,7 +108,7 @@ def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, u
                    if line.startswith(f"{name}{{{wanted}}}"))
 
     before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="error_502"),
+              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503"),
               sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
               sample("gateway_images_generated_total", model="gemini-3-pro-image"),
               sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
@@ -116,7 +116,7 @@ def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, u
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     assert post(client, auth).status_code == 200
     after = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="error_502"),
+             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503"),
              sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
              sample("gateway_images_generated_total", model="gemini-3-pro-image"),
              sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))

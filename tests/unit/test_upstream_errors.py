@@ -345,3 +345,60 @@ def test_gemini_key_not_configured_is_503_naming_it(settings, auth, upstream):
     assert_error(response, 503, startswith="The Gemini provider is not configured")
     assert "GEMINI_API_KEY" in response.get_json()["message"]
     assert len(upstream.calls) == 0
+
+
+# -- what the SDKs may retry (DESIGN.md section 12) ---------------------------------------------
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_an_upstream_failure_the_gateway_retried_tells_sdks_not_to_retry(client, auth, upstream, status):
+    fail(upstream, status, times=3, headers={"Retry-After": "0"} if status == 429 else None)
+    response = generate(client, auth)
+    assert response.headers["x-should-retry"] == "false"
+    assert len(upstream.calls) == 3
+    if status == 429:
+        assert response.headers["Retry-After"] == "0"
+
+
+def test_a_request_the_gateway_did_not_send_upstream_may_be_retried(client, auth, upstream):
+    response = generate(client, auth, n=0)
+    assert response.status_code == 400 and "x-should-retry" not in response.headers
+
+
+def test_the_gateway_being_busy_may_be_retried(settings, auth, upstream, monkeypatch):
+    client = create_app(dataclasses.replace(settings, upstream_max_in_flight=1, upstream_queue_timeout=0)).test_client()
+    monkeypatch.setattr("gateway.providers.gemini.in_flight_slots", lambda limit: FullSlots())
+    response = generate(client, auth)
+    assert response.status_code == 503 and "x-should-retry" not in response.headers
+
+
+class FullSlots:
+    def acquire(self, timeout=None):
+        return False
+
+
+@pytest.mark.parametrize("error_format, body", [
+    ("seed", {"error": True, "status": 400, "message": "upstream says no"}),
+    ("openai", {"error": {"message": "upstream says no", "type": "invalid_request_error", "param": None,
+                          "code": "400"}}),
+])
+def test_gateway_error_format_chooses_the_error_body(settings, auth, upstream, error_format, body):
+    client = create_app(dataclasses.replace(settings, error_format=error_format)).test_client()
+    fail(upstream, 400)
+    response = generate(client, auth)
+    assert (response.status_code, response.get_json()) == (400, body)
+
+
+@pytest.mark.parametrize("upstream_status, status, kind", [(429, 429, "rate_limit_error"), (503, 502, "server_error")])
+def test_openai_error_types_follow_the_status(settings, auth, upstream, upstream_status, status, kind):
+    client = create_app(dataclasses.replace(settings, error_format="openai")).test_client()
+    fail(upstream, upstream_status, times=3, headers={"Retry-After": "0"})
+    response = generate(client, auth)
+    assert (response.status_code, response.get_json()["error"]["type"]) == (status, kind)
+
+
+@pytest.mark.parametrize("path, headers, status, kind", [
+    ("/v1/images/generations", {}, 401, "authentication_error"), ("/nowhere", {}, 404, "not_found_error")])
+def test_openai_error_types_for_the_gateways_own_errors(settings, path, headers, status, kind):
+    client = create_app(dataclasses.replace(settings, error_format="openai")).test_client()
+    response = client.post(path, json={"prompt": "x"}, headers=headers)
+    assert (response.status_code, response.get_json()["error"]["type"]) == (status, kind)

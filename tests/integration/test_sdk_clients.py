@@ -1,0 +1,88 @@
+"""What users of the official SDKs see (DESIGN.md section 12), with the Python SDK and the Node
+SDK (tests/node, installed by `npm ci` from its lockfile): the gateway's message in the exception
+with GATEWAY_ERROR_FORMAT=openai, where it is kept with the default body, and SDK retries that
+never multiply the gateway's own upstream attempts."""
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.integration.conftest import CLIENT_KEY, emulator_requests, start_gateway, stop
+
+pytestmark = pytest.mark.integration
+
+NODE = Path(__file__).resolve().parents[1] / "node"
+MESSAGE = "Invalid request parameters: model: unknown model 'dall-e-9'"
+UPSTREAM_TIMEOUT = 3
+
+
+@pytest.fixture(scope="module")
+def openai_format(emulator_url, tmp_path_factory):
+    """A gateway with OpenAI-shaped errors and a short upstream deadline."""
+    process, url = start_gateway(emulator_url, tmp_path_factory.mktemp("sdk") / "gateway.log",
+                                 GATEWAY_ERROR_FORMAT="openai", UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT))
+    yield url
+    stop(process)
+
+
+def python_sdk(url, retries=2):
+    return openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=retries, timeout=60)
+
+
+def node_sdk(url, prompt, retries=2):
+    """The Node SDK's view of one images.generate call, as the JSON line tests/node/sdk_call.mjs prints."""
+    done = subprocess.run(["node", str(NODE / "sdk_call.mjs"), url + "/v1", CLIENT_KEY, prompt, str(retries)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_python_sdk_shows_the_gateways_message_with_openai_errors(openai_format):
+    with pytest.raises(openai.BadRequestError) as error:
+        python_sdk(openai_format).images.generate(prompt="a fox", model="dall-e-9")
+    assert MESSAGE in str(error.value)
+    assert error.value.type == "invalid_request_error" and error.value.code == "400"
+
+
+def test_python_sdk_keeps_the_default_body_in_the_response(gateway_url):
+    with pytest.raises(openai.BadRequestError) as error:
+        python_sdk(gateway_url).images.generate(prompt="a fox", model="dall-e-9")
+    assert str(error.value) == "Error code: 400"  # the SDK quotes only an `error` object's message
+    assert error.value.response.json()["message"].startswith(MESSAGE)
+
+
+def test_node_sdk_shows_the_gateways_message_with_openai_errors(openai_format):
+    seen = node_sdk(openai_format, "a fox", retries=0)
+    assert seen["ok"] and seen["bytes"] > 0
+    failed = node_sdk(openai_format, "x" * 32001, retries=0)
+    assert failed["status"] == 400
+    assert failed["message"].startswith("400 Invalid request parameters: prompt: Longer than maximum length 32000")
+    assert failed["error"]["type"] == "invalid_request_error"
+
+
+def test_node_sdk_with_the_default_body_sees_only_true(gateway_url):
+    failed = node_sdk(gateway_url, "x" * 32001, retries=0)
+    assert (failed["status"], failed["message"], failed["error"]) == (400, "400 true", True)
+
+
+@pytest.mark.parametrize("client", ["python", "node"])
+def test_one_sdk_call_costs_no_more_upstream_calls_than_the_gateways_own_attempts(openai_format, emulator_url,
+                                                                                  client):
+    prompt = f"always down {client} {time.time()} [emulator: fail=503]"
+    since = time.time()
+    if client == "python":
+        with pytest.raises(openai.InternalServerError):  # 502, with the SDK's default two retries
+            python_sdk(openai_format).images.generate(prompt=prompt)
+    else:
+        assert node_sdk(openai_format, prompt)["status"] == 502
+    assert len(emulator_requests(emulator_url, since)) == 3  # UPSTREAM_MAX_RETRIES (2) + 1
+
+
+def test_a_hung_upstream_costs_one_upstream_timeout_with_sdk_retries_on(openai_format):
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as error:
+        python_sdk(openai_format).images.generate(prompt="hung [emulator: delay=30]")
+    assert error.value.status_code == 504
+    assert time.monotonic() - started <= UPSTREAM_TIMEOUT + 1
