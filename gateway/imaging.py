@@ -195,7 +195,6 @@ def edit_images(params, settings, client, sources, mask_source=None):
 def _create(params, settings, client, model, provider, inputs=(), instructions=(), mask=None):
     n = params.get("n", 1)
     output_format = params.get("output_format", "png")
-    compression = params.get("output_compression")
     describe_request(model.id, n, params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
     image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
@@ -207,23 +206,35 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
     if not generations:
         raise failures[0]
     made = [(image, generation.text or prompt) for generation in generations for image in generation.images][:n]
-    images = [image for image, _ in made]
-    needs_work = not all(_passes_through(image, output_format, compression, mask) for image in images)
-    finished = (image_work(settings, _finish_all, images, output_format, compression, mask) if needs_work
-                else [(image.b64, image.size) for image in images])
-    usable = [(result, revised) for result, (_, revised) in zip(finished, made, strict=True)
-              if not isinstance(result, media.MediaError)]
-    if not usable:
-        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {finished[0]}.")
-    failed = len(failures) + len(finished) - len(usable)
+    usable = _usable(settings, made, output_format, params.get("output_compression"), mask)
+    failed = len(failures) + len(made) - len(usable)
     usage = sum((generation.usage for generation in generations), Usage())
     record_images(model.id, len(usable), usage)
     if failed:
         log.warning("%d of %d images failed; returning %d", failed, n, len(usable))
-    width, height = usable[0][0][1]
-    return ImageResult(body={
+    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed)
+
+
+def _usable(settings, made, output_format, compression, mask):
+    """(base64, (width, height), revised prompt) of each (image, revised prompt) that could be
+    finished in the asked format; a 502 when none could."""
+    images = [image for image, _ in made]
+    needs_work = not all(_passes_through(image, output_format, compression, mask) for image in images)
+    finished = (image_work(settings, _finish_all, images, output_format, compression, mask) if needs_work
+                else [(image.b64, image.size) for image in images])
+    usable = [(*result, revised) for result, (_, revised) in zip(finished, made, strict=True)
+              if not isinstance(result, media.MediaError)]
+    if not usable:
+        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {finished[0]}.")
+    return usable
+
+
+def _images_body(model, usable, output_format, usage):
+    """The response of DESIGN.md section 8."""
+    width, height = usable[0][1]
+    return {
         "created": int(time.time()),
-        "data": [{"b64_json": b64, "revised_prompt": revised} for (b64, _), revised in usable],
+        "data": [{"b64_json": b64, "revised_prompt": revised} for b64, _, revised in usable],
         "model": model.id,
         "size": f"{width}x{height}",
         "output_format": output_format,
@@ -234,4 +245,4 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
             "input_tokens_details": {"text_tokens": usage.input_text_tokens,
                                      "image_tokens": usage.input_image_tokens},
         },
-    }, failed=failed)
+    }
