@@ -21,6 +21,7 @@ def create_app(settings=None):
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp
+    from .models import bp as models_bp
     from .openapi import bp as openapi_bp
 
     settings = settings or Settings.from_env()
@@ -28,6 +29,11 @@ def create_app(settings=None):
         resolve_model("auto", settings.default_model)
     except InvalidRequest:
         raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
+    for alias, target in settings.model_aliases.items():
+        try:
+            resolve_model(target, settings.default_model)
+        except InvalidRequest:
+            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
     observability.configure_logging()
     if not settings.api_keys:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
@@ -54,5 +60,6 @@ def create_app(settings=None):
     app.register_blueprint(health_bp)
     app.register_blueprint(generations_bp)
     app.register_blueprint(edits_bp)
+    app.register_blueprint(models_bp)
     app.register_blueprint(openapi_bp)
     return app

@@ -24,15 +24,15 @@ def _number(environ, name, default, kind, minimum):
     return value
 
 
-def _model_overrides(value):
-    """`GATEWAY_UPSTREAM_MODELS=gemini-3-pro-image=gemini-3-pro-image-preview,...`"""
-    overrides = {}
-    for item in _csv(value):
-        name, sep, upstream = item.partition("=")
-        if not sep or not name.strip() or not upstream.strip():
-            raise ConfigError(f"GATEWAY_UPSTREAM_MODELS entries must look like model=upstream-id, got {item!r}")
-        overrides[name.strip()] = upstream.strip()
-    return overrides
+def _pairs(environ, name, shape):
+    """`NAME=a=b,c=d` as {a: b, c: d}; `shape` names the two sides in the error message."""
+    pairs = {}
+    for item in _csv(environ.get(name)):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{name} entries must look like {shape}, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _choice(environ, name, default, choices):
@@ -49,6 +49,7 @@ class Settings:
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     default_model: str = "gemini-3-pro-image"
     upstream_models: dict = field(default_factory=dict)
+    model_aliases: dict = field(default_factory=dict)  # e.g. dall-e-3=gemini-3-pro-image
     upstream_timeout: float = 180.0
     upstream_connect_timeout: float = 10.0
     upstream_max_retries: int = 2
@@ -82,7 +83,8 @@ class Settings:
             gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
             gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
             default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
-            upstream_models=_model_overrides(env.get("GATEWAY_UPSTREAM_MODELS")),
+            upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "model=upstream-id"),
+            model_aliases=_pairs(env, "GATEWAY_MODEL_ALIASES", "alias=model"),
             upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
             upstream_retry_base_delay=_number(

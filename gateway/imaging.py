@@ -133,7 +133,7 @@ def _finish_all(images, output_format, compression, mask):
 
 def _route(params, settings):
     """The model and its provider, checked before any work is done for the request."""
-    model = resolve_model(params.get("model"), settings.default_model)
+    model = resolve_model(params.get("model"), settings.default_model, settings.model_aliases)
     if params.get("background") == "transparent" and not model.transparent_background:
         raise InvalidRequest.field("background", f"'transparent' is not supported by {model.id}; "
                                                  "use 'auto' or 'opaque'")

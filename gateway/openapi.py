@@ -62,9 +62,29 @@ def build_spec():
         "Edit or combine images with a prompt", {
             "application/json": {"schema": "EditRequest"},
             "multipart/form-data": {"schema": _edit_form(plugin)}})})
-    spec.path("/health", operations={"get": {"summary": "Liveness and configured providers", "responses": {
-        "200": {"description": "up", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    spec.path("/health", operations={"get": {"summary": "Readiness and configured providers", "responses": {
+        "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+        "503": {"description": "no provider configured", "content": {"application/json": {
+            "schema": {"type": "object"}}}}}}})
+    text, number = {"type": "string"}, {"type": "integer"}
+    spec.components.schema("Model", {"type": "object", "required": ["id", "object", "created", "owned_by"],
+                                     "properties": {"id": text, "object": text, "created": number, "owned_by": text}})
+    model = {"$ref": "#/components/schemas/Model"}
+    listed = {"type": "object", "required": ["object", "data"],
+              "properties": {"object": text, "data": {"type": "array", "items": model}}}
+    spec.path("/v1/models", operations={"get": _read("The models and aliases this gateway serves", listed)})
+    spec.path("/v1/models/{model}", operations={"get": {
+        **_read("One model or alias", model),
+        "parameters": [{"name": "model", "in": "path", "required": True, "schema": text}]}})
     return spec.to_dict()
+
+
+def _read(summary, schema):
+    errors = {code: {"description": text, "content": {"application/json": {"schema": "Error"}}}
+              for code, text in (("401", "missing or wrong API key"), ("404", "no such model"))}
+    return {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}],
+            "responses": {"200": {"description": "found", "content": {"application/json": {"schema": schema}}},
+                          **errors}}
 
 
 @bp.get("/openapi.json")

@@ -21,9 +21,10 @@ UPSTREAM_TIMEOUT = 3
 
 @pytest.fixture(scope="module")
 def openai_format(emulator_url, tmp_path_factory):
-    """A gateway with OpenAI-shaped errors and a short upstream deadline."""
+    """A gateway with OpenAI-shaped errors, a short upstream deadline and an OpenAI model alias."""
     process, url = start_gateway(emulator_url, tmp_path_factory.mktemp("sdk") / "gateway.log",
-                                 GATEWAY_ERROR_FORMAT="openai", UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT))
+                                 GATEWAY_ERROR_FORMAT="openai", UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT),
+                                 GATEWAY_MODEL_ALIASES="dall-e-3=gemini-2.5-flash-image")
     yield url
     stop(process)
 
@@ -86,3 +87,16 @@ def test_a_hung_upstream_costs_one_upstream_timeout_with_sdk_retries_on(openai_f
         python_sdk(openai_format).images.generate(prompt="hung [emulator: delay=30]")
     assert error.value.status_code == 504
     assert time.monotonic() - started <= UPSTREAM_TIMEOUT + 1
+
+
+def test_models_list_shows_the_catalog_and_the_aliases(openai_format):
+    ids = [model.id for model in python_sdk(openai_format).models.list()]
+    assert ids[:3] == ["gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image"]
+    assert "dall-e-3" in ids and "nano-banana" in ids
+    assert python_sdk(openai_format).models.retrieve("dall-e-3").owned_by == "google"
+
+
+def test_an_alias_serves_its_model(openai_format):
+    result = python_sdk(openai_format).images.generate(prompt="an aliased fox", model="dall-e-3", size="1024x1024")
+    assert result.model_dump()["model"] == "gemini-2.5-flash-image"
+    assert result.data[0].b64_json

@@ -1,0 +1,61 @@
+"""GET /v1/models and /v1/models/{id} (DESIGN.md section 10) and GATEWAY_MODEL_ALIASES."""
+import dataclasses
+
+import pytest
+import responses
+
+from gateway import create_app
+from gateway.config import ConfigError
+from tests.support import gemini_answer
+from tests.unit.conftest import GENERATE, sent_bodies
+
+ALIASES = {"dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
+
+
+@pytest.fixture
+def aliased(settings):
+    return create_app(dataclasses.replace(settings, model_aliases=ALIASES)).test_client()
+
+
+def test_models_lists_every_model_its_aliases_and_the_operators_in_openais_shape(aliased, auth):
+    body = aliased.get("/v1/models", headers=auth).get_json()
+    assert body["object"] == "list"
+    ids = [entry["id"] for entry in body["data"]]
+    assert ids[:3] == ["gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image"]
+    assert {"nano-banana", "gemini-3-pro-image-preview", "dall-e-3", "gpt-image-1"} <= set(ids)
+    assert all(set(entry) == {"id", "object", "created", "owned_by"} and entry["object"] == "model"
+               and isinstance(entry["created"], int) for entry in body["data"])
+
+
+def test_one_model_or_alias_by_id(aliased, auth):
+    assert aliased.get("/v1/models/dall-e-3", headers=auth).get_json()["id"] == "dall-e-3"
+    assert aliased.get("/v1/models/gemini-3-pro-image", headers=auth).get_json()["owned_by"] == "google"
+
+
+def test_an_unknown_model_id_is_a_404_in_the_error_body(aliased, auth):
+    response = aliased.get("/v1/models/dall-e-9", headers=auth)
+    assert response.status_code == 404
+    assert response.get_json() == {"error": True, "status": 404, "message":
+                                   "The model 'dall-e-9' does not exist or is not served by this gateway."}
+
+
+def test_models_need_a_key(aliased):
+    assert aliased.get("/v1/models").status_code == 401
+
+
+def test_without_a_configured_provider_nothing_is_listed(settings, auth):
+    client = create_app(dataclasses.replace(settings, gemini_api_key="")).test_client()
+    assert client.get("/v1/models", headers=auth).get_json() == {"object": "list", "data": []}
+
+
+def test_an_alias_resolves_to_its_model_and_the_response_names_the_model(aliased, auth, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    response = aliased.post("/v1/images/generations", json={"prompt": "a fox", "model": "gpt-image-1"}, headers=auth)
+    assert response.get_json()["model"] == "gemini-3.1-flash-image"
+    assert upstream.calls[0].request.url.endswith("/models/gemini-3.1-flash-image:generateContent")
+    assert sent_bodies(upstream)[0]["contents"][0]["parts"][-1]["text"] == "a fox"
+
+
+def test_an_alias_to_an_unknown_model_stops_the_start(settings):
+    with pytest.raises(ConfigError, match="GATEWAY_MODEL_ALIASES: dall-e-3 names an unknown model"):
+        create_app(dataclasses.replace(settings, model_aliases={"dall-e-3": "dall-e-3"}))
