@@ -55,7 +55,7 @@ class Settings:
     upstream_max_retries: int = 2
     upstream_retry_base_delay: float = 1.0
     upstream_max_response_bytes: int = 134217728
-    upstream_max_in_flight: int = 512  # per process
+    upstream_max_in_flight: int = 1024  # per process; greenlets waiting on the network cost little
     upstream_max_in_flight_per_key: int = 128  # per process and client key
     upstream_queue_timeout: float = 30.0
     image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
