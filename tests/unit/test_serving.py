@@ -1,0 +1,82 @@
+"""gunicorn's side of resource safety (gateway/serving.py), without a server: the body deadline,
+the deferred `100 Continue`, and recycling counted on served image requests."""
+from types import SimpleNamespace
+
+import gevent
+import pytest
+from werkzeug.exceptions import RequestTimeout
+
+from gateway.serving import BodyReader, count_image_request, start_recycling_count
+
+
+class DrippingReader:
+    """A body that yields one byte per `every` seconds."""
+
+    def __init__(self, every):
+        self.every = every
+
+    def read(self, size):
+        gevent.sleep(self.every)
+        return b"x"
+
+
+class Socket:
+    def __init__(self):
+        self.sent = []
+
+    def sendall(self, data):
+        self.sent.append(data)
+
+
+def test_a_body_that_drips_past_its_deadline_is_a_408():
+    reader = BodyReader(DrippingReader(0.05), Socket(), seconds=0.2, send_continue=False)
+    with pytest.raises(RequestTimeout, match="did not arrive within 0.2 seconds"):
+        while True:
+            reader.read(1024)
+
+
+def test_reads_within_the_deadline_pass_through():
+    assert BodyReader(DrippingReader(0), Socket(), seconds=5, send_continue=False).read(10) == b"x"
+
+
+def test_100_continue_goes_out_once_at_the_first_read():
+    sock = Socket()
+    reader = BodyReader(DrippingReader(0), sock, seconds=5, send_continue=True)
+    assert sock.sent == []
+    reader.read(1)
+    reader.read(1)
+    assert sock.sent == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+
+
+def worker(limit):
+    served = SimpleNamespace(alive=True, log=SimpleNamespace(info=lambda *args: None))
+    start_recycling_count(served, limit)
+    return served
+
+
+def served(worker_, path="/v1/images/generations", status=200):
+    count_image_request(worker_, {"PATH_INFO": path}, SimpleNamespace(status_code=status))
+
+
+def test_a_worker_retires_after_its_image_requests_and_jitter():
+    retiring = worker(5)
+    assert 5 <= retiring.image_requests_left <= 6
+    for _ in range(retiring.image_requests_left - 1):
+        served(retiring)
+    assert retiring.alive
+    served(retiring)
+    assert not retiring.alive
+
+
+@pytest.mark.parametrize("path, status", [("/health", 200), ("/v1/images/generations", 401),
+                                          ("/v1/images/edits", 400)])
+def test_only_served_image_requests_count(path, status):
+    counting = worker(1)
+    served(counting, path, status)
+    assert counting.alive and counting.image_requests_left == 1
+
+
+def test_zero_means_never():
+    never = worker(0)
+    served(never)
+    assert never.alive and never.image_requests_left is None
