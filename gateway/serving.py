@@ -1,7 +1,8 @@
 """The HTTP server's share of resource safety, used by gunicorn.conf.py (gevent workers): a
 deadline for each request body, `100 Continue` only once the app reads the body (after the key
-check), gunicorn's own refusals as JSON (to the client, in the log, in /metrics), and enough
-file descriptors for the connections a worker holds."""
+check), gunicorn's own refusals as JSON (to the client, in the log, in /metrics), enough file
+descriptors for the connections a worker holds, recycling counted on served image requests,
+and freed memory given back to the system."""
 import ctypes
 import ctypes.util
 import json
