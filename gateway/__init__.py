@@ -23,6 +23,7 @@ def create_app(settings=None):
     from .images.generations import bp as generations_bp
     from .models import bp as models_bp
     from .openapi import bp as openapi_bp
+    from .providers import build_providers
 
     settings = settings or Settings.from_env()
     try:
@@ -37,12 +38,15 @@ def create_app(settings=None):
     observability.configure_logging()
     if not settings.api_keys:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
-    if not settings.gemini_api_key:
-        log.warning("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set: Gemini requests will get 503")
+    providers = build_providers(settings)
+    for provider in providers.values():
+        if not provider.configured:
+            log.warning("%s is not set: %s requests will get 503", provider.missing_setting, provider.title)
 
     app = Flask(__name__)
     app.request_class = GatewayRequest
     app.config["SETTINGS"] = settings
+    app.config["PROVIDERS"] = providers
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     if settings.trusted_proxies:

@@ -10,14 +10,14 @@ bp = Blueprint("health", __name__)
 def health():
     """Readiness: 200 when a provider can serve the models, else 503 naming the missing setting,
     so a load balancer sends no traffic to an instance that could only answer 503."""
-    settings = current_app.config["SETTINGS"]
-    configured = bool(settings.gemini_api_key)
+    providers = current_app.config["PROVIDERS"]
+    ready = any(provider.configured for provider in providers.values())
     body = {
-        "status": "ok" if configured else "unconfigured",
-        "providers": {"gemini": {"configured": configured}},
-        "default_model": settings.default_model,
+        "status": "ok" if ready else "unconfigured",
+        "providers": {name: {"configured": provider.configured} for name, provider in providers.items()},
+        "default_model": current_app.config["SETTINGS"].default_model,
         "models": [model.id for model in MODELS],
     }
-    if not configured:
-        body["missing"] = "GEMINI_API_KEY (or GOOGLE_API_KEY)"
-    return body, 200 if configured else 503
+    if not ready:
+        body["missing"] = " or ".join(provider.missing_setting for provider in providers.values())
+    return body, 200 if ready else 503

@@ -14,11 +14,10 @@ from .errors import GatewayError, InvalidRequest, UpstreamError
 from .fetch import fetch_for
 from .limits import KEY_QUOTA, image_work
 from .metrics import describe_request, record_images
-from .providers.gemini import GeminiProvider, Usage
+from .providers.gemini import Usage
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = {"gemini": GeminiProvider}
 STYLE_SENTENCES = {
     "vivid": "Render it in a vivid style: hyper-real and dramatic, with rich, saturated colour.",
     "natural": "Render it in a natural style: realistic and true to life, with no exaggeration.",
@@ -80,10 +79,12 @@ def prompt_for(params, instructions=()):
     return "\n\n".join(sentences)
 
 
-def provider_for(model, settings):
-    if model.provider == "gemini" and not settings.gemini_api_key:
-        raise GatewayError(503, "The Gemini provider is not configured: set GEMINI_API_KEY on the gateway.")
-    return PROVIDERS[model.provider](settings)
+def provider_for(model, providers):
+    provider = providers[model.provider]
+    if not provider.configured:
+        raise GatewayError(503, f"The {provider.title} provider is not configured: set "
+                                f"{provider.missing_setting} on the gateway.")
+    return provider
 
 
 def _fan_out(call, n):
@@ -131,18 +132,18 @@ def _finish_all(images, output_format, compression, mask):
     return finished
 
 
-def _route(params, settings):
+def _route(params, settings, providers):
     """The model and its provider, checked before any work is done for the request."""
     model = resolve_model(params.get("model"), settings.default_model, settings.model_aliases)
     if params.get("background") == "transparent" and not model.transparent_background:
         raise InvalidRequest.field("background", f"'transparent' is not supported by {model.id}; "
                                                  "use 'auto' or 'opaque'")
-    return model, provider_for(model, settings)
+    return model, provider_for(model, providers)
 
 
-def generate_images(params, settings, client):
+def generate_images(params, settings, providers, client):
     """Serve a generation for `client` (a key id): a prompt in, `n` images out."""
-    return _create(params, settings, client, *_route(params, settings))
+    return _create(params, settings, client, *_route(params, settings, providers))
 
 
 def _read_reference(label, reference, settings):
@@ -167,10 +168,10 @@ def _checked(label, settings, work, *args):
         raise InvalidRequest(f"{label}: {error}") from None
 
 
-def edit_images(params, settings, client, sources, mask_source=None):
+def edit_images(params, settings, providers, client, sources, mask_source=None):
     """Serve an edit for `client`. `sources` are (label, reference) pairs in order, a reference
     being an uploaded file or an image_url string; `mask_source` is one more such pair."""
-    model, provider = _route(params, settings)
+    model, provider = _route(params, settings, providers)
     if not sources:
         raise InvalidRequest.field("image", "Required (send at least one input image)")
     count = len(sources) + (mask_source is not None)

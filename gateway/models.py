@@ -11,11 +11,10 @@ bp = Blueprint("models", __name__)
 
 def _served():
     """{name: entry} of every model and alias a configured provider serves."""
-    settings = current_app.config["SETTINGS"]
-    if not settings.gemini_api_key:  # the one provider; none configured serves nothing
-        return {}
+    providers = current_app.config["PROVIDERS"]
     return {name: {"id": name, "object": "model", "created": model.created, "owned_by": model.owned_by}
-            for name, model in listed_models(settings.model_aliases)}
+            for name, model in listed_models(current_app.config["SETTINGS"].model_aliases)
+            if providers[model.provider].configured}
 
 
 @bp.get("/v1/models")

@@ -39,4 +39,5 @@ def _from_multipart():
 def create_edit():
     """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
     params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
-    return image_response(edit_images(params, current_app.config["SETTINGS"], client_id(), sources, mask))
+    config = current_app.config
+    return image_response(edit_images(params, config["SETTINGS"], config["PROVIDERS"], client_id(), sources, mask))

@@ -15,4 +15,5 @@ SCHEMA = GenerationSchema()  # built once: building one copies every field, a th
 def create_generation():
     """Create images from a text prompt."""
     params = load(SCHEMA, json_body())
-    return image_response(generate_images(params, current_app.config["SETTINGS"], client_id()))
+    config = current_app.config
+    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], client_id()))

@@ -201,6 +201,8 @@ def error_for(response, secret=""):
 
 
 class GeminiProvider:
+    name, title, missing_setting = "gemini", "Gemini", "GEMINI_API_KEY (or GOOGLE_API_KEY)"
+
     def __init__(self, settings, session=None):
         self.api_key = settings.gemini_api_key
         self.base_url = settings.gemini_base_url
@@ -212,6 +214,10 @@ class GeminiProvider:
         self.slots = in_flight_slots(settings.upstream_max_in_flight)
         self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
+
+    @property
+    def configured(self):
+        return bool(self.api_key)
 
     @staticmethod
     def request_for(model_id, prompt, images=(), image_config=None):
