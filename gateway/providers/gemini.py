@@ -1,25 +1,13 @@
-"""The Gemini Developer API adapter (DESIGN.md section 5): build the body, send it, parse it."""
+"""The Gemini Developer API adapter (DESIGN.md section 5): build the body, parse the answer,
+map its errors; the shared transport sends it."""
 import base64
-import email.utils
-import json
-import logging
-import random
 import re
-import threading
-import time
 from dataclasses import dataclass, field
-from functools import cache
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from .. import media
-from ..errors import NO_IMAGE_MESSAGE, GatewayError, UpstreamError
+from ..errors import NO_IMAGE_MESSAGE, UpstreamError
 from ..jsonchunks import json_chunks
-from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
-
-log = logging.getLogger(__name__)
+from . import transport
 
 RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 SAFETY_FINISH_REASONS = {
@@ -28,7 +16,6 @@ SAFETY_FINISH_REASONS = {
 }
 KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?i:key=)[^&\s\"']+")
 DEFAULT_RETRY_AFTER = 10
-READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,21 +54,6 @@ class Generation:
     text: str = ""
     usage: Usage = field(default_factory=Usage)
     attempts: int = 1
-
-
-@cache
-def in_flight_slots(limit):
-    """The process-wide bound on upstream calls in flight (one semaphore per process)."""
-    return threading.BoundedSemaphore(limit)
-
-
-@cache
-def shared_session():
-    """One pooled session per process (created lazily, so after gunicorn forks)."""
-    session = requests.Session()
-    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
-    session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
-    return session
 
 
 def scrub(text, secret=""):
@@ -167,18 +139,6 @@ def _upstream_message(response, secret):
     return scrub(str(message), secret) or f"HTTP {response.status_code}", reasons
 
 
-def _retry_after(response):
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0, int(when.timestamp() - time.time()))
-
-
 def error_for(response, secret=""):
     """The gateway error for a non-2xx upstream answer (DESIGN.md section 6)."""
     status = response.status_code
@@ -192,7 +152,7 @@ def error_for(response, secret=""):
     if status == 404:
         return UpstreamError(502, f"The Gemini API does not serve this model (HTTP 404): {message}", cause=cause)
     if status == 429:
-        retry_after = _retry_after(response)
+        retry_after = transport.retry_after(response)
         client_wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
         return UpstreamError(429, f"The Gemini API rate limit was reached: {message}", retryable=True,
                              retry_after=retry_after, headers={"Retry-After": str(client_wait)}, cause=cause)
@@ -206,14 +166,7 @@ class GeminiProvider:
     def __init__(self, settings, session=None):
         self.api_key = settings.gemini_api_key
         self.base_url = settings.gemini_base_url
-        self.timeout = settings.upstream_timeout
-        self.connect_timeout = settings.upstream_connect_timeout
-        self.max_retries = settings.upstream_max_retries
-        self.base_delay = settings.upstream_retry_base_delay
-        self.max_response_bytes = settings.upstream_max_response_bytes
-        self.slots = in_flight_slots(settings.upstream_max_in_flight)
-        self.queue_timeout = settings.upstream_queue_timeout
-        self.session = session or shared_session()
+        self.transport = transport.Transport(settings, "the Gemini API", session)
 
     @property
     def configured(self):
@@ -224,101 +177,8 @@ class GeminiProvider:
         return UpstreamRequest(model_id, build_body(prompt, images, image_config))
 
     def generate(self, upstream):
-        """One image call, retried as needed, holding one of the process's in-flight slots."""
-        if not self.slots.acquire(timeout=self.queue_timeout):
-            raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
-                                    "Try again shortly.", headers={"Retry-After": "5"})
-        UPSTREAM_IN_FLIGHT.inc()
-        try:
-            return self._generate(upstream.model_id, upstream.body)
-        finally:
-            UPSTREAM_IN_FLIGHT.dec()
-            self.slots.release()
-
-    def _generate(self, model_id, body):
-        url = f"{self.base_url}/v1beta/models/{model_id}:generateContent"
-        deadline = time.monotonic() + self.timeout
-        for attempt in range(self.max_retries + 1):
-            started = time.monotonic()
-            try:
-                generation = parse_answer(self._post(url, body, deadline))
-            except UpstreamError as error:
-                record_attempt(model_id, error.cause, time.monotonic() - started, attempt > 0)
-                delay = self._delay_before_retry(error, attempt, deadline)
-                if delay is None:
-                    raise
-                log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
-                            attempt + 1, model_id, error.status, delay)
-                time.sleep(delay)
-            else:
-                record_attempt(model_id, "ok", time.monotonic() - started, attempt > 0)
-                generation.attempts = attempt + 1
-                return generation
-
-    def _post(self, url, body, deadline):
-        remaining = deadline - time.monotonic()
-        try:
-            response = self.session.post(
-                url, data=body, headers={"x-goog-api-key": self.api_key, "Content-Type": "application/json",
-                                         "Accept-Encoding": "identity"},  # base64 barely compresses
-                stream=True, timeout=(min(self.connect_timeout, remaining), remaining))
-            if not response.ok:
-                raise error_for(response, self.api_key)
-            content = self._read(response, deadline)
-        except requests.exceptions.ConnectTimeout:
-            raise UpstreamError(502, "Could not connect to the Gemini API (connect timeout).", retryable=True,
-                                cause="connect_timeout") from None
-        except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
-            raise self._late() from None
-        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
-            if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
-                raise self._late() from None
-            raise UpstreamError(502, f"Could not reach the Gemini API ({type(error).__name__}).",
-                                retryable=True, cause="connection_error") from None
-        try:
-            return json.loads(content)
-        except ValueError:
-            raise UpstreamError(502, "The Gemini API returned a malformed response (not JSON).",
-                                retryable=True, cause="malformed") from None
-
-    def _late(self):
-        return UpstreamError(504, f"The Gemini API did not answer within {self.timeout:g} seconds.", cause="timeout")
-
-    def _read(self, response, deadline):
-        """The body, up to the size limit and by the deadline however slowly it trickles: each
-        read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
-        too_large = UpstreamError(502, f"The Gemini API answer is larger than the gateway's limit of "
-                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).",
-                                  cause="too_large")
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_response_bytes:
-            response.close()
-            raise too_large
-        connection = response.raw.connection
-        decode = "Content-Encoding" in response.headers  # only if compressed all the same
-        chunks, size = [], 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                response.close()
-                raise self._late()
-            if connection is not None and connection.sock is not None:
-                connection.sock.settimeout(remaining)
-            chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                response.close()
-                raise too_large
-            chunks.append(chunk)
-
-    def _delay_before_retry(self, error, attempt, deadline):
-        """Seconds to wait before the next attempt, or None when the error is final."""
-        if not error.retryable or attempt >= self.max_retries:
-            return None
-        backoff = self.base_delay * 2 ** attempt * random.uniform(0.5, 1.5)
-        delay = error.retry_after if error.retry_after is not None else backoff
-        if time.monotonic() + delay >= deadline:
-            return None
-        return delay
+        """One image call, retried as needed (the shared transport)."""
+        return self.transport.call(
+            upstream.model_id, f"{self.base_url}/v1beta/models/{upstream.model_id}:generateContent",
+            {"x-goog-api-key": self.api_key}, upstream.body, parse_answer,
+            lambda response: error_for(response, self.api_key))

@@ -5,7 +5,7 @@ import pytest
 import responses
 
 from gateway.errors import UpstreamError
-from gateway.providers import gemini
+from gateway.providers import transport
 from gateway.providers.gemini import GeminiProvider
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
@@ -16,7 +16,7 @@ CALL = GeminiProvider.request_for("m", "p")
 @pytest.fixture
 def sleeps(monkeypatch):
     waited = []
-    monkeypatch.setattr(gemini.time, "sleep", waited.append)
+    monkeypatch.setattr(transport.time, "sleep", waited.append)
     return waited
 
 

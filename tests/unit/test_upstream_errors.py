@@ -365,7 +365,7 @@ def test_a_request_the_gateway_did_not_send_upstream_may_be_retried(client, auth
 
 
 def test_the_gateway_being_busy_may_be_retried(settings, auth, upstream, monkeypatch):
-    monkeypatch.setattr("gateway.providers.gemini.in_flight_slots", lambda limit: FullSlots())
+    monkeypatch.setattr("gateway.providers.transport.in_flight_slots", lambda limit: FullSlots())
     client = create_app(dataclasses.replace(settings, upstream_queue_timeout=0)).test_client()
     response = generate(client, auth)
     assert response.status_code == 503 and "x-should-retry" not in response.headers

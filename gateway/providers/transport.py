@@ -1,0 +1,165 @@
+"""The HTTP transport every provider shares: one pooled session per process, the process-wide
+bound on calls in flight, bounded retries with backoff, jitter and Retry-After, all within one
+wall-clock deadline, a capped read that the deadline bounds however slowly the answer trickles,
+and per-attempt metrics. A provider brings its URL, headers, body, and how to read answers."""
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from functools import cache
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+from ..errors import GatewayError, UpstreamError
+from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1 << 20
+
+
+@cache
+def in_flight_slots(limit):
+    """The process-wide bound on upstream calls in flight (one semaphore per process)."""
+    return threading.BoundedSemaphore(limit)
+
+
+@cache
+def shared_session():
+    """One pooled session per process (created lazily, so after gunicorn forks)."""
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    return session
+
+
+def retry_after(response):
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, int(when.timestamp() - time.time()))
+
+
+class Transport:
+    """Sends one provider's calls; `api` names the upstream in messages ("the Gemini API")."""
+
+    def __init__(self, settings, api, session=None):
+        self.api, self.subject = api, api[:1].upper() + api[1:]
+        self.timeout = settings.upstream_timeout
+        self.connect_timeout = settings.upstream_connect_timeout
+        self.max_retries = settings.upstream_max_retries
+        self.base_delay = settings.upstream_retry_base_delay
+        self.max_response_bytes = settings.upstream_max_response_bytes
+        self.slots = in_flight_slots(settings.upstream_max_in_flight)
+        self.queue_timeout = settings.upstream_queue_timeout
+        self.session = session or shared_session()
+
+    def call(self, model_id, url, headers, body, parse, error_for):
+        """`parse(payload)` of the JSON answer to POST `body`, retried as needed, holding one of
+        the process's in-flight slots; `error_for(response)` turns a non-2xx answer into an
+        UpstreamError."""
+        if not self.slots.acquire(timeout=self.queue_timeout):
+            raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
+                                    "Try again shortly.", headers={"Retry-After": "5"})
+        UPSTREAM_IN_FLIGHT.inc()
+        try:
+            return self._with_retries(model_id, url, headers, body, parse, error_for)
+        finally:
+            UPSTREAM_IN_FLIGHT.dec()
+            self.slots.release()
+
+    def _with_retries(self, model_id, url, headers, body, parse, error_for):
+        deadline = time.monotonic() + self.timeout
+        for attempt in range(self.max_retries + 1):
+            started = time.monotonic()
+            try:
+                answer = parse(self._post(url, headers, body, deadline, error_for))
+            except UpstreamError as error:
+                record_attempt(model_id, error.cause, time.monotonic() - started, attempt > 0)
+                delay = self._delay_before_retry(error, attempt, deadline)
+                if delay is None:
+                    raise
+                log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
+                            attempt + 1, model_id, error.status, delay)
+                time.sleep(delay)
+            else:
+                record_attempt(model_id, "ok", time.monotonic() - started, attempt > 0)
+                answer.attempts = attempt + 1
+                return answer
+
+    def _post(self, url, headers, body, deadline, error_for):
+        remaining = deadline - time.monotonic()
+        try:
+            response = self.session.post(
+                url, data=body, stream=True, timeout=(min(self.connect_timeout, remaining), remaining),
+                headers={**headers, "Content-Type": "application/json",
+                         "Accept-Encoding": "identity"})  # base64 barely compresses
+            if not response.ok:
+                raise error_for(response)
+            content = self._read(response, deadline)
+        except requests.exceptions.ConnectTimeout:
+            raise UpstreamError(502, f"Could not connect to {self.api} (connect timeout).", retryable=True,
+                                cause="connect_timeout") from None
+        except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
+            raise self._late() from None
+        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
+            if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
+                raise self._late() from None
+            raise UpstreamError(502, f"Could not reach {self.api} ({type(error).__name__}).",
+                                retryable=True, cause="connection_error") from None
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise UpstreamError(502, f"{self.subject} returned a malformed response (not JSON).",
+                                retryable=True, cause="malformed") from None
+
+    def _late(self):
+        return UpstreamError(504, f"{self.subject} did not answer within {self.timeout:g} seconds.", cause="timeout")
+
+    def _read(self, response, deadline):
+        """The body, up to the size limit and by the deadline however slowly it trickles: each
+        read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
+        too_large = UpstreamError(502, f"{self.subject} answer is larger than the gateway's limit of "
+                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).",
+                                  cause="too_large")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            response.close()
+            raise too_large
+        connection = response.raw.connection
+        decode = "Content-Encoding" in response.headers  # only if compressed all the same
+        chunks, size = [], 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                response.close()
+                raise self._late()
+            if connection is not None and connection.sock is not None:
+                connection.sock.settimeout(remaining)
+            chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                response.close()
+                raise too_large
+            chunks.append(chunk)
+
+    def _delay_before_retry(self, error, attempt, deadline):
+        """Seconds to wait before the next attempt, or None when the error is final."""
+        if not error.retryable or attempt >= self.max_retries:
+            return None
+        backoff = self.base_delay * 2 ** attempt * random.uniform(0.5, 1.5)
+        delay = error.retry_after if error.retry_after is not None else backoff
+        if time.monotonic() + delay >= deadline:
+            return None
+        return delay
