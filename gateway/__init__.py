@@ -58,7 +58,8 @@ def create_app(settings=None):
         anyone = "*" in settings.cors_allow_origins
         CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
              send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID"],
-             expose_headers=["X-Request-ID", "x-gateway-images-failed", "Retry-After", "x-should-retry"],
+             expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
+                             "x-should-retry"],
              max_age=600)
 
     app.register_blueprint(health_bp)

@@ -33,6 +33,7 @@ HIGH_QUALITY = {"hd", "high"}
 class ImageResult:
     body: dict
     failed: int
+    provider: str  # the provider that made the images
 
 
 def _pair(text, separator):
@@ -213,7 +214,7 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
     record_images(model.id, len(usable), usage)
     if failed:
         log.warning("%d of %d images failed; returning %d", failed, n, len(usable))
-    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed)
+    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed, provider=provider.name)
 
 
 def _usable(settings, made, output_format, compression, mask):

@@ -6,7 +6,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..errors import GatewayError, InvalidRequest
 from ..jsonchunks import json_chunks
 
-FAILED_HEADER = "x-gateway-images-failed"
+FAILED_HEADER, PROVIDER_HEADER = "x-gateway-images-failed", "x-gateway-provider"
 
 
 class ArrivalOrderMultiDict(ImmutableMultiDict):
@@ -48,6 +48,7 @@ def image_response(result):
     chunks = image_json_chunks(result.body)
     response = Response(chunks, mimetype="application/json")
     response.headers["Content-Length"] = str(sum(map(len, chunks)))
+    response.headers[PROVIDER_HEADER] = result.provider
     if result.failed:
         response.headers[FAILED_HEADER] = str(result.failed)
     return response

@@ -157,3 +157,10 @@ def test_an_rgba_image_can_be_returned_as_jpeg(client, auth, upstream):
 def test_user_and_moderation_are_accepted(client, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=answer_with())
     assert post(client, auth, user="end-user-42", moderation="low").status_code == 200
+
+
+def test_the_provider_that_made_the_images_is_named_in_a_header(client, auth, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    response = post(client, auth)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-provider"] == "gemini"
