@@ -161,6 +161,22 @@ def _read_reference(label, reference, settings):
     raise InvalidRequest(f"{label}.image_url must be an https URL or a base64 data URL")
 
 
+class _Inputs:
+    """Reads a request's input images, at most MAX_CONTENT_LENGTH bytes of them in all: without
+    it, 16 fetched https images of IMAGE_FETCH_MAX_BYTES each would hold 16 times that."""
+
+    def __init__(self, settings):
+        self.settings, self.left = settings, settings.max_content_length
+
+    def __call__(self, label, reference):
+        data = _read_reference(label, reference, self.settings)
+        self.left -= len(data)
+        if self.left < 0:
+            raise GatewayError(413, f"Request Entity Too Large: {label}: the input images add up to more than "
+                                    f"{self.settings.max_content_length} bytes (MAX_CONTENT_LENGTH).")
+        return data
+
+
 def _checked(label, settings, work, *args):
     """`work(*args)` on an image thread; a MediaError becomes a 400 naming `label`."""
     try:
@@ -179,12 +195,13 @@ def edit_images(params, settings, providers, client, sources, mask_source=None):
     if count > model.max_input_images:
         raise InvalidRequest.field("images", f"{model.id} takes at most {model.max_input_images} input "
                                              f"images (a mask counts as one); got {count}")
-    inputs = [_checked(label, settings, media.load_input, _read_reference(label, reference, settings),
-                       settings.image_max_pixels) for label, reference in sources]
+    read = _Inputs(settings)
+    inputs = [_checked(label, settings, media.load_input, read(label, reference), settings.image_max_pixels)
+              for label, reference in sources]
     instructions, mask = [], None
     if mask_source is not None:
         label, reference = mask_source
-        region = _checked(label, settings, media.mask_region, _read_reference(label, reference, settings),
+        region = _checked(label, settings, media.mask_region, read(label, reference),
                           inputs[0].size, settings.image_max_pixels)
         mask = Mask(source=inputs[0].data, region=region)
         inputs.append(media.SourceImage(region, "image/png", inputs[0].size))

@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 
-from gateway import fetch
+from gateway import create_app, fetch
 from gateway.fetch import FetchRefused, fetch_image, is_public
 from tests.support import gemini_answer, png_bytes
 from tests.unit.conftest import GENERATE, redirect, requested
@@ -492,3 +492,17 @@ def test_image_request_carries_no_gateway_credentials(client, auth, upstream):
     assert sent.headers["Host"] == "img.example"
     for header in ("Authorization", "Cookie", "x-goog-api-key"):
         assert header not in sent.headers
+
+
+def test_fetched_images_together_may_not_exceed_max_content_length(settings, auth, upstream):
+    limit = 3 * len(PNG) - 1  # two fetched images fit, the third does not
+    client = create_app(replace(settings, max_content_length=limit)).test_client()
+    for name in ("a", "b", "c"):
+        upstream.add(responses.GET, f"https://img.example/{name}.png", body=PNG)
+    response = client.post("/v1/images/edits", headers=auth, json={
+        "prompt": "three", "images": [{"image_url": f"https://img.example/{name}.png"} for name in "abc"]})
+    assert response.status_code == 413
+    assert response.get_json()["message"] == (
+        f"Request Entity Too Large: images[2]: the input images add up to more than {limit} bytes "
+        "(MAX_CONTENT_LENGTH).")
+    assert not [call for call in upstream.calls if "generateContent" in call.request.url]
