@@ -41,7 +41,7 @@ def create_app(settings=None):
     providers = build_providers(settings)
     for provider in providers.values():
         if not provider.configured:
-            log.warning("%s is not set: %s requests will get 503", provider.missing_setting, provider.title)
+            log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)
 
     app = Flask(__name__)
     app.request_class = GatewayRequest

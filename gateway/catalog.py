@@ -1,53 +1,57 @@
-"""The models the gateway serves, as data (DESIGN.md section 3)."""
+"""The models the gateway serves and who serves them, as data (DESIGN.md sections 3 and 10)."""
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidRequest, shorten
 
 TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+TALL_AND_WIDE = ("1:4", "4:1", "1:8", "8:1")
+TIERS = ("1K", "2K", "4K")
+GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
+PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
+# OpenRouter models that answer with images only, so they must be asked for `"modalities": ["image"]`
+IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/", "bytedance-seed/seedream")
 
 
 @dataclass(frozen=True)
 class Model:
     id: str
-    provider: str
-    upstream_id: str
-    aliases: tuple
+    served_by: dict  # provider name -> the provider's own id for the model
     aspect_ratios: tuple
-    image_sizes: tuple  # resolution tiers sent as imageConfig.imageSize; () = never sent
+    tiers: tuple  # resolution tiers the model takes ("512", "1K", "2K", "4K"); () = never sent
     max_input_images: int
     created: int  # Unix time of the model's release, for GET /v1/models
+    aliases: tuple = ()
     owned_by: str = "google"
     transparent_background: bool = False
+    image_only: bool = False  # answers with images only, never words
 
 
 MODELS = (
     Model(
         id="gemini-2.5-flash-image",
-        provider="gemini",
-        upstream_id="gemini-2.5-flash-image",
+        served_by={"gemini": "gemini-2.5-flash-image", "openrouter": "google/gemini-2.5-flash-image"},
         aliases=("gemini-2.5-flash-image-preview", "nano-banana"),
         aspect_ratios=TEN_RATIOS,
-        image_sizes=(),
+        tiers=(),
         max_input_images=3,
         created=1759363200,  # 2025-10-02, general availability
     ),
     Model(
         id="gemini-3-pro-image",
-        provider="gemini",
-        upstream_id="gemini-3-pro-image",
+        served_by={"gemini": "gemini-3-pro-image", "openrouter": "google/gemini-3-pro-image-preview"},
         aliases=("gemini-3-pro-image-preview", "nano-banana-pro"),
         aspect_ratios=TEN_RATIOS,
-        image_sizes=("1K", "2K", "4K"),
+        tiers=TIERS,
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
     ),
     Model(
         id="gemini-3.1-flash-image",
-        provider="gemini",
-        upstream_id="gemini-3.1-flash-image",
+        served_by={"gemini": "gemini-3.1-flash-image", "openrouter": "google/gemini-3.1-flash-image-preview"},
         aliases=("gemini-3.1-flash-image-preview", "nano-banana-2"),
-        aspect_ratios=TEN_RATIOS + ("1:4", "4:1", "1:8", "8:1"),
-        image_sizes=("1K", "2K", "4K"),
+        aspect_ratios=TEN_RATIOS + TALL_AND_WIDE + ("9:21",),
+        tiers=("512", *TIERS),
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
     ),
@@ -56,14 +60,25 @@ MODELS = (
 _BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
 
 
+def _passthrough(name):
+    """`openrouter/<vendor>/<model>`: any other OpenRouter image model, as OpenRouter takes it."""
+    match = PASSTHROUGH.fullmatch(name)
+    if match is None:
+        return None
+    upstream = f"{match[1]}/{match[2]}"
+    return Model(id=name, served_by={"openrouter": upstream}, aspect_ratios=TEN_RATIOS + TALL_AND_WIDE, tiers=TIERS,
+                 max_input_images=16, created=0, owned_by=match[1],
+                 image_only=upstream.startswith(IMAGE_ONLY_PREFIXES))
+
+
 def resolve_model(name, default_model, aliases=None):
     """The catalog entry for a client's model name: an operator's alias (GATEWAY_MODEL_ALIASES)
-    first, then the catalog's ids and aliases; `auto` (or none) means the default."""
+    first, then the catalog's ids and aliases, then `openrouter/...`; `auto` (or none) means the default."""
     requested = name or "auto"
     wanted = default_model if requested == "auto" else (aliases or {}).get(requested, requested)
-    model = _BY_NAME.get(wanted)
+    model = _BY_NAME.get(wanted) or _passthrough(wanted)
     if model is None:
-        supported = ", ".join(["auto"] + [m.id for m in MODELS])
+        supported = ", ".join(["auto"] + [m.id for m in MODELS] + ["openrouter/<vendor>/<model>"])
         raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
     return model
 
@@ -71,9 +86,13 @@ def resolve_model(name, default_model, aliases=None):
 def listed_models(aliases):
     """(name, catalog model) for GET /v1/models: every model, its aliases, then the operator's."""
     return ([(model.id, model) for model in MODELS] + [(alias, model) for model in MODELS for alias in model.aliases]
-            + [(alias, _BY_NAME[target]) for alias, target in aliases.items()])
+            + [(alias, resolve_model(target, None)) for alias, target in aliases.items()])
 
 
-def upstream_id(model, overrides):
-    """The id sent upstream; operators can point a model at a new Google id without a release."""
-    return overrides.get(model.id, model.upstream_id)
+def upstream_id(model, provider, overrides):
+    """The id `provider` is sent for `model`. Operators can point a model at a new id without a
+    release (GATEWAY_UPSTREAM_MODELS): `provider:model=id` for one provider, `model=id` for the
+    providers that call Google's own ids."""
+    default = model.served_by[provider]
+    return overrides.get(f"{provider}:{model.id}") or (
+        overrides.get(model.id, default) if provider in GOOGLE_IDS else default)

@@ -47,8 +47,11 @@ class Settings:
     api_keys: tuple = ()
     gemini_api_key: str = ""
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    openrouter_api_key: str = ""
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    providers: tuple = ("gemini", "openrouter")  # GATEWAY_PROVIDERS: the order requests try them in
     default_model: str = "gemini-3-pro-image"
-    upstream_models: dict = field(default_factory=dict)
+    upstream_models: dict = field(default_factory=dict)  # "[provider:]model" -> upstream id
     model_aliases: dict = field(default_factory=dict)  # e.g. dall-e-3=gemini-3-pro-image
     upstream_timeout: float = 180.0
     upstream_connect_timeout: float = 10.0
@@ -82,8 +85,11 @@ class Settings:
             api_keys=_csv(env.get("GATEWAY_API_KEYS")),
             gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
             gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
+            openrouter_api_key=(env.get("OPENROUTER_API_KEY") or "").strip(),
+            openrouter_base_url=(env.get("OPENROUTER_BASE_URL") or cls.openrouter_base_url).rstrip("/"),
+            providers=tuple(name.lower() for name in _csv(env.get("GATEWAY_PROVIDERS"))) or cls.providers,
             default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
-            upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "model=upstream-id"),
+            upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "[provider:]model=upstream-id"),
             model_aliases=_pairs(env, "GATEWAY_MODEL_ALIASES", "alias=model"),
             upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),

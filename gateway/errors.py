@@ -35,17 +35,63 @@ class InvalidRequest(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """A failure of the upstream model call; `retryable` ones are retried by the provider.
-    `cause` says what the upstream did (`upstream_503`, `timeout`, `blocked`...), for metrics,
-    apart from the status the client gets."""
+    """A failure of an upstream call, said in provider-neutral terms. The class is the mapping to
+    DESIGN.md section 6: it fixes the client's status and whether the transport retries; this
+    base class is a 502 that retrying cannot help (bad credentials, a model the upstream does not
+    serve, an answer over the size limit). `cause` says what the upstream did (`upstream_503`,
+    `timeout`, `blocked`...), for metrics, apart from the status the client gets."""
+    status, retryable = 502, False
 
-    def __init__(self, status, message, headers=None, retryable=False, retry_after=None, cause=None):
-        super().__init__(status, message, headers)
-        self.retryable = retryable
+    def __init__(self, message, cause=None, headers=None):
+        super().__init__(self.status, message, headers)
+        self.cause = cause or f"error_{self.status}"
+        self.retry_after = None
+
+
+class Rejected(UpstreamError):
+    """The upstream refused the request itself (its 400); the message is the upstream's."""
+    status = 400
+
+
+class Blocked(UpstreamError):
+    """The prompt or the image was stopped by the upstream's safety filters; the message names why."""
+    status = 400
+
+
+class NoImage(UpstreamError):
+    """The model answered, but with no image."""
+    status = 500
+
+    def __init__(self):
+        super().__init__(NO_IMAGE_MESSAGE, cause="no_image")
+
+
+class RateLimited(UpstreamError):
+    """The upstream's rate limit or quota; `retry_after` is the upstream's wait in seconds, if it said."""
+    status, retryable = 429, True
+
+    def __init__(self, message, retry_after=None, cause="upstream_429"):
+        wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
+        super().__init__(message, cause, {"Retry-After": str(wait)})
         self.retry_after = retry_after
-        self.cause = cause or f"error_{status}"
 
 
+class UpstreamUnavailable(UpstreamError):
+    """A 5xx, a dropped connection, or an answer that cannot be read: worth another attempt."""
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    """No answer within UPSTREAM_TIMEOUT."""
+    status = 504
+
+
+class NoCredits(UpstreamError):
+    """The operator's upstream account cannot pay for the call: the gateway is unavailable, not the client wrong."""
+    status = 503
+
+
+DEFAULT_RETRY_AFTER = 10  # seconds, when a rate-limited upstream does not say
 NO_IMAGE_MESSAGE = (
     "The model did not generate any images. "
     "Try a different model with image generation capabilities."

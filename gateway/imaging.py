@@ -14,7 +14,7 @@ from .errors import GatewayError, InvalidRequest, UpstreamError
 from .fetch import fetch_for
 from .limits import KEY_QUOTA, image_work
 from .metrics import describe_request, record_images
-from .providers.gemini import Usage
+from .providers import ImageCall, Usage, serving
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +52,23 @@ def nearest_aspect_ratio(width, height, ratios):
     return min(ratios, key=distance)
 
 
-def tier_for_long_edge(long_edge):
+def tier_for_long_edge(model, long_edge):
+    if "512" in model.tiers and long_edge <= 640:
+        return "512"
     return "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K"
 
 
-def image_config_for(model, size=None, aspect_ratio=None, quality=None):
-    """`imageConfig` for this model from OpenAI's size / aspect_ratio / quality."""
+def shape_for(model, size=None, aspect_ratio=None, quality=None):
+    """(aspect ratio, resolution tier) for this model from OpenAI's size / aspect_ratio /
+    quality; either is None when the request leaves it to the model."""
     pixels = _pair(size, "x") if size and size != "auto" else None
     ratio = _pair(aspect_ratio, ":") if aspect_ratio else pixels
-    config = {}
-    if ratio:
-        config["aspectRatio"] = nearest_aspect_ratio(*ratio, model.aspect_ratios)
-    if model.image_sizes:
-        tier = tier_for_long_edge(max(pixels)) if pixels else None
-        if quality in HIGH_QUALITY and tier in (None, "1K"):
+    tier = None
+    if model.tiers:
+        tier = tier_for_long_edge(model, max(pixels)) if pixels else None
+        if quality in HIGH_QUALITY and tier in (None, "512", "1K"):
             tier = "2K"
-        if tier:
-            config["imageSize"] = tier
-    return config
+    return (nearest_aspect_ratio(*ratio, model.aspect_ratios) if ratio else None), tier
 
 
 def prompt_for(params, instructions=()):
@@ -81,11 +80,16 @@ def prompt_for(params, instructions=()):
 
 
 def provider_for(model, providers):
-    provider = providers[model.provider]
-    if not provider.configured:
-        raise GatewayError(503, f"The {provider.title} provider is not configured: set "
-                                f"{provider.missing_setting} on the gateway.")
-    return provider
+    """The first provider, in GATEWAY_PROVIDERS order, that is configured and serves the model."""
+    candidates = serving(model, providers)
+    for provider in candidates:
+        if provider.configured:
+            return provider
+    if not candidates:
+        raise GatewayError(503, f"No provider in GATEWAY_PROVIDERS serves {model.id}; it is served by "
+                                f"{', '.join(model.served_by)}.")
+    raise GatewayError(503, f"No provider that serves {model.id} is configured: set "
+                            f"{' or '.join(provider.missing_setting for provider in candidates)} on the gateway.")
 
 
 def _fan_out(call, n):
@@ -216,8 +220,10 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
     output_format = params.get("output_format", "png")
     describe_request(model.id, n, params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
-    image_config = image_config_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
-    upstream = provider.request_for(upstream_id(model, settings.upstream_models), prompt, inputs, image_config)
+    aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
+    upstream = provider.request_for(ImageCall(
+        upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
+        model.image_only))
     with KEY_QUOTA.hold(client, n, settings.upstream_max_in_flight_per_key):
         outcomes = _fan_out(lambda _: provider.generate(upstream), n)
     failures = [o for o in outcomes if isinstance(o, GatewayError)]
@@ -225,7 +231,7 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
     if not generations:
         raise failures[0]
     made = [(image, generation.text or prompt) for generation in generations for image in generation.images][:n]
-    usable = _usable(settings, made, output_format, params.get("output_compression"), mask)
+    usable = _usable(settings, provider, made, output_format, params.get("output_compression"), mask)
     failed = len(failures) + len(made) - len(usable)
     usage = sum((generation.usage for generation in generations), Usage())
     record_images(model.id, len(usable), usage)
@@ -234,7 +240,7 @@ def _create(params, settings, client, model, provider, inputs=(), instructions=(
     return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed, provider=provider.name)
 
 
-def _usable(settings, made, output_format, compression, mask):
+def _usable(settings, provider, made, output_format, compression, mask):
     """(base64, (width, height), revised prompt) of each (image, revised prompt) that could be
     finished in the asked format; a 502 when none could."""
     images = [image for image, _ in made]
@@ -244,14 +250,15 @@ def _usable(settings, made, output_format, compression, mask):
     usable = [(*result, revised) for result, (_, revised) in zip(finished, made, strict=True)
               if not isinstance(result, media.MediaError)]
     if not usable:
-        raise UpstreamError(502, f"The Gemini API returned an image that cannot be used: {finished[0]}.")
+        raise UpstreamError(f"{provider.subject} returned an image that cannot be used: {finished[0]}.",
+                            cause="bad_image")
     return usable
 
 
 def _images_body(model, usable, output_format, usage):
-    """The response of DESIGN.md section 8."""
+    """The response of DESIGN.md section 8 (with the upstream's `cost` in `usage` when it says)."""
     width, height = usable[0][1]
-    return {
+    body = {
         "created": int(time.time()),
         "data": [{"b64_json": b64, "revised_prompt": revised} for b64, _, revised in usable],
         "model": model.id,
@@ -265,3 +272,6 @@ def _images_body(model, usable, output_format, usage):
                                      "image_tokens": usage.input_image_tokens},
         },
     }
+    if usage.cost is not None:
+        body["usage"]["cost"] = usage.cost
+    return body

@@ -5,6 +5,7 @@ from flask import Blueprint, current_app
 from .auth import require_api_key
 from .catalog import listed_models
 from .errors import GatewayError, shorten
+from .providers import serving
 
 bp = Blueprint("models", __name__)
 
@@ -14,7 +15,7 @@ def _served():
     providers = current_app.config["PROVIDERS"]
     return {name: {"id": name, "object": "model", "created": model.created, "owned_by": model.owned_by}
             for name, model in listed_models(current_app.config["SETTINGS"].model_aliases)
-            if providers[model.provider].configured}
+            if any(provider.configured for provider in serving(model, providers))}
 
 
 @bp.get("/v1/models")

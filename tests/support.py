@@ -51,5 +51,5 @@ def assert_valid_gemini_request(body):
     body = copy.deepcopy(body)
     image_config = body.get("generationConfig", {}).get("imageConfig", {})
     image_size = image_config.pop("imageSize", None)
-    assert image_size in (None, "1K", "2K", "4K"), image_size
+    assert image_size in (None, "512", "1K", "2K", "4K"), image_size
     ParseDict(body, GenerateContentRequest.pb()(), ignore_unknown_fields=False)

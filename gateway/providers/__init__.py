@@ -1,10 +1,94 @@
-"""Adapters that call upstream image models; none of them knows about Flask. A provider has a
-`name` and a `title`, says whether it is `configured` and which `missing_setting` would
-configure it, builds the upstream request once per client request (`request_for`) and makes one
-call with it (`generate`)."""
-from .gemini import GeminiProvider
+"""The seam between the service and the upstream APIs. The service speaks only these neutral
+types: a provider turns an `ImageCall` into its own wire request once per client request
+(`request_for`), sends it once per image wanted (`generate`, through the shared transport) and
+answers a `Generation`, or raises one of the neutral errors of `gateway.errors`. A provider also
+has a `name` (used in GATEWAY_PROVIDERS and the catalog), a `subject` for messages ("The
+Gemini API"), says whether
+it is `configured` and which `missing_setting` would configure it. None of them knows Flask."""
+import base64
+from dataclasses import astuple, dataclass, field
+
+from .. import media
+from ..errors import UpstreamUnavailable
+
+
+@dataclass(frozen=True)
+class ImageCall:
+    model: str  # the provider's own id for the model
+    prompt: str
+    images: tuple = ()  # media.SourceImage inputs, in order
+    aspect_ratio: str | None = None  # "16:9"; None lets the model choose (an edit keeps its input's shape)
+    tier: str | None = None  # resolution tier "512", "1K", "2K" or "4K"; None sends none
+    image_only: bool = False  # the model answers with images only, never words
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One client request's upstream call, built once and sent by each of its `n` calls and retries."""
+    model: str
+    body: bytes
+
+
+@dataclass
+class GeneratedImage:
+    b64: str  # exactly as the upstream sent it, so it can be passed through without a copy
+    format: str  # Pillow's name: PNG, JPEG, WEBP
+    size: tuple  # (width, height) from the image's own header
+
+    @property
+    def data(self):
+        return base64.b64decode(self.b64)
+
+    @classmethod
+    def read(cls, b64, subject):
+        """An image the upstream sent, checked (cheaply: header and end) to be complete; anything
+        else is an unusable answer, retried like one. `subject` names the upstream."""
+        try:
+            image_format, size = media.describe_base64(b64)
+        except media.MediaError as error:
+            raise UpstreamUnavailable(f"{subject} returned an image that cannot be used: {error}.",
+                                      cause="bad_image") from None
+        return cls(b64, image_format, size)
+
+
+@dataclass
+class Usage:
+    input_text_tokens: int = 0
+    input_image_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None  # what the upstream charged, when it says (OpenRouter does, in credits)
+
+    def __add__(self, other):
+        counts = (a + b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1], strict=True))
+        costs = [cost for cost in (self.cost, other.cost) if cost is not None]
+        return Usage(*counts, cost=sum(costs) if costs else None)
+
+
+@dataclass
+class Generation:
+    images: list
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 1
+
+
+def serving(model, providers):
+    """The providers, in GATEWAY_PROVIDERS order, that serve a catalog model."""
+    return [provider for name, provider in providers.items() if name in model.served_by]
 
 
 def build_providers(settings):
-    """Every provider by name, built once per process (by create_app, in the worker)."""
-    return {provider.name: provider for provider in (GeminiProvider(settings),)}
+    """The providers of GATEWAY_PROVIDERS by name, in its order, built once per process (by
+    create_app, in the worker); imported here so that gunicorn's master never loads the HTTP stack."""
+    from ..config import ConfigError
+    from .gemini import GeminiProvider
+    from .openrouter import OpenRouterProvider
+
+    known = {provider.name: provider for provider in (GeminiProvider, OpenRouterProvider)}
+    unknown = [name for name in settings.providers if name not in known]
+    if unknown:
+        raise ConfigError(f"GATEWAY_PROVIDERS names unknown providers {', '.join(unknown)}; "
+                          f"known: {', '.join(known)}")
+    return {name: known[name](settings) for name in dict.fromkeys(settings.providers)}

@@ -6,6 +6,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import threading
 import time
 from functools import cache
@@ -14,12 +15,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from ..errors import GatewayError, UpstreamError
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|sk-[0-9A-Za-z_\-]{20,}|(?i:key=)[^&\s\"']+")
 
 
 @cache
@@ -37,6 +39,13 @@ def shared_session():
     return session
 
 
+def scrub(text, secret=""):
+    """Upstream text with the gateway's key and anything else that looks like a key removed."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return KEY_LIKE.sub("[redacted]", text)
+
+
 def retry_after(response):
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
     value = response.headers.get("Retry-After", "").strip()
@@ -50,10 +59,10 @@ def retry_after(response):
 
 
 class Transport:
-    """Sends one provider's calls; `api` names the upstream in messages ("the Gemini API")."""
+    """Sends one provider's calls; `subject` names the upstream in messages ("The Gemini API")."""
 
-    def __init__(self, settings, api, session=None):
-        self.api, self.subject = api, api[:1].upper() + api[1:]
+    def __init__(self, settings, subject, session=None):
+        self.subject, self.api = subject, subject[:1].lower() + subject[1:]
         self.timeout = settings.upstream_timeout
         self.connect_timeout = settings.upstream_connect_timeout
         self.max_retries = settings.upstream_max_retries
@@ -65,8 +74,8 @@ class Transport:
 
     def call(self, model_id, url, headers, body, parse, error_for):
         """`parse(payload)` of the JSON answer to POST `body`, retried as needed, holding one of
-        the process's in-flight slots; `error_for(response)` turns a non-2xx answer into an
-        UpstreamError."""
+        the process's in-flight slots; `error_for(response)` turns a non-2xx answer into one of
+        the neutral UpstreamErrors."""
         if not self.slots.acquire(timeout=self.queue_timeout):
             raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
                                     "Try again shortly.", headers={"Retry-After": "5"})
@@ -107,30 +116,29 @@ class Transport:
                 raise error_for(response)
             content = self._read(response, deadline)
         except requests.exceptions.ConnectTimeout:
-            raise UpstreamError(502, f"Could not connect to {self.api} (connect timeout).", retryable=True,
-                                cause="connect_timeout") from None
+            raise UpstreamUnavailable(f"Could not connect to {self.api} (connect timeout).",
+                                      cause="connect_timeout") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
             raise self._late() from None
         except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
             if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
                 raise self._late() from None
-            raise UpstreamError(502, f"Could not reach {self.api} ({type(error).__name__}).",
-                                retryable=True, cause="connection_error") from None
+            raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
+                                      cause="connection_error") from None
         try:
             return json.loads(content)
         except ValueError:
-            raise UpstreamError(502, f"{self.subject} returned a malformed response (not JSON).",
-                                retryable=True, cause="malformed") from None
+            raise UpstreamUnavailable(f"{self.subject} returned a malformed response (not JSON).",
+                                      cause="malformed") from None
 
     def _late(self):
-        return UpstreamError(504, f"{self.subject} did not answer within {self.timeout:g} seconds.", cause="timeout")
+        return UpstreamTimeout(f"{self.subject} did not answer within {self.timeout:g} seconds.", cause="timeout")
 
     def _read(self, response, deadline):
         """The body, up to the size limit and by the deadline however slowly it trickles: each
         read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
-        too_large = UpstreamError(502, f"{self.subject} answer is larger than the gateway's limit of "
-                                       f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).",
-                                  cause="too_large")
+        too_large = UpstreamError(f"{self.subject} answer is larger than the gateway's limit of "
+                                  f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).", cause="too_large")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()

@@ -1,4 +1,4 @@
-"""OpenAI size / aspect_ratio / quality / style -> Gemini imageConfig and prompt (DESIGN.md §4)."""
+"""OpenAI size / aspect_ratio / quality / style -> the call's aspect ratio, tier and prompt (DESIGN.md §4)."""
 import dataclasses
 
 import pytest
@@ -6,7 +6,7 @@ import responses
 
 from gateway import create_app
 from gateway.catalog import resolve_model
-from gateway.imaging import image_config_for
+from gateway.imaging import shape_for
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE, sent_bodies
 
@@ -25,55 +25,67 @@ FLASH_31 = resolve_model("gemini-3.1-flash-image", "gemini-3-pro-image")
     ("2520x1080", "21:9"),
 ])
 def test_size_maps_to_nearest_aspect_ratio(size, ratio):
-    assert image_config_for(FLASH, size=size) == {"aspectRatio": ratio}
+    assert shape_for(FLASH, size=size) == (ratio, None)
 
 
 def test_aspect_ratio_7_4_maps_to_16_9():
-    assert image_config_for(FLASH, aspect_ratio="7:4") == {"aspectRatio": "16:9"}
+    assert shape_for(FLASH, aspect_ratio="7:4") == ("16:9", None)
 
 
 def test_aspect_ratio_beats_size_for_the_ratio():
-    assert image_config_for(FLASH, size="1024x1024", aspect_ratio="16:9") == {"aspectRatio": "16:9"}
+    assert shape_for(FLASH, size="1024x1024", aspect_ratio="16:9") == ("16:9", None)
 
 
 def test_size_still_picks_the_tier_when_aspect_ratio_is_given():
-    assert image_config_for(PRO, size="2048x2048", aspect_ratio="9:16") == {"aspectRatio": "9:16", "imageSize": "2K"}
+    assert shape_for(PRO, size="2048x2048", aspect_ratio="9:16") == ("9:16", "2K")
 
 
 def test_tall_ratios_exist_only_on_gemini_3_1_flash():
-    assert image_config_for(FLASH_31, aspect_ratio="1:8") == {"aspectRatio": "1:8"}
-    assert image_config_for(PRO, aspect_ratio="1:8") == {"aspectRatio": "9:16"}
+    assert shape_for(FLASH_31, aspect_ratio="1:8") == ("1:8", None)
+    assert shape_for(PRO, aspect_ratio="1:8") == ("9:16", None)
+
+
+def test_9_21_exists_only_on_gemini_3_1_flash():
+    assert shape_for(FLASH_31, size="640x1493") == ("9:21", "1K")
+    assert shape_for(PRO, aspect_ratio="9:21") == ("9:16", None)
 
 
 @pytest.mark.parametrize("size, tier", [
     ("1024x1024", "1K"), ("1536x1024", "1K"), ("1792x1024", "2K"), ("3072x3072", "2K"), ("4096x4096", "4K"),
+    ("512x512", "1K"),
 ])
 def test_long_edge_picks_the_tier_on_models_with_tiers(size, tier):
-    assert image_config_for(PRO, size=size)["imageSize"] == tier
+    assert shape_for(PRO, size=size)[1] == tier
+
+
+@pytest.mark.parametrize("size, tier", [("256x256", "512"), ("640x360", "512"), ("641x360", "1K")])
+def test_long_edges_up_to_640_pick_the_512_tier_of_gemini_3_1_flash(size, tier):
+    assert shape_for(FLASH_31, size=size)[1] == tier
 
 
 def test_no_tier_is_sent_to_a_model_without_tiers():
-    assert image_config_for(FLASH, size="4096x4096", quality="hd") == {"aspectRatio": "1:1"}
+    assert shape_for(FLASH, size="4096x4096", quality="hd") == ("1:1", None)
 
 
 @pytest.mark.parametrize("quality", ["hd", "high"])
 def test_hd_and_high_raise_the_tier_to_at_least_2k(quality):
-    assert image_config_for(PRO, size="1024x1024", quality=quality) == {"aspectRatio": "1:1", "imageSize": "2K"}
-    assert image_config_for(PRO, quality=quality) == {"imageSize": "2K"}
+    assert shape_for(PRO, size="1024x1024", quality=quality) == ("1:1", "2K")
+    assert shape_for(PRO, quality=quality) == (None, "2K")
+    assert shape_for(FLASH_31, size="512x512", quality=quality) == ("1:1", "2K")
 
 
 def test_hd_keeps_4k_when_size_asks_for_it():
-    assert image_config_for(PRO, size="4096x2304", quality="hd") == {"aspectRatio": "16:9", "imageSize": "4K"}
+    assert shape_for(PRO, size="4096x2304", quality="hd") == ("16:9", "4K")
 
 
 @pytest.mark.parametrize("quality", ["standard", "low", "medium", "auto"])
 def test_other_qualities_do_not_change_the_tier(quality):
-    assert image_config_for(PRO, size="1024x1024", quality=quality) == {"aspectRatio": "1:1", "imageSize": "1K"}
+    assert shape_for(PRO, size="1024x1024", quality=quality) == ("1:1", "1K")
 
 
-def test_size_auto_and_no_size_send_no_image_config():
-    assert image_config_for(PRO, size="auto") == {}
-    assert image_config_for(PRO) == {}
+def test_size_auto_and_no_size_leave_the_shape_to_the_model():
+    assert shape_for(PRO, size="auto") == (None, None)
+    assert shape_for(PRO) == (None, None)
 
 
 def generate(client, auth, upstream, **params):
@@ -91,6 +103,11 @@ def test_upstream_body_for_size_1792x1024_on_the_default_model(client, auth, ups
         "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
                              "imageConfig": {"aspectRatio": "16:9", "imageSize": "2K"}},
     }
+
+
+def test_the_512_tier_is_sent_to_gemini_as_512(client, auth, upstream):
+    body = generate(client, auth, upstream, model="gemini-3.1-flash-image", size="512x512")
+    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "512"}
 
 
 def test_upstream_body_has_no_image_config_without_size(client, auth, upstream):

@@ -337,13 +337,13 @@ def test_thought_only_answer_is_500_no_image(client, auth, upstream):
 
 # --- configuration --------------------------------------------------------------------------
 
-def test_gemini_key_not_configured_is_503_naming_it(settings, auth, upstream):
+def test_a_model_no_configured_provider_serves_is_503_naming_the_settings(settings, auth, upstream):
     client = create_app(dataclasses.replace(settings, gemini_api_key="")).test_client()
 
     response = generate(client, auth)
 
-    assert_error(response, 503, startswith="The Gemini provider is not configured")
-    assert "GEMINI_API_KEY" in response.get_json()["message"]
+    assert_error(response, 503, "No provider that serves gemini-3-pro-image is configured: set "
+                                "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENROUTER_API_KEY on the gateway.")
     assert len(upstream.calls) == 0
 
 

@@ -72,8 +72,8 @@ def answer_with_an_image(upstream):
     pytest.param({"prompt": "a cat", "foo": "bar"}, "foo: Unknown field", id="unknown-field"),
     pytest.param({"prompt": "a cat", "model": "dall-e-3"},
                  "model: unknown model 'dall-e-3'; supported models: "
-                 "auto, gemini-2.5-flash-image, gemini-3-pro-image, gemini-3.1-flash-image",
-                 id="model-unknown"),
+                 "auto, gemini-2.5-flash-image, gemini-3-pro-image, gemini-3.1-flash-image, "
+                 "openrouter/<vendor>/<model>", id="model-unknown"),
 ])
 def test_invalid_parameter_is_400_naming_the_field(client, auth, upstream, body, message):
     response = generate(client, auth, body)

@@ -1,0 +1,141 @@
+"""OpenAI-compatible chat completions that answer with images (DESIGN.md section 10), the shape
+OpenRouter defined and llmgateway or a LiteLLM proxy also speak: the neutral call as a
+`chat/completions` body, the answer's `message.images` as a Generation, the error bodies
+(`{"error": {"code", "message"}}`) as the neutral errors; the shared transport sends it."""
+import base64
+
+from ..errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
+from ..jsonchunks import json_chunks
+from . import GeneratedImage, Generation, UpstreamRequest, Usage, transport
+
+SUBJECT = "The OpenRouter API"
+RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
+TIER_NAMES = {"512": "0.5K"}  # OpenRouter's name for a tier, where it differs from Google's
+DATA_URL_PREFIX = "data:image/"
+
+
+def build_body(call):
+    """The chat-completions body as bytes; each image's data URL is written straight into it."""
+    content = [{"type": "text", "text": call.prompt}]
+    content += [{"type": "image_url", "image_url": {"url": ""}} for _ in call.images]
+    body = {"model": call.model, "messages": [{"role": "user", "content": content}],
+            "modalities": ["image"] if call.image_only else ["image", "text"]}
+    image_config = {"aspect_ratio": call.aspect_ratio, "image_size": TIER_NAMES.get(call.tier, call.tier)}
+    if any(image_config.values()):
+        body["image_config"] = {key: value for key, value in image_config.items() if value}
+    urls = [f"data:{image.mime_type};base64,".encode() + base64.b64encode(image.data) for image in call.images]
+    return b"".join(json_chunks(body, "url", urls))
+
+
+def _image(item):
+    """One `message.images[]` entry: its data URL's base64, checked like any upstream image."""
+    url = ((item.get("image_url") if isinstance(item, dict) else None) or {}).get("url")
+    head, _, b64 = url.partition(",") if isinstance(url, str) else ("", "", None)
+    if not (head.startswith(DATA_URL_PREFIX) and head.endswith(";base64")):
+        raise UpstreamUnavailable(f"{SUBJECT} returned an image that is not a base64 data URL.", cause="bad_image")
+    return GeneratedImage.read(b64, SUBJECT)
+
+
+def _words(content):
+    """`message.content`: a string, or (some compatible servers) a list of text parts."""
+    if isinstance(content, list):
+        content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content.strip() if isinstance(content, str) else ""
+
+
+def parse_answer(payload):
+    """Images, the model's words and usage (with `cost` when present), or a neutral error."""
+    if not isinstance(payload, dict):
+        raise UpstreamUnavailable(f"{SUBJECT} returned a malformed response (not a JSON object).", cause="malformed")
+    choices = payload.get("choices") or []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    failure = payload.get("error") or choice.get("error")
+    if isinstance(failure, dict):  # an upstream model's failure, reported inside a 200
+        raise error_from(failure.get("code"), failure)
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    images = [_image(item) for item in message.get("images") or []]
+    if not images and choice.get("finish_reason") == "content_filter":
+        reason = choice.get("native_finish_reason") or "content_filter"
+        raise Blocked(f"The image was withheld by the model's safety filters (finish_reason: {reason}).",
+                      cause="blocked")
+    if not images:
+        raise NoImage()
+    return Generation(images=images, text=_words(message.get("content")), usage=parse_usage(payload.get("usage")))
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def parse_usage(usage):
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
+    input_tokens, output_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    image_tokens = _count(details.get("image_tokens"))
+    cost = usage.get("cost")
+    return Usage(
+        input_text_tokens=max(0, input_tokens - image_tokens),
+        input_image_tokens=image_tokens,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=_count(usage.get("total_tokens")) or input_tokens + output_tokens,
+        cost=cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+    )
+
+
+def error_from(status, error, secret="", wait=None):
+    """The neutral error for an OpenRouter error (`{"code", "message", "metadata"}`) with `status`."""
+    status = status if isinstance(status, int) else 502
+    message = transport.scrub(str(error.get("message") or ""), secret) or f"HTTP {status}"
+    cause = f"upstream_{status}"
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    if status == 403 and metadata.get("reasons"):  # the moderation of models that require it
+        reasons = ", ".join(map(str, metadata["reasons"]))
+        return Blocked(f"The prompt was blocked by the OpenRouter API's moderation ({reasons}).", cause="blocked")
+    if status in (401, 403):
+        return UpstreamError(f"{SUBJECT} refused the gateway's credentials (HTTP {status}); "
+                             "the operator should check OPENROUTER_API_KEY.", cause)
+    if status == 402:
+        return NoCredits(f"{SUBJECT} account of this gateway has no credits left (HTTP 402); the operator "
+                         f"must add credits: {message}", cause)
+    if status == 400:
+        return Rejected(message, cause)
+    if status == 404:
+        return UpstreamError(f"{SUBJECT} does not serve this model (HTTP 404): {message}", cause)
+    if status == 429:
+        return RateLimited(f"{SUBJECT} rate limit was reached: {message}", wait, cause)
+    failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
+    return failed(f"{SUBJECT} failed (HTTP {status}): {message}", cause)
+
+
+def error_for(response, secret=""):
+    """The neutral error for a non-2xx answer (DESIGN.md sections 6 and 10)."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return error_from(response.status_code, error if isinstance(error, dict) else {}, secret,
+                      transport.retry_after(response))
+
+
+class OpenRouterProvider:
+    name, subject, missing_setting = "openrouter", SUBJECT, "OPENROUTER_API_KEY"
+
+    def __init__(self, settings, session=None):
+        self.api_key = settings.openrouter_api_key
+        self.base_url = settings.openrouter_base_url
+        self.transport = transport.Transport(settings, SUBJECT, session)
+
+    @property
+    def configured(self):
+        return bool(self.api_key)
+
+    @staticmethod
+    def request_for(call):
+        return UpstreamRequest(call.model, build_body(call))
+
+    def generate(self, request):
+        """One image call, retried as needed (the shared transport)."""
+        return self.transport.call(
+            request.model, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
+            request.body, parse_answer, lambda response: error_for(response, self.api_key))

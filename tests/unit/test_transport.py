@@ -1,0 +1,134 @@
+"""The transport every provider shares, tested once without any provider: bounded retries with
+exponential backoff and jitter, Retry-After, one wall-clock deadline, the capped read."""
+import dataclasses
+
+import pytest
+import responses
+
+from gateway.errors import RateLimited, Rejected, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.providers import Generation, transport
+
+URL = "https://upstream.test/generate"
+
+
+def answer(payload):
+    return Generation(images=[], text=payload["text"])
+
+
+def error_for(response):
+    if response.status_code == 429:
+        return RateLimited("rate limited", transport.retry_after(response))
+    if response.status_code >= 500:
+        return UpstreamUnavailable(f"HTTP {response.status_code}")
+    return Rejected("refused")
+
+
+@pytest.fixture
+def web():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    waited = []
+    monkeypatch.setattr(transport.time, "sleep", waited.append)
+    return waited
+
+
+def call(settings, **changes):
+    sender = transport.Transport(dataclasses.replace(settings, **changes), "The test API")
+    return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", answer, error_for)
+
+
+def test_backoff_grows_exponentially_with_jitter(settings, web, sleeps):
+    for _ in range(3):
+        web.add(responses.POST, URL, status=503)
+    web.add(responses.POST, URL, json={"text": "made"})
+    generation = call(settings, upstream_retry_base_delay=1.0, upstream_max_retries=3, upstream_timeout=60)
+    assert (generation.text, generation.attempts) == ("made", 4)
+    assert len(sleeps) == 3
+    for attempt, delay in enumerate(sleeps):
+        assert 0.5 * 2 ** attempt <= delay <= 1.5 * 2 ** attempt
+
+
+def test_retry_after_is_honoured(settings, web, sleeps):
+    web.add(responses.POST, URL, status=429, headers={"Retry-After": "2"})
+    web.add(responses.POST, URL, json={"text": "made"})
+    call(settings)
+    assert sleeps == [2]
+
+
+def test_a_retry_after_past_the_deadline_ends_the_retries(settings, web, sleeps):
+    web.add(responses.POST, URL, status=429, headers={"Retry-After": "60"})
+    with pytest.raises(RateLimited) as caught:
+        call(settings, upstream_timeout=5)
+    assert caught.value.status == 429
+    assert caught.value.headers["Retry-After"] == "60"
+    assert len(web.calls) == 1 and sleeps == []
+
+
+def test_an_http_date_retry_after_is_understood(settings, web, sleeps):
+    web.add(responses.POST, URL, status=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    web.add(responses.POST, URL, json={"text": "made"})
+    call(settings)
+    assert sleeps == [0]  # a date in the past means "now"
+
+
+def test_retries_stop_at_upstream_max_retries(settings, web, sleeps):
+    for _ in range(5):
+        web.add(responses.POST, URL, status=503)
+    with pytest.raises(UpstreamUnavailable):
+        call(settings, upstream_max_retries=2)
+    assert len(web.calls) == 3
+
+
+def test_non_retryable_errors_are_not_retried(settings, web, sleeps):
+    web.add(responses.POST, URL, status=400)
+    with pytest.raises(Rejected):
+        call(settings)
+    assert len(web.calls) == 1 and sleeps == []
+
+
+def test_each_attempt_gets_connect_and_read_timeouts_within_the_deadline(settings, web):
+    web.add(responses.POST, URL, json={"text": "made"})
+    call(settings, upstream_timeout=30)
+    connect, read = web.calls[0].request.req_kwargs["timeout"]
+    assert connect == 10
+    assert 29 < read <= 30
+
+
+def test_the_body_and_headers_are_sent_as_given(settings, web):
+    web.add(responses.POST, URL, json={"text": "made"})
+    call(settings)
+    sent = web.calls[0].request
+    assert sent.body == b"{}"
+    assert sent.headers["Authorization"] == "Bearer k"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Accept-Encoding"] == "identity"
+
+
+def test_an_answer_over_the_size_limit_is_refused(settings, web):
+    web.add(responses.POST, URL, body=b'{"text": "' + b"x" * 4096 + b'"}', content_type="application/json")
+    with pytest.raises(UpstreamError) as caught:
+        call(settings, upstream_max_response_bytes=1024)
+    assert caught.value.status == 502 and not caught.value.retryable
+    assert "larger than the gateway's limit of 1024 bytes" in caught.value.message
+
+
+def test_a_non_json_answer_is_retried_then_502(settings, web, sleeps):
+    for _ in range(3):
+        web.add(responses.POST, URL, body=b"<html>proxy error</html>")
+    with pytest.raises(UpstreamUnavailable) as caught:
+        call(settings)
+    assert caught.value.message == "The test API returned a malformed response (not JSON)."
+    assert len(web.calls) == 3
+
+
+def test_a_timeout_is_504_and_not_retried(settings, web):
+    import requests
+    web.add(responses.POST, URL, body=requests.exceptions.ReadTimeout())
+    with pytest.raises(UpstreamTimeout) as caught:
+        call(settings)
+    assert caught.value.status == 504 and caught.value.message == "The test API did not answer within 5 seconds."
+    assert len(web.calls) == 1
