@@ -1,15 +1,16 @@
-"""Speaks `POST /v1beta/models/{model}:generateContent` like Google does (DESIGN.md section 9).
+"""Speaks Google's `POST /v1beta/models/{model}:generateContent` (DESIGN.md section 9) and
+OpenRouter's `POST /api/v1/chat/completions` (also at `/v1/chat/completions`, DESIGN.md section 10).
 
 Answers real PNGs of each model's own pixel sizes, deterministic from the prompt and the input
 images. A prompt can ask for a failure with a directive such as `[emulator: fail=503 times=2]`:
-  fail=STATUS      answer that HTTP error (429, 500, 503, 400, 403, 404 ...)
+  fail=STATUS      answer that HTTP error (429, 500, 503, 400, 402, 403, 404 ...) in the API's own shape
   times=K          misbehave only for the first K calls with this exact prompt, then succeed
   retry_after=S    Retry-After header on a failure
-  block=REASON     promptFeedback.blockReason (prompt blocked)
-  finish=REASON    finishReason REASON and no image (e.g. IMAGE_SAFETY)
+  block=REASON     the prompt blocked (Gemini: promptFeedback.blockReason; OpenRouter: a 403 moderation error)
+  finish=REASON    no image, for safety (Gemini: finishReason REASON; OpenRouter: finish_reason content_filter)
   text_only=1      a text-only answer
   delay=S          sleep S seconds before answering
-  thoughts=1       send a thought text and a thought image before the real image
+  thoughts=1       send a thought text and a thought image before the real image (Gemini)
   images=K         K images in one answer
   malformed=1      a 200 answer that is not JSON
   truncate=1       the image's base64 cut short (still valid base64, a truncated PNG)
@@ -18,7 +19,7 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   noise=1          a noisy picture (about 1.4 MB as a 1024x1024 PNG), for benchmarks
   reset=1          send half of the answer, then drop the connection
   drip=S           send the answer a few bytes at a time, one piece every S seconds
-  huge=MB          an answer of about MB megabytes (an image part padded with junk)
+  huge=MB          an answer of about MB megabytes (an image padded with junk)
 Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
 import base64
@@ -30,6 +31,7 @@ import re
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from functools import lru_cache
 
 from flask import Flask, Response, jsonify, request
@@ -39,20 +41,47 @@ TEN = {"1:1": (1024, 1024), "2:3": (848, 1264), "3:2": (1264, 848), "3:4": (896,
        "4:5": (928, 1152), "5:4": (1152, 928), "9:16": (768, 1376), "16:9": (1376, 768), "21:9": (1584, 672)}
 FLASH_25 = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
             "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672)}
-TALL_WIDE = {"1:4": (512, 2048), "4:1": (2048, 512), "1:8": (384, 3072), "8:1": (3072, 384)}
-TIER_SCALE = {"1K": 1, "2K": 2, "4K": 4}
+TALL_WIDE = {"1:4": (512, 2048), "4:1": (2048, 512), "1:8": (384, 3072), "8:1": (3072, 384), "9:21": (672, 1584)}
+TIER_SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
+OPENROUTER_TIERS = {"0.5K": "512", "1K": "1K", "2K": "2K", "4K": "4K"}
 
-# model id -> (1K pixel sizes by aspect ratio, output tokens per image by tier or None without tiers)
+
+@dataclass(frozen=True)
+class Spec:
+    sizes: dict  # 1K pixel sizes by aspect ratio
+    tokens: dict  # output tokens per image by tier; one "1K" entry for a model without tiers
+    image_only: bool = False  # answers only when asked for images alone (OpenRouter's modalities)
+
+    @property
+    def tiers(self):
+        return set(self.tokens) if len(self.tokens) > 1 else set()
+
+
+# Google's model ids (the Gemini API) -> spec
 MODELS = {
-    "gemini-2.5-flash-image": (FLASH_25, None),
-    "gemini-3-pro-image": (TEN, {"1K": 1120, "2K": 1120, "4K": 2000}),
-    "gemini-3.1-flash-image": ({**TEN, **TALL_WIDE}, {"1K": 1120, "2K": 1680, "4K": 2520}),
+    "gemini-2.5-flash-image": Spec(FLASH_25, {"1K": 1290}),
+    "gemini-3-pro-image": Spec(TEN, {"1K": 1120, "2K": 1120, "4K": 2000}),
+    "gemini-3.1-flash-image": Spec({**TEN, **TALL_WIDE}, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}),
 }
 MODELS.update({f"{name}-preview": spec for name, spec in list(MODELS.items())})
-FLASH_25_TOKENS = 1290
+# OpenRouter's model ids -> spec: Google's models under `google/`, and two others of other vendors
+OPENROUTER_MODELS = {f"google/{name}": spec for name, spec in MODELS.items()}
+OPENROUTER_MODELS.update({
+    "black-forest-labs/flux.2-pro": Spec(FLASH_25, {"1K": 4096, "2K": 4096, "4K": 4096}, image_only=True),
+    "openai/gpt-5-image": Spec(FLASH_25, {"1K": 4160}),
+})
 DIRECTIVE = re.compile(r"\[emulator:([^\]]*)\]")
 FAULTS = {"fail", "block", "finish", "text_only", "malformed", "truncate", "bad_base64", "not_image", "reset", "huge",
           "drip"}
+DOLLARS_PER_TOKEN = 0.00003  # the emulator's price of an output token, for OpenRouter's usage.cost
+
+
+class Refused(Exception):
+    """A request the real API would refuse: the HTTP status and its message."""
+
+    def __init__(self, status, message, reason=None):
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
 
 
 def google_error(status, message, reason=None):
@@ -61,6 +90,15 @@ def google_error(status, message, reason=None):
     error = {"code": status, "message": message, "status": names.get(status, "UNKNOWN")}
     if reason:
         error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]
+    response = jsonify({"error": error})
+    response.status_code = status
+    return response
+
+
+def openrouter_error(status, message, metadata=None):
+    error = {"code": status, "message": message}
+    if metadata:
+        error["metadata"] = metadata
     response = jsonify({"error": error})
     response.status_code = status
     return response
@@ -109,21 +147,82 @@ def render_text_only_png(prompt, size, noise):
     return render_png(prompt, size, [], noise)
 
 
+def open_image(b64):
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+@dataclass
+class Job:
+    """One image request, whichever API it came in through."""
+    model: str
+    spec: Spec
+    prompt: str
+    inputs: list
+    ratio: str | None
+    tier: str | None
+
+    def check(self):
+        if self.ratio is not None and self.ratio not in self.spec.sizes:
+            raise Refused(400, f"Unsupported aspect ratio: {self.ratio}")
+        if self.tier is not None and self.tier not in self.spec.tiers:
+            raise Refused(400, f"image size {self.tier} is not supported by {self.model}")
+
+    def pictures(self, wanted):
+        """The answer's images as base64, and the output tokens they cost."""
+        count = 0 if "text_only" in wanted or "finish" in wanted else int(wanted.get("images", 1))
+        ratio = self.ratio or (nearest_ratio(*self.inputs[0].size, self.spec.sizes) if self.inputs else "1:1")
+        scale = TIER_SCALE[self.tier or "1K"]
+        size = (int(self.spec.sizes[ratio][0] * scale), int(self.spec.sizes[ratio][1] * scale))
+        pictures = []
+        for index in range(count):
+            variant, noise = self.prompt + "#" * index, "noise" in wanted
+            png = (render_png(variant, size, self.inputs, noise) if self.inputs
+                   else render_text_only_png(variant, size, noise))
+            if "truncate" in wanted:
+                png = png[: (len(png) // 2) // 3 * 3]
+            data = base64.b64encode(png).decode()
+            if "bad_base64" in wanted:
+                data = "!!not base64!!" + data
+            if "not_image" in wanted:
+                data = base64.b64encode(b"this is not an image").decode()
+            pictures.append(data)
+        if "huge" in wanted:
+            pictures.append("A" * int(float(wanted["huge"]) * 2**20))
+        return pictures, count * self.spec.tokens[self.tier or "1K"]
+
+    def tokens_in(self):
+        return max(1, len(self.prompt) // 4), 258 * len(self.inputs)
+
+
 def create_emulator(api_key=None):
-    """The emulator app; with `api_key` set, any other key is refused like Google refuses it."""
+    """The emulator app; with `api_key` set, any other key is refused like the real APIs refuse it."""
     app = Flask(__name__)
     calls = {}
     lock = threading.Lock()
     log = deque(maxlen=200)
 
-    def call_number(prompt):
-        with lock:
-            calls[prompt] = calls.get(prompt, 0) + 1
-            return calls[prompt]
+    def faults(job, config):
+        """The directives this call obeys (after `times` calls they stop), once it is logged."""
+        log.append({"model": job.model, "generationConfig": config, "prompt": job.prompt,
+                    "images": [[*i.size] for i in job.inputs], "at": time.time()})
+        wanted = directives(job.prompt)
+        if "times" in wanted:
+            with lock:
+                calls[job.prompt] = calls.get(job.prompt, 0) + 1
+                if calls[job.prompt] > int(wanted["times"]):
+                    wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
+        time.sleep(float(wanted.get("delay", 0)))
+        return wanted
+
+    def failed(error_response, wanted):
+        response = error_response(int(wanted["fail"]), f"emulated failure {wanted['fail']}")
+        if "retry_after" in wanted:
+            response.headers["Retry-After"] = wanted["retry_after"]
+        return response
 
     @app.get("/")
     def index():
-        return {"emulator": "gemini", "models": sorted(MODELS)}
+        return {"emulator": "gemini and openrouter", "models": sorted(MODELS), "openrouter": sorted(OPENROUTER_MODELS)}
 
     @app.get("/emulator/requests")
     def received():
@@ -144,85 +243,118 @@ def create_emulator(api_key=None):
         body = request.get_json(silent=True)
         try:
             parts = body["contents"][-1]["parts"]
-            prompt = "\n".join(p["text"] for p in parts if "text" in p)
-            inputs = [Image.open(io.BytesIO(base64.b64decode(p["inlineData"]["data"])))
-                      for p in parts if "inlineData" in p]
             config = body.get("generationConfig") or {}
             image_config = config.get("imageConfig") or {}
+            job = Job(model, MODELS[model], "\n".join(p["text"] for p in parts if "text" in p),
+                      [open_image(p["inlineData"]["data"]) for p in parts if "inlineData" in p],
+                      image_config.get("aspectRatio"), image_config.get("imageSize"))
         except (TypeError, KeyError, IndexError, ValueError, OSError) as error:
             return google_error(400, f"Invalid JSON payload received ({error.__class__.__name__}).")
-        ratios, tokens = MODELS[model]
-        if "IMAGE" not in config.get("responseModalities", []):
-            return google_error(400, "responseModalities must include IMAGE for an image answer")
-        ratio = image_config.get("aspectRatio")
-        if ratio is not None and ratio not in ratios:
-            return google_error(400, f"Unsupported aspect ratio: {ratio}")
-        tier = image_config.get("imageSize")
-        if tier is not None and (tokens is None or tier not in TIER_SCALE):
-            return google_error(400, f"imageSize {tier} is not supported by {model}")
-        log.append({"model": model, "generationConfig": config, "prompt": prompt,
-                    "images": [[*i.size] for i in inputs], "at": time.time()})
-
-        wanted = directives(prompt)
-        if "times" in wanted and call_number(prompt) > int(wanted["times"]):
-            wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
-        time.sleep(float(wanted.get("delay", 0)))
+        try:
+            if "IMAGE" not in config.get("responseModalities", []):
+                raise Refused(400, "responseModalities must include IMAGE for an image answer")
+            job.check()
+        except Refused as refused:
+            return google_error(refused.status, refused.message)
+        wanted = faults(job, config)
         if "fail" in wanted:
-            response = google_error(int(wanted["fail"]), f"emulated failure {wanted['fail']}")
-            if "retry_after" in wanted:
-                response.headers["Retry-After"] = wanted["retry_after"]
-            return response
+            return failed(google_error, wanted)
         if "malformed" in wanted:
             return "<html>upstream proxy error</html>", 200, {"Content-Type": "text/html"}
         if "block" in wanted:
             return {"promptFeedback": {"blockReason": wanted["block"]}, "usageMetadata": {"promptTokenCount": 8}}
-
-        if ratio is None:
-            ratio = nearest_ratio(*inputs[0].size, ratios) if inputs else "1:1"
-        scale = TIER_SCALE[tier or "1K"]
-        size = (ratios[ratio][0] * scale, ratios[ratio][1] * scale)
-        text = f"Here is your image: {prompt[:200]}"
-        parts = [{"text": text}]
+        pictures, output_tokens = job.pictures(wanted)
+        text = f"Here is your image: {job.prompt[:200]}"
+        parts = [{"text": text}] + [{"inlineData": {"mimeType": "image/png", "data": data}} for data in pictures]
         if "thoughts" in wanted:
-            thought = base64.b64encode(render_png("thought " + prompt, (64, 64), [])).decode()
+            thought = base64.b64encode(render_png("thought " + job.prompt, (64, 64), [])).decode()
             parts[:0] = [{"text": "Planning the composition.", "thought": True},
                          {"inlineData": {"mimeType": "image/png", "data": thought}, "thought": True}]
-        finish = wanted.get("finish", "STOP")
-        count = 0 if "text_only" in wanted or "finish" in wanted else int(wanted.get("images", 1))
-        for index in range(count):
-            variant = prompt + "#" * index
-            noise = "noise" in wanted
-            png = render_png(variant, size, inputs, noise) if inputs else render_text_only_png(variant, size, noise)
-            if "truncate" in wanted:
-                png = png[: (len(png) // 2) // 3 * 3]
-            data = base64.b64encode(png).decode()
-            if "bad_base64" in wanted:
-                data = "!!not base64!!" + data
-            if "not_image" in wanted:
-                data = base64.b64encode(b"this is not an image").decode()
-            parts.append({"inlineData": {"mimeType": "image/png", "data": data}})
-        if "huge" in wanted:
-            parts.append({"inlineData": {"mimeType": "image/png", "data": "A" * int(float(wanted["huge"]) * 2**20)}})
-        output_tokens = count * (tokens[tier or "1K"] if tokens else FLASH_25_TOKENS)
-        text_tokens, image_tokens = max(1, len(prompt) // 4), 258 * len(inputs)
+        text_tokens, image_tokens = job.tokens_in()
         answer = {
-            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": wanted.get("finish", "STOP"),
+                            "index": 0}],
             "usageMetadata": {
                 "promptTokenCount": text_tokens + image_tokens,
                 "candidatesTokenCount": output_tokens + len(text) // 4,
                 "totalTokenCount": text_tokens + image_tokens + output_tokens + len(text) // 4,
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": text_tokens}]
-                + ([{"modality": "IMAGE", "tokenCount": image_tokens}] if inputs else []),
+                + ([{"modality": "IMAGE", "tokenCount": image_tokens}] if job.inputs else []),
             },
             "modelVersion": model,
         }
-        if "reset" in wanted:
-            return broken_answer(json.dumps(answer).encode())
-        if "drip" in wanted:
-            return dripping_answer(json.dumps(answer).encode(), float(wanted["drip"]))
-        return answer
+        return deliver(answer, wanted)
+
+    @app.post("/api/v1/chat/completions")
+    @app.post("/v1/chat/completions")
+    def chat_completions():
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not key:
+            return openrouter_error(401, "No auth credentials found")
+        if api_key and key != api_key:
+            return openrouter_error(401, "User not found.")
+        body = request.get_json(silent=True)
+        try:
+            model, content = body["model"], body["messages"][-1]["content"]
+            content = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            image_config = body.get("image_config") or {}
+            urls = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+            if not all(url.startswith("data:image/") for url in urls):
+                raise ValueError("the emulator takes data URLs only")
+            tier = image_config.get("image_size")
+            job = Job(model, OPENROUTER_MODELS.get(model), "\n".join(p["text"] for p in content if p["type"] == "text"),
+                      [open_image(url.partition(",")[2]) for url in urls], image_config.get("aspect_ratio"),
+                      OPENROUTER_TIERS.get(tier, tier))
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError, OSError) as error:
+            return openrouter_error(400, f"Input validation error ({error.__class__.__name__})")
+        try:
+            if job.spec is None:
+                raise Refused(400, f"{model} is not a valid model ID")
+            modalities = body.get("modalities") or ["text"]
+            if "image" not in modalities or (job.spec.image_only and "text" in modalities):
+                raise Refused(404, "No endpoints found that support the requested output modalities: "
+                                   + ", ".join(modalities))
+            job.check()
+        except Refused as refused:
+            return openrouter_error(refused.status, refused.message)
+        wanted = faults(job, {"modalities": body.get("modalities"), "image_config": image_config})
+        if "fail" in wanted:
+            return failed(openrouter_error, wanted)
+        if "malformed" in wanted:
+            return "<html>upstream proxy error</html>", 200, {"Content-Type": "text/html"}
+        if "block" in wanted:
+            flagged = {"reasons": [wanted["block"]], "flagged_input": "..."}
+            return openrouter_error(403, f"{model} requires moderation on OpenRouter. Your input was flagged for "
+                                         f"\"{wanted['block']}\"", flagged)
+        pictures, output_tokens = job.pictures(wanted)
+        text_tokens, image_tokens = job.tokens_in()
+        finish = "content_filter" if "finish" in wanted else "stop"
+        words = "" if job.spec.image_only else f"Here is your image: {job.prompt[:200]}"
+        message = {"role": "assistant", "content": words,
+                   "images": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+                              for data in pictures]}
+        answer = {
+            "id": f"gen-emulated-{len(log)}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "provider": "Emulator",
+            "choices": [{"index": 0, "finish_reason": finish, "native_finish_reason": wanted.get("finish", "STOP"),
+                         "message": message}],
+            "usage": {"prompt_tokens": text_tokens + image_tokens, "completion_tokens": output_tokens,
+                      "total_tokens": text_tokens + image_tokens + output_tokens,
+                      "prompt_tokens_details": {"cached_tokens": 0, "image_tokens": image_tokens},
+                      "cost": round(output_tokens * DOLLARS_PER_TOKEN, 6)},
+        }
+        return deliver(answer, wanted)
 
     return app
+
+
+def deliver(answer, wanted):
+    """The answer as JSON, dropped half way or dripped out when the prompt asks for it."""
+    if "reset" in wanted:
+        return broken_answer(json.dumps(answer).encode())
+    if "drip" in wanted:
+        return dripping_answer(json.dumps(answer).encode(), float(wanted["drip"]))
+    return answer
 
 
 def broken_answer(body):
