@@ -313,7 +313,7 @@ def create_emulator(api_key=None):
             modalities = body.get("modalities") or ["text"]
             if "image" not in modalities or (job.spec.image_only and "text" in modalities):
                 raise Refused(404, "No endpoints found that support the requested output modalities: "
-                                   + ", ".join(modalities))
+                                   + ", ".join(map(str, modalities)))
             job.check()
         except Refused as refused:
             return openrouter_error(refused.status, refused.message)

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible images API served by Google's Gemini image models."""
+"""An OpenAI-compatible images API served by image models reached as chat models (Gemini, OpenRouter)."""
 import logging
 
 from flask import Flask

@@ -18,7 +18,8 @@ ERROR_STATUSES = {
     "429": "upstream rate limit (see Retry-After)",
     "500": "the model answered without an image, or an unexpected error",
     "502": "upstream failure",
-    "503": "provider not configured, or the gateway is at its in-flight limit",
+    "503": "no configured provider serves the model, the upstream account has no credits, "
+           "or the gateway is at its in-flight limit",
     "504": "upstream timeout",
 }
 
@@ -49,8 +50,9 @@ def _edit_form(plugin):
 @cache
 def build_spec():
     plugin = MarshmallowPlugin()
-    spec = APISpec(title="Gemini image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
-                   info={"description": "OpenAI-compatible images API served by Google's Gemini image models."})
+    spec = APISpec(title="Image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
+                   info={"description": "OpenAI-compatible images API served by image models reached as chat "
+                                        "models: Gemini, and OpenRouter-style chat completions."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
     for name, schema in (("GenerationRequest", GenerationSchema), ("EditRequest", EditSchema),

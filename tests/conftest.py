@@ -6,7 +6,8 @@ from tests.secrets import WATCH, watching_logs
 
 CLIENT_KEY = "client-key-0123456789"
 UPSTREAM_KEY = "upstream-key-abcdefghij"
-WATCH.secrets |= {CLIENT_KEY, "second-client-key", UPSTREAM_KEY}
+OPENROUTER_KEY = "or-key-0123456789abcdef"
+WATCH.secrets |= {CLIENT_KEY, "second-client-key", UPSTREAM_KEY, OPENROUTER_KEY}
 
 
 @pytest.fixture(autouse=True)

@@ -66,6 +66,11 @@ class Usage:
         return Usage(*counts, cost=sum(costs) if costs else None)
 
 
+def count(value):
+    """A token count from an upstream's usage: an int, else 0 (a null or a string counts nothing)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 @dataclass
 class Generation:
     images: list

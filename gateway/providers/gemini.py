@@ -4,7 +4,7 @@ import base64
 
 from ..errors import Blocked, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, UpstreamRequest, Usage, transport
+from . import GeneratedImage, Generation, UpstreamRequest, Usage, count, transport
 
 SUBJECT = "The Gemini API"
 RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
@@ -60,16 +60,16 @@ def parse_answer(payload):
 
 def parse_usage(metadata):
     metadata = metadata if isinstance(metadata, dict) else {}
-    by_modality = {d.get("modality"): d.get("tokenCount", 0)
+    by_modality = {d.get("modality"): count(d.get("tokenCount"))
                    for d in metadata.get("promptTokensDetails") or [] if isinstance(d, dict)}
-    input_tokens = metadata.get("promptTokenCount", 0)
-    output_tokens = metadata.get("candidatesTokenCount", 0) + metadata.get("thoughtsTokenCount", 0)
+    input_tokens = count(metadata.get("promptTokenCount"))
+    output_tokens = count(metadata.get("candidatesTokenCount")) + count(metadata.get("thoughtsTokenCount"))
     return Usage(
         input_text_tokens=by_modality.get("TEXT", 0),
         input_image_tokens=by_modality.get("IMAGE", 0),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        total_tokens=metadata.get("totalTokenCount", input_tokens + output_tokens),
+        total_tokens=count(metadata.get("totalTokenCount")) or input_tokens + output_tokens,
     )
 
 

@@ -6,7 +6,7 @@ import base64
 
 from ..errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, UpstreamRequest, Usage, transport
+from . import GeneratedImage, Generation, UpstreamRequest, Usage, count, transport
 
 SUBJECT = "The OpenRouter API"
 RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -39,19 +39,21 @@ def _image(item):
 def _words(content):
     """`message.content`: a string, or (some compatible servers) a list of text parts."""
     if isinstance(content, list):
-        content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+        texts = (part.get("text") for part in content if isinstance(part, dict))
+        content = "".join(text for text in texts if isinstance(text, str))
     return content.strip() if isinstance(content, str) else ""
 
 
-def parse_answer(payload):
-    """Images, the model's words and usage (with `cost` when present), or a neutral error."""
+def parse_answer(payload, secret=""):
+    """Images, the model's words and usage (with `cost` when present), or a neutral error (whose
+    upstream message never carries `secret`)."""
     if not isinstance(payload, dict):
         raise UpstreamUnavailable(f"{SUBJECT} returned a malformed response (not a JSON object).", cause="malformed")
     choices = payload.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
     failure = payload.get("error") or choice.get("error")
     if isinstance(failure, dict):  # an upstream model's failure, reported inside a 200
-        raise error_from(failure.get("code"), failure)
+        raise error_from(failure.get("code"), failure, secret)
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     images = [_image(item) for item in message.get("images") or []]
     if not images and choice.get("finish_reason") == "content_filter":
@@ -63,22 +65,18 @@ def parse_answer(payload):
     return Generation(images=images, text=_words(message.get("content")), usage=parse_usage(payload.get("usage")))
 
 
-def _count(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def parse_usage(usage):
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
-    input_tokens, output_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
-    image_tokens = _count(details.get("image_tokens"))
+    input_tokens, output_tokens = count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
+    image_tokens = count(details.get("image_tokens"))
     cost = usage.get("cost")
     return Usage(
         input_text_tokens=max(0, input_tokens - image_tokens),
         input_image_tokens=image_tokens,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        total_tokens=_count(usage.get("total_tokens")) or input_tokens + output_tokens,
+        total_tokens=count(usage.get("total_tokens")) or input_tokens + output_tokens,
         cost=cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
     )
 
@@ -138,4 +136,5 @@ class OpenRouterProvider:
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
             request.model, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
-            request.body, parse_answer, lambda response: error_for(response, self.api_key))
+            request.body, lambda payload: parse_answer(payload, self.api_key),
+            lambda response: error_for(response, self.api_key))

@@ -115,10 +115,12 @@ def start_gateway(emulator_url, log_path, **env):
     port = free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
-           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "UPSTREAM_", "PROMETHEUS_"))},
+           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "OPENROUTER_", "UPSTREAM_", "PROMETHEUS_"))},
         "GATEWAY_API_KEYS": CLIENT_KEY,
         "GEMINI_API_KEY": UPSTREAM_KEY,
         "GEMINI_BASE_URL": emulator_url,
+        "OPENROUTER_API_KEY": UPSTREAM_KEY,
+        "OPENROUTER_BASE_URL": emulator_url + "/api/v1",
         "UPSTREAM_TIMEOUT": "20",
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
@@ -141,16 +143,21 @@ def gateway_url(emulator_url, gateway_log, tls_certificate):
     stop(process)
 
 
-@pytest.fixture
-def sdk(gateway_url):
-    """The real openai SDK pointed at the gateway (no SDK retries, so statuses are what we sent)."""
+def sdk_for(gateway_url):
+    """The real openai SDK pointed at a gateway (no SDK retries, so statuses are what we sent);
+    every response it gets is checked for keys."""
     def check(response):
         response.read()
         WATCH.check_response(f"SDK {response.request.url.path}", response.headers, response.content)
 
     http_client = openai.DefaultHttpxClient(event_hooks={"response": [check]})
-    with openai.OpenAI(base_url=gateway_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60,
-                       http_client=http_client) as client:
+    return openai.OpenAI(base_url=gateway_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60,
+                         http_client=http_client)
+
+
+@pytest.fixture
+def sdk(gateway_url):
+    with sdk_for(gateway_url) as client:
         yield client
 
 
