@@ -10,6 +10,7 @@ from dataclasses import astuple, dataclass, field
 
 from .. import media
 from ..errors import UpstreamUnavailable
+from . import transport
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,31 @@ class Generation:
     text: str = ""
     usage: Usage = field(default_factory=Usage)
     attempts: int = 1
+
+
+class Provider:
+    """The protocol every provider follows, with what they share: a transport of its own, whose
+    messages name `subject`, and the wire body built once per client request by `build_body`."""
+    name = subject = missing_setting = ""
+
+    def __init__(self, settings, session=None):
+        self.transport = transport.Transport(settings, self.subject, session)
+
+    @property
+    def configured(self):
+        raise NotImplementedError
+
+    @staticmethod
+    def build_body(call):
+        """The wire body for a neutral ImageCall, as bytes."""
+        raise NotImplementedError
+
+    def request_for(self, call):
+        return UpstreamRequest(call.model, self.build_body(call))
+
+    def generate(self, request):
+        """One call with the request, retried as the transport sees fit: a Generation, or a neutral error."""
+        raise NotImplementedError
 
 
 def serving(model, providers):

@@ -4,7 +4,7 @@ import base64
 
 from ..errors import Blocked, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, UpstreamRequest, Usage, count, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, transport
 
 SUBJECT = "The Gemini API"
 RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
@@ -101,21 +101,18 @@ def error_for(response, secret=""):
     return failed(f"{SUBJECT} failed (HTTP {status}): {message}", cause)
 
 
-class GeminiProvider:
+class GeminiProvider(Provider):
     name, subject, missing_setting = "gemini", SUBJECT, "GEMINI_API_KEY (or GOOGLE_API_KEY)"
+    build_body = staticmethod(build_body)
 
     def __init__(self, settings, session=None):
+        super().__init__(settings, session)
         self.api_key = settings.gemini_api_key
         self.base_url = settings.gemini_base_url
-        self.transport = transport.Transport(settings, SUBJECT, session)
 
     @property
     def configured(self):
         return bool(self.api_key)
-
-    @staticmethod
-    def request_for(call):
-        return UpstreamRequest(call.model, build_body(call))
 
     def generate(self, request):
         """One image call, retried as needed (the shared transport)."""

@@ -6,7 +6,7 @@ import base64
 
 from ..errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, UpstreamRequest, Usage, count, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, transport
 
 SUBJECT = "The OpenRouter API"
 RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -116,21 +116,18 @@ def error_for(response, secret=""):
                       transport.retry_after(response))
 
 
-class OpenRouterProvider:
+class OpenRouterProvider(Provider):
     name, subject, missing_setting = "openrouter", SUBJECT, "OPENROUTER_API_KEY"
+    build_body = staticmethod(build_body)
 
     def __init__(self, settings, session=None):
+        super().__init__(settings, session)
         self.api_key = settings.openrouter_api_key
         self.base_url = settings.openrouter_base_url
-        self.transport = transport.Transport(settings, SUBJECT, session)
 
     @property
     def configured(self):
         return bool(self.api_key)
-
-    @staticmethod
-    def request_for(call):
-        return UpstreamRequest(call.model, build_body(call))
 
     def generate(self, request):
         """One image call, retried as needed (the shared transport)."""

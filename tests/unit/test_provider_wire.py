@@ -266,18 +266,6 @@ def test_gemini_429_is_rate_limited_with_retry_after(header, retry_after, sent):
     assert error.message == "The Gemini API rate limit was reached: quota exceeded"
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_gemini_server_errors_are_retryable(status):
-    error = gemini.error_for(http_response(status, google_error(status, "try later")))
-    assert type(error) is UpstreamUnavailable
-    assert (error.status, error.retryable, error.cause) == (502, True, f"upstream_{status}")
-    assert error.message == f"The Gemini API failed (HTTP {status}): try later"
-
-
-def test_gemini_501_is_not_retryable():
-    error = gemini.error_for(http_response(501, google_error(501)))
-    assert type(error) is UpstreamError
-    assert (error.status, error.retryable) == (502, False)
 
 
 @pytest.mark.parametrize("status", [400, 404, 429, 500])
@@ -533,18 +521,27 @@ def test_openrouter_404_is_a_502_that_names_the_model_problem():
     assert error.message == "The OpenRouter API does not serve this model (HTTP 404): No endpoints found for model-x"
 
 
-@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
-def test_openrouter_timeouts_and_server_errors_are_retryable(status):
-    error = openrouter.error_for(http_response(status, openrouter_error(status, "try later")))
+PROVIDER_ERRORS = [(gemini, google_error, "The Gemini API"), (openrouter, openrouter_error, "The OpenRouter API")]
+
+
+@pytest.mark.parametrize("provider, error_body, subject", PROVIDER_ERRORS)
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retryable(provider, error_body, subject, status):
+    error = provider.error_for(http_response(status, error_body(status, "try later")))
     assert type(error) is UpstreamUnavailable
     assert (error.status, error.retryable, error.cause) == (502, True, f"upstream_{status}")
-    assert error.message == f"The OpenRouter API failed (HTTP {status}): try later"
+    assert error.message == f"{subject} failed (HTTP {status}): try later"
 
 
-def test_openrouter_501_is_not_retryable():
-    error = openrouter.error_for(http_response(501, openrouter_error(501)))
+@pytest.mark.parametrize("provider, error_body, subject", PROVIDER_ERRORS)
+def test_a_501_is_not_retryable(provider, error_body, subject):
+    error = provider.error_for(http_response(501, error_body(501)))
     assert type(error) is UpstreamError
     assert (error.status, error.retryable) == (502, False)
+
+
+def test_an_openrouter_408_is_retryable():
+    assert type(openrouter.error_for(http_response(408, openrouter_error(408)))) is UpstreamUnavailable
 
 
 @pytest.mark.parametrize(("header", "retry_after", "sent"), [("7", 7, "7"), (None, None, "10")])
