@@ -1,4 +1,4 @@
-"""An offline stand-in for the Gemini Developer API's generateContent, for development and tests."""
+"""An offline stand-in for the upstream APIs (the Gemini API, Vertex AI, OpenRouter), for development and tests."""
 from .server import create_emulator
 
 __all__ = ["create_emulator"]

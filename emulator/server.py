@@ -1,5 +1,7 @@
-"""Speaks Google's `POST /v1beta/models/{model}:generateContent` (DESIGN.md section 9) and
-OpenRouter's `POST /api/v1/chat/completions` (also at `/v1/chat/completions`, DESIGN.md section 10).
+"""Speaks Google's `POST /v1beta/models/{model}:generateContent` (DESIGN.md section 9), the same
+call on Vertex AI (`POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`
+with an access token from its OAuth endpoint `POST /token`), and OpenRouter's
+`POST /api/v1/chat/completions` (also at `/v1/chat/completions`, DESIGN.md section 10).
 
 Answers real PNGs of each model's own pixel sizes, deterministic from the prompt and the input
 images. A prompt can ask for a failure with a directive such as `[emulator: fail=503 times=2]`:
@@ -20,6 +22,7 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   reset=1          send half of the answer, then drop the connection
   drip=S           send the answer a few bytes at a time, one piece every S seconds
   huge=MB          an answer of about MB megabytes (an image padded with junk)
+  only=API         misbehave only on one API: gemini, vertex or openrouter (the others answer normally)
 Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
 import base64
@@ -85,8 +88,8 @@ class Refused(Exception):
 
 
 def google_error(status, message, reason=None):
-    names = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-             500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+             429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
     error = {"code": status, "message": message, "status": names.get(status, "UNKNOWN")}
     if reason:
         error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]
@@ -194,18 +197,22 @@ class Job:
         return max(1, len(self.prompt) // 4), 258 * len(self.inputs)
 
 
-def create_emulator(api_key=None):
-    """The emulator app; with `api_key` set, any other key is refused like the real APIs refuse it."""
+def create_emulator(api_key=None, issuer=None):
+    """The emulator app; with `api_key` set, any other key is refused like the real APIs refuse it.
+    `issuer` (an oauth.TokenIssuer) serves the token endpoint and the Vertex route: without one,
+    Vertex calls are refused as unauthenticated."""
     app = Flask(__name__)
     calls = {}
     lock = threading.Lock()
     log = deque(maxlen=200)
 
-    def faults(job, config):
-        """The directives this call obeys (after `times` calls they stop), once it is logged."""
-        log.append({"model": job.model, "generationConfig": config, "prompt": job.prompt,
+    def faults(api, job, config):
+        """The directives this call on `api` obeys (after `times` calls they stop), once it is logged."""
+        log.append({"api": api, "model": job.model, "generationConfig": config, "prompt": job.prompt,
                     "images": [[*i.size] for i in job.inputs], "at": time.time()})
         wanted = directives(job.prompt)
+        if wanted.get("only", api) != api:
+            wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
         if "times" in wanted:
             with lock:
                 calls[job.prompt] = calls.get(job.prompt, 0) + 1
@@ -238,6 +245,33 @@ def create_emulator(api_key=None):
             return google_error(403, "Method doesn't allow unregistered callers. Please use an API key.")
         if api_key and key != api_key:
             return google_error(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+        return google_answer("gemini", model)
+
+    @app.post("/v1/projects/<project>/locations/<location>/publishers/google/models/<model>:generateContent")
+    def vertex_generate_content(project, location, model):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or issuer is None or not issuer.valid(token):
+            return google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access "
+                                     "token, login cookie or other valid authentication credential.")
+        contents = (request.get_json(silent=True) or {}).get("contents")
+        if isinstance(contents, list) and not all(isinstance(c, dict) and c.get("role") for c in contents):
+            return google_error(400, "Please use a valid role: user, model.")
+        return google_answer("vertex", model)
+
+    @app.post("/token")
+    def token():
+        if issuer is None:
+            return {"error": "invalid_client", "error_description": "the emulator has no service account"}, 400
+        answer, error = issuer.grant(request.form)
+        return answer or ({"error": error[0], "error_description": error[1]}, 400)
+
+    @app.get("/emulator/tokens")
+    def tokens():
+        """How many access tokens the token endpoint has issued, for tests."""
+        return {"issued": issuer.issued if issuer else 0}
+
+    def google_answer(api, model):
+        """generateContent, on the Gemini API or Vertex AI, once the caller is let in."""
         if model not in MODELS:
             return google_error(404, f"models/{model} is not found for API version v1beta")
         body = request.get_json(silent=True)
@@ -256,7 +290,7 @@ def create_emulator(api_key=None):
             job.check()
         except Refused as refused:
             return google_error(refused.status, refused.message)
-        wanted = faults(job, config)
+        wanted = faults(api, job, config)
         if "fail" in wanted:
             return failed(google_error, wanted)
         if "malformed" in wanted:
@@ -317,7 +351,7 @@ def create_emulator(api_key=None):
             job.check()
         except Refused as refused:
             return openrouter_error(refused.status, refused.message)
-        wanted = faults(job, {"modalities": body.get("modalities"), "image_config": image_config})
+        wanted = faults("openrouter", job, {"modalities": body.get("modalities"), "image_config": image_config})
         if "fail" in wanted:
             return failed(openrouter_error, wanted)
         if "malformed" in wanted:

@@ -27,10 +27,15 @@ class Model:
     image_only: bool = False  # answers with images only, never words
 
 
+def _google(google_id, openrouter_id):
+    """Who serves a Google model: the Gemini API and Vertex AI under Google's id, OpenRouter under its own."""
+    return {"gemini": google_id, "vertex": google_id, "openrouter": openrouter_id}
+
+
 MODELS = (
     Model(
         id="gemini-2.5-flash-image",
-        served_by={"gemini": "gemini-2.5-flash-image", "openrouter": "google/gemini-2.5-flash-image"},
+        served_by=_google("gemini-2.5-flash-image", "google/gemini-2.5-flash-image"),
         aliases=("gemini-2.5-flash-image-preview", "nano-banana"),
         aspect_ratios=TEN_RATIOS,
         tiers=(),
@@ -39,7 +44,7 @@ MODELS = (
     ),
     Model(
         id="gemini-3-pro-image",
-        served_by={"gemini": "gemini-3-pro-image", "openrouter": "google/gemini-3-pro-image-preview"},
+        served_by=_google("gemini-3-pro-image", "google/gemini-3-pro-image-preview"),
         aliases=("gemini-3-pro-image-preview", "nano-banana-pro"),
         aspect_ratios=TEN_RATIOS,
         tiers=TIERS,
@@ -48,7 +53,7 @@ MODELS = (
     ),
     Model(
         id="gemini-3.1-flash-image",
-        served_by={"gemini": "gemini-3.1-flash-image", "openrouter": "google/gemini-3.1-flash-image-preview"},
+        served_by=_google("gemini-3.1-flash-image", "google/gemini-3.1-flash-image-preview"),
         aliases=("gemini-3.1-flash-image-preview", "nano-banana-2"),
         aspect_ratios=TEN_RATIOS + TALL_AND_WIDE + ("9:21",),
         tiers=("512", *TIERS),

@@ -47,9 +47,13 @@ class Settings:
     api_keys: tuple = ()
     gemini_api_key: str = ""
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    vertex_project: str = ""
+    vertex_location: str = "global"
+    vertex_base_url: str = ""  # empty: Vertex's endpoint for vertex_location
+    google_application_credentials: str = ""  # empty: google-auth's default credentials
     openrouter_api_key: str = ""
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    providers: tuple = ("gemini", "openrouter")  # GATEWAY_PROVIDERS: the order requests try them in
+    providers: tuple = ("gemini", "vertex", "openrouter")  # GATEWAY_PROVIDERS: the order requests try them in
     default_model: str = "gemini-3-pro-image"
     upstream_models: dict = field(default_factory=dict)  # "[provider:]model" -> upstream id
     model_aliases: dict = field(default_factory=dict)  # e.g. dall-e-3=gemini-3-pro-image
@@ -85,6 +89,10 @@ class Settings:
             api_keys=_csv(env.get("GATEWAY_API_KEYS")),
             gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
             gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
+            vertex_project=(env.get("VERTEX_PROJECT") or "").strip(),
+            vertex_location=(env.get("VERTEX_LOCATION") or cls.vertex_location).strip(),
+            vertex_base_url=(env.get("VERTEX_BASE_URL") or "").strip().rstrip("/"),
+            google_application_credentials=(env.get("GOOGLE_APPLICATION_CREDENTIALS") or "").strip(),
             openrouter_api_key=(env.get("OPENROUTER_API_KEY") or "").strip(),
             openrouter_base_url=(env.get("OPENROUTER_BASE_URL") or cls.openrouter_base_url).rstrip("/"),
             providers=tuple(name.lower() for name in _csv(env.get("GATEWAY_PROVIDERS"))) or cls.providers,

@@ -36,11 +36,14 @@ class InvalidRequest(GatewayError):
 
 class UpstreamError(GatewayError):
     """A failure of an upstream call, said in provider-neutral terms. The class is the mapping to
-    DESIGN.md section 6: it fixes the client's status and whether the transport retries; this
-    base class is a 502 that retrying cannot help (bad credentials, a model the upstream does not
-    serve, an answer over the size limit). `cause` says what the upstream did (`upstream_503`,
-    `timeout`, `blocked`...), for metrics, apart from the status the client gets."""
-    status, retryable = 502, False
+    DESIGN.md section 6: it fixes the client's status, whether the transport retries, and whether
+    the next provider that serves the model is tried (section 10: after 429s, 5xx, timeouts and
+    connection errors, never after the client's own errors, safety blocks or text-only answers).
+    This base class is a 502 that neither retrying nor another provider can help (bad
+    credentials, a model the upstream does not serve, an answer over the size limit). `cause`
+    says what the upstream did (`upstream_503`, `timeout`, `blocked`...), for metrics, apart
+    from the status the client gets."""
+    status, retryable, fails_over = 502, False, False
 
     def __init__(self, message, cause=None, headers=None):
         super().__init__(self.status, message, headers)
@@ -68,7 +71,7 @@ class NoImage(UpstreamError):
 
 class RateLimited(UpstreamError):
     """The upstream's rate limit or quota; `retry_after` is the upstream's wait in seconds, if it said."""
-    status, retryable = 429, True
+    status, retryable, fails_over = 429, True, True
 
     def __init__(self, message, retry_after=None, cause="upstream_429"):
         wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
@@ -78,17 +81,18 @@ class RateLimited(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     """A 5xx, a dropped connection, or an answer that cannot be read: worth another attempt."""
-    retryable = True
+    retryable = fails_over = True
 
 
 class UpstreamTimeout(UpstreamError):
     """No answer within UPSTREAM_TIMEOUT."""
-    status = 504
+    status, fails_over = 504, True
 
 
 class NoCredits(UpstreamError):
-    """The operator's upstream account cannot pay for the call: the gateway is unavailable, not the client wrong."""
-    status = 503
+    """The operator's upstream account cannot pay for the call: the gateway is unavailable, not
+    the client wrong, and another provider's account may well pay."""
+    status, fails_over = 503, True
 
 
 DEFAULT_RETRY_AFTER = 10  # seconds, when a rate-limited upstream does not say

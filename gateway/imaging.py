@@ -4,6 +4,7 @@ import base64
 import contextvars
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from .catalog import resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest, UpstreamError
 from .fetch import fetch_for
 from .limits import KEY_QUOTA, image_work
-from .metrics import describe_request, record_images
+from .metrics import describe_request, record_failover, record_images
 from .providers import ImageCall, Usage, serving
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ HIGH_QUALITY = {"hd", "high"}
 class ImageResult:
     body: dict
     failed: int
-    provider: str  # the provider that made the images
+    provider: str  # the provider that made the images ("gemini, vertex" when calls failed over)
 
 
 def _pair(text, separator):
@@ -79,12 +80,13 @@ def prompt_for(params, instructions=()):
     return "\n\n".join(sentences)
 
 
-def provider_for(model, providers):
-    """The first provider, in GATEWAY_PROVIDERS order, that is configured and serves the model."""
+def providers_for(model, providers):
+    """The configured providers that serve the model, in GATEWAY_PROVIDERS order: the first takes
+    the request, the others are its failover."""
     candidates = serving(model, providers)
-    for provider in candidates:
-        if provider.configured:
-            return provider
+    configured = [provider for provider in candidates if provider.configured]
+    if configured:
+        return configured
     if not candidates:
         raise GatewayError(503, f"No provider in GATEWAY_PROVIDERS serves {model.id}; it is served by "
                                 f"{', '.join(model.served_by)}.")
@@ -138,12 +140,12 @@ def _finish_all(images, output_format, compression, mask):
 
 
 def _route(params, settings, providers):
-    """The model and its provider, checked before any work is done for the request."""
+    """The model and its providers, checked before any work is done for the request."""
     model = resolve_model(params.get("model"), settings.default_model, settings.model_aliases)
     if params.get("background") == "transparent" and not model.transparent_background:
         raise InvalidRequest.field("background", f"'transparent' is not supported by {model.id}; "
                                                  "use 'auto' or 'opaque'")
-    return model, provider_for(model, providers)
+    return model, providers_for(model, providers)
 
 
 def generate_images(params, settings, providers, client):
@@ -192,7 +194,7 @@ def _checked(label, settings, work, *args):
 def edit_images(params, settings, providers, client, sources, mask_source=None):
     """Serve an edit for `client`. `sources` are (label, reference) pairs in order, a reference
     being an uploaded file or an image_url string; `mask_source` is one more such pair."""
-    model, provider = _route(params, settings, providers)
+    model, chain = _route(params, settings, providers)
     if not sources:
         raise InvalidRequest.field("image", "Required (send at least one input image)")
     count = len(sources) + (mask_source is not None)
@@ -212,32 +214,65 @@ def edit_images(params, settings, providers, client, sources, mask_source=None):
         instructions.append(MASK_INSTRUCTION)
     if params.get("input_fidelity") == "high":
         instructions.append(FIDELITY_INSTRUCTION)
-    return _create(params, settings, client, model, provider, inputs, instructions, mask)
+    return _create(params, settings, client, model, chain, inputs, instructions, mask)
 
 
-def _create(params, settings, client, model, provider, inputs=(), instructions=(), mask=None):
+class _WireRequests:
+    """Each provider's wire request for one client request, built once, when first needed
+    (the failover providers' only if a call fails over), and shared by its `n` calls."""
+
+    def __init__(self, call_for):
+        self.call_for, self.built, self.lock = call_for, {}, threading.Lock()
+
+    def __call__(self, provider):
+        with self.lock:
+            if provider.name not in self.built:
+                self.built[provider.name] = provider.request_for(self.call_for(provider))
+            return self.built[provider.name]
+
+
+def _with_failover(model, chain, wire_request, deadline):
+    """One image call: (Generation, provider) from the first provider of the chain, or from the
+    next one when a provider's failure may be its own (DESIGN.md section 10), until the deadline."""
+    for index, provider in enumerate(chain):
+        try:
+            return provider.generate(wire_request(provider), deadline), provider
+        except UpstreamError as error:
+            following = chain[index + 1:]
+            if not (error.fails_over and following and time.monotonic() < deadline):
+                raise
+            log.warning("%s failed for %s (%s); failing over to %s", provider.name, model.id, error.cause,
+                        following[0].name)
+            record_failover(model.id, provider.name, following[0].name)
+
+
+def _create(params, settings, client, model, chain, inputs=(), instructions=(), mask=None):
     n = params.get("n", 1)
     output_format = params.get("output_format", "png")
     describe_request(model.id, n, params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
     aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
-    upstream = provider.request_for(ImageCall(
+    wire_request = _WireRequests(lambda provider: ImageCall(
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
         model.image_only))
+    wire_request(chain[0])  # built before any call starts, so input trouble fails the request at once
+    deadline = time.monotonic() + settings.upstream_timeout  # for all of the request's calls, failover included
     with KEY_QUOTA.hold(client, n, settings.upstream_max_in_flight_per_key):
-        outcomes = _fan_out(lambda _: provider.generate(upstream), n)
+        outcomes = _fan_out(lambda _: _with_failover(model, chain, wire_request, deadline), n)
     failures = [o for o in outcomes if isinstance(o, GatewayError)]
     generations = [o for o in outcomes if not isinstance(o, GatewayError)]
     if not generations:
         raise failures[0]
-    made = [(image, generation.text or prompt) for generation in generations for image in generation.images][:n]
-    usable = _usable(settings, provider, made, output_format, params.get("output_compression"), mask)
+    makers = list(dict.fromkeys(provider for _, provider in generations))
+    made = [(image, generation.text or prompt) for generation, _ in generations for image in generation.images][:n]
+    usable = _usable(settings, makers[0], made, output_format, params.get("output_compression"), mask)
     failed = len(failures) + len(made) - len(usable)
-    usage = sum((generation.usage for generation in generations), Usage())
+    usage = sum((generation.usage for generation, _ in generations), Usage())
     record_images(model.id, len(usable), usage)
     if failed:
         log.warning("%d of %d images failed; returning %d", failed, n, len(usable))
-    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed, provider=provider.name)
+    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed,
+                       provider=", ".join(provider.name for provider in makers))
 
 
 def _usable(settings, provider, made, output_format, compression, mask):

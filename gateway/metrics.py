@@ -14,10 +14,13 @@ SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300)
 REQUESTS = Counter("gateway_requests_total", "HTTP requests served", ["endpoint", "status"])
 REQUEST_SECONDS = Histogram("gateway_request_duration_seconds", "Time to serve a request", ["endpoint"],
                             buckets=SLOW)
-UPSTREAM_CALLS = Counter("gateway_upstream_calls_total", "Upstream call attempts", ["model", "outcome"])
+UPSTREAM_CALLS = Counter("gateway_upstream_calls_total", "Upstream call attempts", ["model", "provider", "outcome"])
 UPSTREAM_SECONDS = Histogram("gateway_upstream_duration_seconds", "Time of one upstream attempt",
-                             ["model", "outcome"], buckets=SLOW)
-UPSTREAM_RETRIES = Counter("gateway_upstream_retries_total", "Upstream attempts that were retries", ["model"])
+                             ["model", "provider", "outcome"], buckets=SLOW)
+UPSTREAM_RETRIES = Counter("gateway_upstream_retries_total", "Upstream attempts that were retries",
+                           ["model", "provider"])
+FAILOVERS = Counter("gateway_upstream_failovers_total", "Calls handed to the next provider after a failure",
+                    ["model", "from_provider", "to_provider"])
 UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
 IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model"])
 TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind"])
@@ -32,12 +35,16 @@ class RequestStats:
     images: int = 0
     upstream_calls: int = 0
     upstream_retries: int = 0
+    failovers: int = 0
+    attempts: dict = field(default_factory=dict)  # provider -> {outcome: attempts}
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count_attempt(self, retry):
+    def count_attempt(self, provider, outcome, retry):
         with self.lock:
             self.upstream_calls += 1
             self.upstream_retries += retry
+            outcomes = self.attempts.setdefault(provider, {})
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
 
 def describe_request(model, n, user):
@@ -46,15 +53,23 @@ def describe_request(model, n, user):
         stats.model, stats.n, stats.user = model, n, user or ""
 
 
-def record_attempt(model, outcome, seconds, retry):
+def record_attempt(model, provider, outcome, seconds, retry):
     """One upstream attempt: its metrics, and the current request's counts."""
-    UPSTREAM_CALLS.labels(model, outcome).inc()
-    UPSTREAM_SECONDS.labels(model, outcome).observe(seconds)
+    UPSTREAM_CALLS.labels(model, provider, outcome).inc()
+    UPSTREAM_SECONDS.labels(model, provider, outcome).observe(seconds)
     if retry:
-        UPSTREAM_RETRIES.labels(model).inc()
+        UPSTREAM_RETRIES.labels(model, provider).inc()
     stats = STATS.get()
     if stats is not None:
-        stats.count_attempt(retry)
+        stats.count_attempt(provider, outcome, retry)
+
+
+def record_failover(model, from_provider, to_provider):
+    FAILOVERS.labels(model, from_provider, to_provider).inc()
+    stats = STATS.get()
+    if stats is not None:
+        with stats.lock:
+            stats.failovers += 1
 
 
 def record_images(model, images, usage):

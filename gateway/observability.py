@@ -76,7 +76,8 @@ def finish_request(response):
             "duration_ms": round(seconds * 1000, 1), "client": request.remote_addr,
             "key_id": client_id(), "model": stats.model, "n": stats.n, "user": stats.user,
             "images": stats.images, "upstream_calls": stats.upstream_calls,
-            "upstream_retries": stats.upstream_retries,
+            "upstream_retries": stats.upstream_retries, "failovers": stats.failovers,
+            "upstream_attempts": stats.attempts,
         }})
     return response
 

@@ -86,7 +86,7 @@ class Provider:
     name = subject = missing_setting = ""
 
     def __init__(self, settings, session=None):
-        self.transport = transport.Transport(settings, self.subject, session)
+        self.transport = transport.Transport(settings, self.name, self.subject, session)
 
     @property
     def configured(self):
@@ -100,8 +100,9 @@ class Provider:
     def request_for(self, call):
         return UpstreamRequest(call.model, self.build_body(call))
 
-    def generate(self, request):
-        """One call with the request, retried as the transport sees fit: a Generation, or a neutral error."""
+    def generate(self, request, deadline):
+        """One call with the request, retried as the transport sees fit until `deadline` (a
+        time.monotonic() value): a Generation, or a neutral error."""
         raise NotImplementedError
 
 
@@ -116,8 +117,9 @@ def build_providers(settings):
     from ..config import ConfigError
     from .gemini import GeminiProvider
     from .openrouter import OpenRouterProvider
+    from .vertex import VertexProvider
 
-    known = {provider.name: provider for provider in (GeminiProvider, OpenRouterProvider)}
+    known = {provider.name: provider for provider in (GeminiProvider, VertexProvider, OpenRouterProvider)}
     unknown = [name for name in settings.providers if name not in known]
     if unknown:
         raise ConfigError(f"GATEWAY_PROVIDERS names unknown providers {', '.join(unknown)}; "

@@ -29,10 +29,11 @@ def build_body(call):
     return b"".join(json_chunks(body, "data", [base64.b64encode(image.data) for image in call.images]))
 
 
-def parse_answer(payload):
-    """Images (thought parts skipped), the model's words and usage, or a neutral error."""
+def parse_answer(payload, subject=SUBJECT):
+    """Images (thought parts skipped), the model's words and usage, or a neutral error; `subject`
+    names the API that answered (Vertex AI answers alike)."""
     if not isinstance(payload, dict):
-        raise UpstreamUnavailable(f"{SUBJECT} returned a malformed response (not a JSON object).", cause="malformed")
+        raise UpstreamUnavailable(f"{subject} returned a malformed response (not a JSON object).", cause="malformed")
     block_reason = (payload.get("promptFeedback") or {}).get("blockReason")
     if block_reason:
         raise Blocked(f"The prompt was blocked by Gemini's safety filters (blockReason: {block_reason}).",
@@ -46,7 +47,7 @@ def parse_answer(payload):
             continue
         if "inlineData" in part:
             inline = part["inlineData"]
-            images.append(GeneratedImage.read(inline.get("data") if isinstance(inline, dict) else None, SUBJECT))
+            images.append(GeneratedImage.read(inline.get("data") if isinstance(inline, dict) else None, subject))
         elif isinstance(part.get("text"), str):
             words.append(part["text"])
     finish_reason = candidate.get("finishReason")
@@ -83,22 +84,23 @@ def _upstream_message(response, secret):
     return transport.scrub(str(message), secret) or f"HTTP {response.status_code}", reasons
 
 
-def error_for(response, secret=""):
-    """The neutral error for a non-2xx answer from Google (DESIGN.md section 6)."""
+def error_for(response, secret="", subject=SUBJECT, credentials="GEMINI_API_KEY"):
+    """The neutral error for a non-2xx answer from Google (DESIGN.md section 6); `credentials`
+    names what the operator should check when Google refuses them."""
     status = response.status_code
     message, reasons = _upstream_message(response, secret)
     cause = f"upstream_{status}"
     if status in (401, 403) or "API_KEY_INVALID" in reasons:
-        return UpstreamError(f"{SUBJECT} refused the gateway's credentials (HTTP {status}); "
-                             "the operator should check GEMINI_API_KEY.", cause)
+        return UpstreamError(f"{subject} refused the gateway's credentials (HTTP {status}); "
+                             f"the operator should check {credentials}.", cause)
     if status == 400:
         return Rejected(message, cause)
     if status == 404:
-        return UpstreamError(f"{SUBJECT} does not serve this model (HTTP 404): {message}", cause)
+        return UpstreamError(f"{subject} does not serve this model (HTTP 404): {message}", cause)
     if status == 429:
-        return RateLimited(f"{SUBJECT} rate limit was reached: {message}", transport.retry_after(response))
+        return RateLimited(f"{subject} rate limit was reached: {message}", transport.retry_after(response))
     failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
-    return failed(f"{SUBJECT} failed (HTTP {status}): {message}", cause)
+    return failed(f"{subject} failed (HTTP {status}): {message}", cause)
 
 
 class GeminiProvider(Provider):
@@ -114,9 +116,9 @@ class GeminiProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request):
+    def generate(self, request, deadline):
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
             request.model, f"{self.base_url}/v1beta/models/{request.model}:generateContent",
             {"x-goog-api-key": self.api_key}, request.body, parse_answer,
-            lambda response: error_for(response, self.api_key))
+            lambda response: error_for(response, self.api_key), deadline)

@@ -129,9 +129,9 @@ class OpenRouterProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request):
+    def generate(self, request, deadline):
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
             request.model, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
             request.body, lambda payload: parse_answer(payload, self.api_key),
-            lambda response: error_for(response, self.api_key))
+            lambda response: error_for(response, self.api_key), deadline)

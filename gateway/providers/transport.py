@@ -59,10 +59,11 @@ def retry_after(response):
 
 
 class Transport:
-    """Sends one provider's calls; `subject` names the upstream in messages ("The Gemini API")."""
+    """Sends the calls of the provider `name`; `subject` names its upstream in messages ("The Gemini API")."""
 
-    def __init__(self, settings, subject, session=None):
-        self.subject, self.api = subject, subject[:1].lower() + subject[1:]
+    def __init__(self, settings, name, subject, session=None):
+        self.name, self.subject = name, subject
+        self.api = "the " + subject.removeprefix("The ") if subject.startswith("The ") else subject
         self.timeout = settings.upstream_timeout
         self.connect_timeout = settings.upstream_connect_timeout
         self.max_retries = settings.upstream_max_retries
@@ -72,28 +73,29 @@ class Transport:
         self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
 
-    def call(self, model_id, url, headers, body, parse, error_for):
-        """`parse(payload)` of the JSON answer to POST `body`, retried as needed, holding one of
-        the process's in-flight slots; `error_for(response)` turns a non-2xx answer into one of
-        the neutral UpstreamErrors."""
+    def call(self, model_id, url, headers, body, parse, error_for, deadline):
+        """`parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
+        (a time.monotonic() value, the client request's), holding one of the process's in-flight
+        slots; `error_for(response)` turns a non-2xx answer into one of the neutral UpstreamErrors."""
         if not self.slots.acquire(timeout=self.queue_timeout):
             raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
                                     "Try again shortly.", headers={"Retry-After": "5"})
         UPSTREAM_IN_FLIGHT.inc()
         try:
-            return self._with_retries(model_id, url, headers, body, parse, error_for)
+            return self._with_retries(model_id, url, headers, body, parse, error_for, deadline)
         finally:
             UPSTREAM_IN_FLIGHT.dec()
             self.slots.release()
 
-    def _with_retries(self, model_id, url, headers, body, parse, error_for):
-        deadline = time.monotonic() + self.timeout
+    def _with_retries(self, model_id, url, headers, body, parse, error_for, deadline):
         for attempt in range(self.max_retries + 1):
             started = time.monotonic()
+            if started >= deadline:  # no attempt starts after the deadline
+                raise self._late()
             try:
                 answer = parse(self._post(url, headers, body, deadline, error_for))
             except UpstreamError as error:
-                record_attempt(model_id, error.cause, time.monotonic() - started, attempt > 0)
+                record_attempt(model_id, self.name, error.cause, time.monotonic() - started, attempt > 0)
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
                     raise
@@ -101,7 +103,7 @@ class Transport:
                             attempt + 1, model_id, error.status, delay)
                 time.sleep(delay)
             else:
-                record_attempt(model_id, "ok", time.monotonic() - started, attempt > 0)
+                record_attempt(model_id, self.name, "ok", time.monotonic() - started, attempt > 0)
                 answer.attempts = attempt + 1
                 return answer
 

@@ -81,12 +81,18 @@ def stop(process):
 
 
 @pytest.fixture(scope="session")
-def emulator_url(tmp_path_factory):
+def service_account_file(tmp_path_factory):
+    """The throwaway service-account file the emulator writes at start, for the Vertex provider."""
+    return tmp_path_factory.mktemp("credentials") / "service-account.json"
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory, service_account_file):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "EMULATOR_API_KEY": UPSTREAM_KEY}
-    process = start([sys.executable, "-m", "emulator", "--port", str(port)], env, url + "/",
-                    tmp_path_factory.mktemp("logs") / "emulator.log")
+    process = start([sys.executable, "-m", "emulator", "--port", str(port), "--service-account",
+                     str(service_account_file)], env, url + "/", tmp_path_factory.mktemp("logs") / "emulator.log")
     yield url
     stop(process)
 
@@ -115,12 +121,11 @@ def start_gateway(emulator_url, log_path, **env):
     port = free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
-           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "OPENROUTER_", "UPSTREAM_", "PROMETHEUS_"))},
+           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "VERTEX_", "OPENROUTER_", "UPSTREAM_",
+                                "PROMETHEUS_"))},
         "GATEWAY_API_KEYS": CLIENT_KEY,
         "GEMINI_API_KEY": UPSTREAM_KEY,
         "GEMINI_BASE_URL": emulator_url,
-        "OPENROUTER_API_KEY": UPSTREAM_KEY,
-        "OPENROUTER_BASE_URL": emulator_url + "/api/v1",
         "UPSTREAM_TIMEOUT": "20",
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",

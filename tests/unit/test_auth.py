@@ -62,7 +62,8 @@ def test_health_needs_no_key_and_shows_no_secret(client, settings):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json["status"] == "ok"
-    assert response.json["providers"] == {"gemini": {"configured": True}, "openrouter": {"configured": False}}
+    assert response.json["providers"] == {"gemini": {"configured": True}, "vertex": {"configured": False},
+                                          "openrouter": {"configured": False}}
     assert settings.gemini_api_key not in response.get_data(as_text=True)
     assert CLIENT_KEY not in response.get_data(as_text=True)
 
@@ -72,5 +73,6 @@ def test_health_is_a_503_naming_the_setting_when_no_provider_is_configured(setti
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json["status"] == "unconfigured"
-    assert response.json["missing"] == "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENROUTER_API_KEY"
-    assert response.json["providers"] == {"gemini": {"configured": False}, "openrouter": {"configured": False}}
+    assert response.json["missing"] == "GEMINI_API_KEY (or GOOGLE_API_KEY) or VERTEX_PROJECT or OPENROUTER_API_KEY"
+    assert response.json["providers"] == {"gemini": {"configured": False}, "vertex": {"configured": False},
+                                          "openrouter": {"configured": False}}

@@ -108,16 +108,18 @@ def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, u
                    if line.startswith(f"{name}{{{wanted}}}"))
 
     before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503"),
-              sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
+              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
+                     provider="gemini"),
+              sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
               sample("gateway_images_generated_total", model="gemini-3-pro-image"),
               sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
     upstream.add(responses.POST, GENERATE, status=503)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     assert post(client, auth).status_code == 200
     after = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503"),
-             sample("gateway_upstream_retries_total", model="gemini-3-pro-image"),
+             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
+                     provider="gemini"),
+             sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
              sample("gateway_images_generated_total", model="gemini-3-pro-image"),
              sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1290]

@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import io
 import json
+import time
 
 import pytest
 import requests
@@ -598,7 +599,7 @@ def test_gemini_provider_posts_to_generate_content_with_its_key(settings):
     url = GENERATE_URL.format(model="gemini-3-pro-image-preview")
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=gemini_answer({"text": "A fox."}, image_part(RED)))
-        generation = provider.generate(request)
+        generation = provider.generate(request, time.monotonic() + 5)
         sent = mock.calls[0].request
     assert sent.url == url
     assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
@@ -616,7 +617,7 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=openrouter_answer(data_url(RED), usage={
             "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590, "cost": 0.04}))
-        generation = provider.generate(request)
+        generation = provider.generate(request, time.monotonic() + 5)
         sent = mock.calls[0].request
     assert sent.url == url
     assert sent.headers["Authorization"] == f"Bearer {OPENROUTER_KEY}"

@@ -1,9 +1,11 @@
 """The transport every provider shares, tested once without any provider: bounded retries with
 exponential backoff and jitter, Retry-After, one wall-clock deadline, the capped read."""
 import dataclasses
+import time
 
 import pytest
 import responses
+from prometheus_client import REGISTRY
 
 from gateway.errors import RateLimited, Rejected, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.providers import Generation, transport
@@ -19,7 +21,7 @@ def error_for(response):
     if response.status_code == 429:
         return RateLimited("rate limited", transport.retry_after(response))
     if response.status_code >= 500:
-        return UpstreamUnavailable(f"HTTP {response.status_code}")
+        return UpstreamUnavailable(f"HTTP {response.status_code}", cause=f"upstream_{response.status_code}")
     return Rejected("refused")
 
 
@@ -37,8 +39,10 @@ def sleeps(monkeypatch):
 
 
 def call(settings, **changes):
-    sender = transport.Transport(dataclasses.replace(settings, **changes), "The test API")
-    return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", answer, error_for)
+    settings = dataclasses.replace(settings, **changes)
+    sender = transport.Transport(settings, "test", "The test API")
+    return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", answer, error_for,
+                       time.monotonic() + settings.upstream_timeout)
 
 
 def test_backoff_grows_exponentially_with_jitter(settings, web, sleeps):
@@ -123,6 +127,25 @@ def test_a_non_json_answer_is_retried_then_502(settings, web, sleeps):
         call(settings)
     assert caught.value.message == "The test API returned a malformed response (not JSON)."
     assert len(web.calls) == 3
+
+
+def test_no_attempt_starts_after_the_deadline(settings, web):
+    sender = transport.Transport(settings, "test", "The test API")
+    with pytest.raises(UpstreamTimeout):
+        sender.call("model-x", URL, {}, b"{}", answer, error_for, time.monotonic() - 1)
+    assert not web.calls
+
+
+def test_attempts_are_counted_per_provider_and_outcome(settings, web):
+    def attempts(outcome):
+        labels = {"model": "model-x", "provider": "test", "outcome": outcome}
+        return REGISTRY.get_sample_value("gateway_upstream_calls_total", labels) or 0
+
+    before = attempts("upstream_503"), attempts("ok")
+    web.add(responses.POST, URL, status=503)
+    web.add(responses.POST, URL, json={"text": "made"})
+    call(settings)
+    assert (attempts("upstream_503"), attempts("ok")) == (before[0] + 1, before[1] + 1)
 
 
 def test_a_timeout_is_504_and_not_retried(settings, web):

@@ -342,8 +342,8 @@ def test_a_model_no_configured_provider_serves_is_503_naming_the_settings(settin
 
     response = generate(client, auth)
 
-    assert_error(response, 503, "No provider that serves gemini-3-pro-image is configured: set "
-                                "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENROUTER_API_KEY on the gateway.")
+    assert_error(response, 503, "No provider that serves gemini-3-pro-image is configured: set GEMINI_API_KEY "
+                                "(or GOOGLE_API_KEY) or VERTEX_PROJECT or OPENROUTER_API_KEY on the gateway.")
     assert len(upstream.calls) == 0
 
 

@@ -1,0 +1,84 @@
+"""Gemini on Vertex AI (DESIGN.md section 10): Google's generateContent body (every `contents[]`
+entry has its role, as Vertex requires) and answers, sent to the project's regional endpoint
+with an OAuth access token from google-auth instead of an API key."""
+import functools
+import threading
+
+import google.auth
+import google.auth.exceptions
+from google.auth.transport.requests import Request
+
+from ..errors import UpstreamError, UpstreamUnavailable
+from . import Provider, gemini, transport
+
+SUBJECT = "Vertex AI"
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS (or the default credentials) and its roles/aiplatform.user role"
+
+
+def base_url_for(location):
+    """Vertex's endpoint for a location: `global` has no regional prefix."""
+    host = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+    return f"https://{host}"
+
+
+class AccessTokens:
+    """One google-auth credentials object per process, loaded on first use; its access token is
+    refreshed before it expires (google-auth counts a token that has under 3 min 45 s left as
+    expired, which is longer than any call may take), by one caller at a time: the others wait
+    for that refresh instead of starting their own or using an expired token."""
+
+    def __init__(self, credentials_file, session, timeout):
+        self.credentials_file, self.credentials = credentials_file, None
+        self.request = functools.partial(Request(session), timeout=timeout)
+        self.lock = threading.Lock()
+
+    def _load(self):
+        if self.credentials_file:
+            credentials, _ = google.auth.load_credentials_from_file(self.credentials_file, scopes=[SCOPE])
+        else:
+            credentials, _ = google.auth.default(scopes=[SCOPE])
+        return credentials
+
+    def token(self):
+        with self.lock:
+            try:
+                if self.credentials is None:
+                    self.credentials = self._load()
+                if not self.credentials.valid:
+                    self.credentials.refresh(self.request)
+            except google.auth.exceptions.TransportError as error:
+                raise UpstreamUnavailable(f"Could not reach Google's token endpoint for {SUBJECT} "
+                                          f"({type(error).__name__}).", cause="token_unreachable") from None
+            except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as error:
+                reason = transport.scrub(str(error.args[0] if error.args else ""))[:200]
+                raise UpstreamError(f"{SUBJECT} access token could not be had ({type(error).__name__}: {reason}); "
+                                    f"the operator should check {CREDENTIALS}.", cause="token_refused") from None
+            return self.credentials.token
+
+
+class VertexProvider(Provider):
+    name, subject, missing_setting = "vertex", SUBJECT, "VERTEX_PROJECT"
+    build_body = staticmethod(gemini.build_body)
+
+    def __init__(self, settings, session=None):
+        super().__init__(settings, session)
+        self.project, self.location = settings.vertex_project, settings.vertex_location
+        self.base_url = settings.vertex_base_url or base_url_for(self.location)
+        self.tokens = AccessTokens(settings.google_application_credentials, session or transport.shared_session(),
+                                   settings.upstream_connect_timeout)
+
+    @property
+    def configured(self):
+        return bool(self.project)
+
+    def url_for(self, model):
+        return (f"{self.base_url}/v1/projects/{self.project}/locations/{self.location}"
+                f"/publishers/google/models/{model}:generateContent")
+
+    def generate(self, request, deadline):
+        """One image call with a current access token, retried as needed (the shared transport)."""
+        return self.transport.call(
+            request.model, self.url_for(request.model), {"Authorization": f"Bearer {self.tokens.token()}"},
+            request.body, lambda payload: gemini.parse_answer(payload, SUBJECT),
+            lambda response: gemini.error_for(response, subject=SUBJECT, credentials=CREDENTIALS), deadline)
