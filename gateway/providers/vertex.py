@@ -7,6 +7,7 @@ import threading
 import google.auth
 import google.auth.exceptions
 from google.auth.transport.requests import Request
+from google.oauth2 import service_account
 
 from ..errors import UpstreamError, UpstreamUnavailable
 from . import Provider, gemini, transport
@@ -35,9 +36,8 @@ class AccessTokens:
 
     def _load(self):
         if self.credentials_file:
-            credentials, _ = google.auth.load_credentials_from_file(self.credentials_file, scopes=[SCOPE])
-        else:
-            credentials, _ = google.auth.default(scopes=[SCOPE])
+            return service_account.Credentials.from_service_account_file(self.credentials_file, scopes=[SCOPE])
+        credentials, _ = google.auth.default(scopes=[SCOPE])
         return credentials
 
     def token(self):
@@ -51,7 +51,8 @@ class AccessTokens:
                 raise UpstreamUnavailable(f"Could not reach Google's token endpoint for {SUBJECT} "
                                           f"({type(error).__name__}).", cause="token_unreachable") from None
             except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as error:
-                reason = transport.scrub(str(error.args[0] if error.args else ""))[:200]
+                first = error.args[0] if error.args else ""
+                reason = transport.scrub(first if isinstance(first, str) else str(error))[:200]
                 raise UpstreamError(f"{SUBJECT} access token could not be had ({type(error).__name__}: {reason}); "
                                     f"the operator should check {CREDENTIALS}.", cause="token_refused") from None
             return self.credentials.token

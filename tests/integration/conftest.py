@@ -59,7 +59,7 @@ def wait_until_up(url, process, log_path, seconds=30, verify=True):
         try:
             if requests.get(url, timeout=1, verify=verify).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up:\n{Path(log_path).read_text()}")

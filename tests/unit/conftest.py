@@ -1,9 +1,11 @@
 import json
+import logging
 import re
 
 import pytest
 import responses
 
+from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
 from tests.support import assert_valid_gemini_request
 
@@ -40,3 +42,24 @@ def redirect(mock, url, location, **headers):
 
 def requested(mock):
     return [call.request.url for call in mock.calls]
+
+
+class Collect(logging.Handler):
+    """The JSON lines the gateway prints, formatted and stamped as they are logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RequestIdFilter())
+
+    def emit(self, record):
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def json_lines():
+    handler, root = Collect(), logging.getLogger()
+    root.addHandler(handler)
+    yield lambda: handler.lines
+    root.removeHandler(handler)

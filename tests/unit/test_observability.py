@@ -1,37 +1,14 @@
 """Request ids, the per-request JSON log line, metrics, and proxy headers."""
 import dataclasses
 import json
-import logging
 
 import pytest
 import responses
 
 from gateway import create_app
-from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
-
-
-class Collect(logging.Handler):
-    """The JSON lines the gateway prints, formatted and stamped as they are logged."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-        self.setFormatter(JsonFormatter())
-        self.addFilter(RequestIdFilter())
-
-    def emit(self, record):
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def json_lines():
-    handler, root = Collect(), logging.getLogger()
-    root.addHandler(handler)
-    yield lambda: handler.lines
-    root.removeHandler(handler)
 
 
 def post(client, auth, headers=None, **params):
