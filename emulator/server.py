@@ -13,6 +13,10 @@ images. A prompt can ask for a failure with a directive such as `[emulator: fail
   text_only=1      a text-only answer
   delay=S          sleep S seconds before answering
   thoughts=1       send a thought text and a thought image before the real image (Gemini)
+With `:streamGenerateContent?alt=sse` the answer comes as events; a Gemini 3 model asked for
+`thinkingConfig.includeThoughts` first sends a thought text and two interim (thought) images,
+each as its own event, then the final image. `reset=1` then drops the stream before the final
+image, and `between=S` waits S seconds after each interim event.
   images=K         K images in one answer
   malformed=1      a 200 answer that is not JSON
   truncate=1       the image's base64 cut short (still valid base64, a truncated PNG)
@@ -54,6 +58,7 @@ class Spec:
     sizes: dict  # 1K pixel sizes by aspect ratio
     tokens: dict  # output tokens per image by tier; one "1K" entry for a model without tiers
     image_only: bool = False  # answers only when asked for images alone (OpenRouter's modalities)
+    thinks: bool = False  # draws two interim "thought" images before the final one (Gemini 3)
 
     @property
     def tiers(self):
@@ -63,8 +68,9 @@ class Spec:
 # Google's model ids (the Gemini API) -> spec
 MODELS = {
     "gemini-2.5-flash-image": Spec(FLASH_25, {"1K": 1290}),
-    "gemini-3-pro-image": Spec(TEN, {"1K": 1120, "2K": 1120, "4K": 2000}),
-    "gemini-3.1-flash-image": Spec({**TEN, **TALL_WIDE}, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}),
+    "gemini-3-pro-image": Spec(TEN, {"1K": 1120, "2K": 1120, "4K": 2000}, thinks=True),
+    "gemini-3.1-flash-image": Spec({**TEN, **TALL_WIDE}, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
+                                   thinks=True),
 }
 MODELS.update({f"{name}-preview": spec for name, spec in list(MODELS.items())})
 # OpenRouter's model ids -> spec: Google's models under `google/`, and two others of other vendors
@@ -173,9 +179,7 @@ class Job:
     def pictures(self, wanted):
         """The answer's images as base64, and the output tokens they cost."""
         count = 0 if "text_only" in wanted or "finish" in wanted else int(wanted.get("images", 1))
-        ratio = self.ratio or (nearest_ratio(*self.inputs[0].size, self.spec.sizes) if self.inputs else "1:1")
-        scale = TIER_SCALE[self.tier or "1K"]
-        size = (int(self.spec.sizes[ratio][0] * scale), int(self.spec.sizes[ratio][1] * scale))
+        size = self.size()
         pictures = []
         for index in range(count):
             variant, noise = self.prompt + "#" * index, "noise" in wanted
@@ -192,6 +196,21 @@ class Job:
         if "huge" in wanted:
             pictures.append("A" * int(float(wanted["huge"]) * 2**20))
         return pictures, count * self.spec.tokens[self.tier or "1K"]
+
+    def size(self):
+        """The model's pixel size for the asked ratio (else the first input's, else 1:1) and tier."""
+        ratio = self.ratio or (nearest_ratio(*self.inputs[0].size, self.spec.sizes) if self.inputs else "1:1")
+        scale = TIER_SCALE[self.tier or "1K"]
+        return int(self.spec.sizes[ratio][0] * scale), int(self.spec.sizes[ratio][1] * scale)
+
+    def interim_events(self):
+        """What a thinking Gemini 3 model streams before its image: a thought, then two interim images."""
+        size = self.size()
+        images = [base64.b64encode(render_png(f"thought {number} {self.prompt}", size, self.inputs)).decode()
+                  for number in (1, 2)]
+        parts = [[{"text": "Planning the composition.", "thought": True}]]
+        parts += [[{"inlineData": {"mimeType": "image/png", "data": data}, "thought": True}] for data in images]
+        return [{"candidates": [{"content": {"role": "model", "parts": event}, "index": 0}]} for event in parts]
 
     def tokens_in(self):
         return max(1, len(self.prompt) // 4), 258 * len(self.inputs)
@@ -236,8 +255,8 @@ def create_emulator(api_key=None, issuer=None):
         """What the emulator was sent (no image data), newest last, for tests to inspect."""
         return jsonify(list(log))
 
-    @app.post("/v1beta/models/<model>:generateContent")
-    def generate_content(model):
+    @app.post("/v1beta/models/<model>:<method>")
+    def generate_content(model, method):
         if "key" in request.args:
             return google_error(400, "emulator: the API key must be sent in x-goog-api-key, not in the URL")
         key = request.headers.get("x-goog-api-key")
@@ -245,10 +264,10 @@ def create_emulator(api_key=None, issuer=None):
             return google_error(403, "Method doesn't allow unregistered callers. Please use an API key.")
         if api_key and key != api_key:
             return google_error(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
-        return google_answer("gemini", model)
+        return google_answer("gemini", model, method)
 
-    @app.post("/v1/projects/<project>/locations/<location>/publishers/google/models/<model>:generateContent")
-    def vertex_generate_content(project, location, model):
+    @app.post("/v1/projects/<project>/locations/<location>/publishers/google/models/<model>:<method>")
+    def vertex_generate_content(project, location, model, method):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or issuer is None or not issuer.valid(token):
             return google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access "
@@ -256,7 +275,7 @@ def create_emulator(api_key=None, issuer=None):
         contents = (request.get_json(silent=True) or {}).get("contents")
         if isinstance(contents, list) and not all(isinstance(c, dict) and c.get("role") for c in contents):
             return google_error(400, "Please use a valid role: user, model.")
-        return google_answer("vertex", model)
+        return google_answer("vertex", model, method)
 
     @app.post("/token")
     def token():
@@ -270,8 +289,12 @@ def create_emulator(api_key=None, issuer=None):
         """How many access tokens the token endpoint has issued, for tests."""
         return {"issued": issuer.issued if issuer else 0}
 
-    def google_answer(api, model):
-        """generateContent, on the Gemini API or Vertex AI, once the caller is let in."""
+    def google_answer(api, model, method):
+        """generateContent or streamGenerateContent, on the Gemini API or Vertex AI, once the caller is let in."""
+        if method not in ("generateContent", "streamGenerateContent"):
+            return google_error(404, f"emulator: no method {method}")
+        if method == "streamGenerateContent" and request.args.get("alt") != "sse":
+            return google_error(400, "emulator: streamGenerateContent is served as server-sent events only (alt=sse)")
         if model not in MODELS:
             return google_error(404, f"models/{model} is not found for API version v1beta")
         body = request.get_json(silent=True)
@@ -317,6 +340,9 @@ def create_emulator(api_key=None, issuer=None):
             },
             "modelVersion": model,
         }
+        if method == "streamGenerateContent":
+            thinking = job.spec.thinks and (config.get("thinkingConfig") or {}).get("includeThoughts")
+            return streamed_answer(answer, job.interim_events() if thinking else [], wanted)
         return deliver(answer, wanted)
 
     @app.post("/api/v1/chat/completions")
@@ -389,6 +415,20 @@ def deliver(answer, wanted):
     if "drip" in wanted:
         return dripping_answer(json.dumps(answer).encode(), float(wanted["drip"]))
     return answer
+
+
+def streamed_answer(answer, interim, wanted):
+    """The events of streamGenerateContent: the interim ones, then the answer (`reset` drops the
+    stream before it)."""
+    def events():
+        for event in interim:
+            yield b"data: " + json.dumps(event).encode() + b"\r\n\r\n"
+            time.sleep(float(wanted.get("between", 0)))
+        if "reset" in wanted:
+            raise ConnectionResetError("emulated connection reset")
+        yield b"data: " + json.dumps(answer).encode() + b"\r\n\r\n"
+
+    return Response(events(), content_type="text/event-stream")
 
 
 def broken_answer(body):

@@ -25,6 +25,7 @@ class Model:
     owned_by: str = "google"
     transparent_background: bool = False
     image_only: bool = False  # answers with images only, never words
+    interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
 
 
 def _google(google_id, openrouter_id):
@@ -50,6 +51,7 @@ MODELS = (
         tiers=TIERS,
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
+        interim_images=True,
     ),
     Model(
         id="gemini-3.1-flash-image",
@@ -59,6 +61,7 @@ MODELS = (
         tiers=("512", *TIERS),
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
+        interim_images=True,
     ),
 )
 

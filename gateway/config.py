@@ -68,6 +68,7 @@ class Settings:
     image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
     image_workers: int = 2  # per process: threads that decode, composite and encode images
     image_queue_timeout: float = 30.0
+    stream_keepalive: float = 15.0  # seconds between `: keep-alive` comments of a quiet event stream
     client_header_timeout: int = 10
     client_body_timeout: float = 60.0
     max_content_length: int = 52428800
@@ -112,6 +113,7 @@ class Settings:
             image_max_pixels=_number(env, "IMAGE_MAX_PIXELS", cls.image_max_pixels, int, 1024),
             image_workers=_number(env, "IMAGE_WORKERS", cls.image_workers, int, 1),
             image_queue_timeout=_number(env, "IMAGE_QUEUE_TIMEOUT", cls.image_queue_timeout, float, 0),
+            stream_keepalive=_number(env, "STREAM_KEEPALIVE_SECONDS", cls.stream_keepalive, float, 0.1),
             client_header_timeout=_number(env, "CLIENT_HEADER_TIMEOUT", cls.client_header_timeout, int, 1),
             client_body_timeout=_number(env, "CLIENT_BODY_TIMEOUT", cls.client_body_timeout, float, 1),
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),

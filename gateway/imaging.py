@@ -1,23 +1,17 @@
-"""The work behind both endpoints: map OpenAI parameters to the model, fan out `n` upstream
-calls, collect the images and re-encode them (DESIGN.md sections 4 and 8)."""
-import base64
-import contextvars
-import logging
+"""The service behind both endpoints: map OpenAI parameters to the model, route it to its
+providers, read an edit's inputs, and plan the request's calls as an ImageJob (DESIGN.md
+sections 4, 7 and 10); the job runs them."""
 import math
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from . import media
 from .catalog import resolve_model, upstream_id
-from .errors import GatewayError, InvalidRequest, UpstreamError
+from .errors import GatewayError, InvalidRequest
 from .fetch import fetch_for
-from .limits import KEY_QUOTA, image_work
-from .metrics import describe_request, record_failover, record_images
-from .providers import ImageCall, Usage, serving
-
-log = logging.getLogger(__name__)
+from .jobs import ImageJob, Mask
+from .limits import image_work
+from .metrics import describe_request
+from .providers import ImageCall, serving
 
 STYLE_SENTENCES = {
     "vivid": "Render it in a vivid style: hyper-real and dramatic, with rich, saturated colour.",
@@ -28,13 +22,6 @@ MASK_INSTRUCTION = ("The last image is a black-and-white mask of the first image
 FIDELITY_INSTRUCTION = ("Preserve the input image faithfully: keep its composition, faces, identity, text "
                         "and fine details unchanged except where the prompt asks for a change.")
 HIGH_QUALITY = {"hd", "high"}
-
-
-@dataclass
-class ImageResult:
-    body: dict
-    failed: int
-    provider: str  # the provider that made the images ("gemini, vertex" when calls failed over)
 
 
 def _pair(text, separator):
@@ -92,51 +79,6 @@ def providers_for(model, providers):
                                 f"{', '.join(model.served_by)}.")
     raise GatewayError(503, f"No provider that serves {model.id} is configured: set "
                             f"{' or '.join(provider.missing_setting for provider in candidates)} on the gateway.")
-
-
-def _fan_out(call, n):
-    """Run `call(i)` for i in range(n) in parallel; each outcome is a value or a GatewayError."""
-    def guarded(index):
-        try:
-            return call(index)
-        except GatewayError as error:
-            return error
-
-    if n == 1:
-        return [guarded(0)]
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="upstream") as pool:
-        # each call runs in a copy of this request's context: its request id and counters
-        futures = [pool.submit(contextvars.copy_context().run, guarded, index) for index in range(n)]
-        return [future.result() for future in futures]
-
-
-@dataclass
-class Mask:
-    source: bytes  # the first input image, as sent upstream
-    region: bytes  # PNG, white where the model may edit
-
-
-def _passes_through(image, output_format, compression, mask):
-    return mask is None and image.format == media.FORMATS[output_format] and compression is None
-
-
-def _finish_all(images, output_format, compression, mask):
-    """(base64, (width, height)) of each image in the asked format, or the MediaError that made
-    it unusable; masked edits are composited onto the source, which is decoded once."""
-    masked = media.MaskedSource(mask.source, mask.region) if mask else None
-    finished = []
-    for image in images:
-        if _passes_through(image, output_format, compression, mask):
-            finished.append((image.b64, image.size))
-            continue
-        try:
-            picture = masked.composite(image.data) if masked else media.open_image(image.data)
-            data = media.encode_image(picture, output_format, compression)
-        except (media.MediaError, OSError) as error:
-            finished.append(media.MediaError(str(error)))
-            continue
-        finished.append((base64.b64encode(data).decode("ascii"), picture.size))
-    return finished
 
 
 def _route(params, settings, providers):
@@ -231,82 +173,15 @@ class _WireRequests:
             return self.built[provider.name]
 
 
-def _with_failover(model, chain, wire_request, deadline):
-    """One image call: (Generation, provider) from the first provider of the chain, or from the
-    next one when a provider's failure may be its own (DESIGN.md section 10), until the deadline."""
-    for index, provider in enumerate(chain):
-        try:
-            return provider.generate(wire_request(provider), deadline), provider
-        except UpstreamError as error:
-            following = chain[index + 1:]
-            if not (error.fails_over and following and time.monotonic() < deadline):
-                raise
-            log.warning("%s failed for %s (%s); failing over to %s", provider.name, model.id, error.cause,
-                        following[0].name)
-            record_failover(model.id, provider.name, following[0].name)
-
-
 def _create(params, settings, client, model, chain, inputs=(), instructions=(), mask=None):
-    n = params.get("n", 1)
-    output_format = params.get("output_format", "png")
-    describe_request(model.id, n, params.get("safety_identifier") or params.get("user"))
+    """The request's plan: its calls' wire requests (the first provider's built at once, so input
+    trouble fails the request before anything is sent) and the job that runs them."""
+    describe_request(model.id, params.get("n", 1), params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
     aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
+    partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
     wire_request = _WireRequests(lambda provider: ImageCall(
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
-        model.image_only))
-    wire_request(chain[0])  # built before any call starts, so input trouble fails the request at once
-    deadline = time.monotonic() + settings.upstream_timeout  # for all of the request's calls, failover included
-    with KEY_QUOTA.hold(client, n, settings.upstream_max_in_flight_per_key):
-        outcomes = _fan_out(lambda _: _with_failover(model, chain, wire_request, deadline), n)
-    failures = [o for o in outcomes if isinstance(o, GatewayError)]
-    generations = [o for o in outcomes if not isinstance(o, GatewayError)]
-    if not generations:
-        raise failures[0]
-    makers = list(dict.fromkeys(provider for _, provider in generations))
-    made = [(image, generation.text or prompt) for generation, _ in generations for image in generation.images][:n]
-    usable = _usable(settings, makers[0], made, output_format, params.get("output_compression"), mask)
-    failed = len(failures) + len(made) - len(usable)
-    usage = sum((generation.usage for generation, _ in generations), Usage())
-    record_images(model.id, len(usable), usage)
-    if failed:
-        log.warning("%d of %d images failed; returning %d", failed, n, len(usable))
-    return ImageResult(body=_images_body(model, usable, output_format, usage), failed=failed,
-                       provider=", ".join(provider.name for provider in makers))
-
-
-def _usable(settings, provider, made, output_format, compression, mask):
-    """(base64, (width, height), revised prompt) of each (image, revised prompt) that could be
-    finished in the asked format; a 502 when none could."""
-    images = [image for image, _ in made]
-    needs_work = not all(_passes_through(image, output_format, compression, mask) for image in images)
-    finished = (image_work(settings, _finish_all, images, output_format, compression, mask) if needs_work
-                else [(image.b64, image.size) for image in images])
-    usable = [(*result, revised) for result, (_, revised) in zip(finished, made, strict=True)
-              if not isinstance(result, media.MediaError)]
-    if not usable:
-        raise UpstreamError(f"{provider.subject} returned an image that cannot be used: {finished[0]}.",
-                            cause="bad_image")
-    return usable
-
-
-def _images_body(model, usable, output_format, usage):
-    """The response of DESIGN.md section 8 (with the upstream's `cost` in `usage` when it says)."""
-    width, height = usable[0][1]
-    body = {
-        "created": int(time.time()),
-        "data": [{"b64_json": b64, "revised_prompt": revised} for b64, _, revised in usable],
-        "model": model.id,
-        "size": f"{width}x{height}",
-        "output_format": output_format,
-        "usage": {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens,
-            "input_tokens_details": {"text_tokens": usage.input_text_tokens,
-                                     "image_tokens": usage.input_image_tokens},
-        },
-    }
-    if usage.cost is not None:
-        body["usage"]["cost"] = usage.cost
-    return body
+        model.image_only, interim_images=partial_images > 0))
+    wire_request(chain[0])
+    return ImageJob(settings, client, model, chain, wire_request, prompt, params, mask, partial_images)

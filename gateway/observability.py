@@ -1,5 +1,7 @@
 """What an operator sees: a request id on every log line, one JSON log line per request, and
 Prometheus metrics (multiprocess-safe under gunicorn when PROMETHEUS_MULTIPROC_DIR is set)."""
+import contextvars
+import functools
 import json
 import logging
 import re
@@ -64,22 +66,38 @@ def start_request():
 
 
 def finish_request(response):
-    seconds = time.monotonic() - g.started
-    stats = STATS.get()
-    endpoint = _endpoint()
-    REQUESTS.labels(endpoint, str(response.status_code)).inc()
-    REQUEST_SECONDS.labels(endpoint).observe(seconds)
     response.headers["X-Request-ID"] = g.request_id
-    if endpoint not in ("/metrics", "/health"):
-        log.info("request", extra={"fields": {
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "duration_ms": round(seconds * 1000, 1), "client": request.remote_addr,
-            "key_id": client_id(), "model": stats.model, "n": stats.n, "user": stats.user,
-            "images": stats.images, "upstream_calls": stats.upstream_calls,
-            "upstream_retries": stats.upstream_retries, "failovers": stats.failovers,
-            "upstream_attempts": stats.attempts,
-        }})
+    endpoint, status = _endpoint(), response.status_code
+    fields = {"method": request.method, "path": request.path, "status": status, "client": request.remote_addr,
+              "key_id": client_id()}
+    done = functools.partial(contextvars.copy_context().run, _request_done, endpoint, fields, g.started)
+    if response.mimetype != "text/event-stream":
+        done()
+        return response
+    # A stream's request ends when its last event is sent or the client goes away: count and log it then.
+    response.response = _then(response.response, done)
     return response
+
+
+def _then(body, done):
+    try:
+        yield from body
+    finally:
+        done()
+
+
+def _request_done(endpoint, fields, started):
+    seconds = time.monotonic() - started
+    REQUESTS.labels(endpoint, str(fields["status"])).inc()
+    REQUEST_SECONDS.labels(endpoint).observe(seconds)
+    if endpoint in ("/metrics", "/health"):
+        return
+    stats = STATS.get()
+    log.info("request", extra={"fields": {
+        **fields, "duration_ms": round(seconds * 1000, 1), "model": stats.model, "n": stats.n, "user": stats.user,
+        "images": stats.images, "upstream_calls": stats.upstream_calls, "upstream_retries": stats.upstream_retries,
+        "failovers": stats.failovers, "upstream_attempts": stats.attempts,
+    }})
 
 
 def end_request(error=None):

@@ -5,6 +5,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import GatewayError, InvalidRequest
 from ..jsonchunks import json_chunks
+from .streaming import stream_response
 
 FAILED_HEADER, PROVIDER_HEADER = "x-gateway-images-failed", "x-gateway-provider"
 
@@ -44,7 +45,12 @@ def image_json_chunks(body):
     return json_chunks(skeleton, "b64_json", [item["b64_json"].encode("ascii") for item in body["data"]])
 
 
-def image_response(result):
+def image_response(job, kind):
+    """The job's images: one JSON body (DESIGN.md section 8), or with `stream: true` an event
+    stream of `kind` events (image_generation or image_edit, section 11)."""
+    if job.params.get("stream"):
+        return stream_response(job, kind)
+    result = job.result()
     chunks = image_json_chunks(result.body)
     response = Response(chunks, mimetype="application/json")
     response.headers["Content-Length"] = str(sum(map(len, chunks)))

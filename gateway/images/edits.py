@@ -40,4 +40,5 @@ def create_edit():
     """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
     params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
     config = current_app.config
-    return image_response(edit_images(params, config["SETTINGS"], config["PROVIDERS"], client_id(), sources, mask))
+    job = edit_images(params, config["SETTINGS"], config["PROVIDERS"], client_id(), sources, mask)
+    return image_response(job, "image_edit")

@@ -16,4 +16,5 @@ def create_generation():
     """Create images from a text prompt."""
     params = load(SCHEMA, json_body())
     config = current_app.config
-    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], client_id()))
+    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], client_id()),
+                          "image_generation")

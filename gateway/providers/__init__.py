@@ -21,6 +21,7 @@ class ImageCall:
     aspect_ratio: str | None = None  # "16:9"; None lets the model choose (an edit keeps its input's shape)
     tier: str | None = None  # resolution tier "512", "1K", "2K" or "4K"; None sends none
     image_only: bool = False  # the model answers with images only, never words
+    interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class UpstreamRequest:
     """One client request's upstream call, built once and sent by each of its `n` calls and retries."""
     model: str
     body: bytes
+    stream: bool = False  # the answer comes as events, so interim images can be passed on as they arrive
 
 
 @dataclass
@@ -98,11 +100,12 @@ class Provider:
         raise NotImplementedError
 
     def request_for(self, call):
-        return UpstreamRequest(call.model, self.build_body(call))
+        return UpstreamRequest(call.model, self.build_body(call), call.interim_images)
 
-    def generate(self, request, deadline):
+    def generate(self, request, deadline, on_partial=None):
         """One call with the request, retried as the transport sees fit until `deadline` (a
-        time.monotonic() value): a Generation, or a neutral error."""
+        time.monotonic() value): a Generation, or a neutral error. Interim images, when the
+        request asked for them and the upstream sends any, go to `on_partial` as they arrive."""
         raise NotImplementedError
 
 

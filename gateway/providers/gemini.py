@@ -25,6 +25,8 @@ def build_body(call):
     generation_config = {"responseModalities": ["IMAGE"] if call.image_only else ["TEXT", "IMAGE"]}
     if image_config(call):
         generation_config["imageConfig"] = image_config(call)
+    if call.interim_images:  # Gemini 3 sends the images it draws while thinking only when asked
+        generation_config["thinkingConfig"] = {"includeThoughts": True}
     body = {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
     return b"".join(json_chunks(body, "data", [base64.b64encode(image.data) for image in call.images]))
 
@@ -46,10 +48,12 @@ def parse_answer(payload, subject=SUBJECT):
         if not isinstance(part, dict) or part.get("thought"):
             continue
         if "inlineData" in part:
-            inline = part["inlineData"]
-            images.append(GeneratedImage.read(inline.get("data") if isinstance(inline, dict) else None, subject))
+            images.append(GeneratedImage.read(_data(part), subject))
         elif isinstance(part.get("text"), str):
             words.append(part["text"])
+    thought_images = [part for part in parts if isinstance(part, dict) and part.get("thought") and "inlineData" in part]
+    if not images and thought_images:  # the only image came as a thought: it is the final one
+        images.append(GeneratedImage.read(_data(thought_images[-1]), subject))
     finish_reason = candidate.get("finishReason")
     if not images and finish_reason in SAFETY_FINISH_REASONS:
         raise Blocked(f"The image was withheld by Gemini's safety filters (finishReason: {finish_reason}).",
@@ -57,6 +61,58 @@ def parse_answer(payload, subject=SUBJECT):
     if not images:
         raise NoImage()
     return Generation(images=images, text="".join(words).strip(), usage=parse_usage(payload.get("usageMetadata")))
+
+
+def _data(part):
+    inline = part["inlineData"]
+    return inline.get("data") if isinstance(inline, dict) else None
+
+
+def merge_stream(payloads):
+    """The events of `streamGenerateContent` as one answer: every event's parts in order, and the
+    last block reason, finish reason and usage that any event sent."""
+    parts, merged, candidate = [], {}, {}
+    for payload in payloads:
+        if not isinstance(payload, dict):
+            continue
+        merged.update({key: payload[key] for key in ("promptFeedback", "usageMetadata") if payload.get(key)})
+        candidates = payload.get("candidates") or [{}]
+        event_candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+        parts += (event_candidate.get("content") or {}).get("parts") or []
+        candidate.update({"finishReason": event_candidate["finishReason"]} if event_candidate.get("finishReason")
+                         else {})
+    return {**merged, "candidates": [{**candidate, "content": {"parts": parts}}]}
+
+
+def interim_images(payload):
+    """The base64 of the thought images in one event of the stream."""
+    candidates = (payload.get("candidates") if isinstance(payload, dict) else None) or [{}]
+    parts = ((candidates[0] if isinstance(candidates[0], dict) else {}).get("content") or {}).get("parts") or []
+    return [_data(part) for part in parts if isinstance(part, dict) and part.get("thought") and "inlineData" in part]
+
+
+def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJECT, **errors):
+    """One generateContent call, or with interim images wanted a `streamGenerateContent` call
+    whose thought images go to `on_partial` as they arrive; the Gemini API and Vertex AI alike."""
+    def answer(payload):
+        return parse_answer(payload, subject)
+
+    def error(response):
+        return error_for(response, subject=subject, **errors)
+
+    if not request.stream:
+        return transport_.call(request.model, f"{url}:generateContent", headers, request.body, answer, error, deadline)
+
+    def on_event(payload):
+        for b64 in interim_images(payload):
+            try:
+                image = GeneratedImage.read(b64, subject)
+            except UpstreamError:
+                continue  # an unusable preview is skipped; the final image is checked as ever
+            on_partial(image)
+
+    return transport_.call(request.model, f"{url}:streamGenerateContent?alt=sse", headers, request.body,
+                           lambda payloads: answer(merge_stream(payloads)), error, deadline, on_event)
 
 
 def parse_usage(metadata):
@@ -116,9 +172,7 @@ class GeminiProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request, deadline):
+    def generate(self, request, deadline, on_partial=None):
         """One image call, retried as needed (the shared transport)."""
-        return self.transport.call(
-            request.model, f"{self.base_url}/v1beta/models/{request.model}:generateContent",
-            {"x-goog-api-key": self.api_key}, request.body, parse_answer,
-            lambda response: error_for(response, self.api_key), deadline)
+        return send(self.transport, f"{self.base_url}/v1beta/models/{request.model}", {"x-goog-api-key": self.api_key},
+                    request, deadline, on_partial, secret=self.api_key)

@@ -129,7 +129,7 @@ class OpenRouterProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request, deadline):
+    def generate(self, request, deadline, on_partial=None):  # no interim images on this shape
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
             request.model, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},

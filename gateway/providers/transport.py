@@ -2,11 +2,13 @@
 bound on calls in flight, bounded retries with backoff, jitter and Retry-After, all within one
 wall-clock deadline, a capped read that the deadline bounds however slowly the answer trickles,
 and per-attempt metrics. A provider brings its URL, headers, body, and how to read answers."""
+import contextvars
 import email.utils
 import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from functools import cache
@@ -22,6 +24,48 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|sk-[0-9A-Za-z_\-]{20,}|(?i:key=)[^&\s\"']+")
+
+
+class Cancel:
+    """A client request's calls, stopped together when the client goes away: no attempt starts
+    after `set()`, and the answers being read are cut off (their sockets shut), so each call ends
+    at once and frees its in-flight slot."""
+
+    def __init__(self):
+        self.done, self.reading, self.lock = False, set(), threading.Lock()
+
+    def set(self):
+        with self.lock:
+            self.done = True
+            for response in self.reading:
+                _shut(response)
+
+    def watch(self, response):
+        with self.lock:
+            if self.done:
+                _shut(response)
+            self.reading.add(response)
+
+    def forget(self, response):
+        with self.lock:
+            self.reading.discard(response)
+
+
+CANCEL = contextvars.ContextVar("cancel", default=None)  # the current request's Cancel, if it has one
+
+
+def cancelled():
+    return CANCEL.get() is not None and CANCEL.get().done
+
+
+def _shut(response):
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 @cache
@@ -58,6 +102,34 @@ def retry_after(response):
     return max(0, int(when.timestamp() - time.time()))
 
 
+class EventStream:
+    """A server-sent event stream read as it arrives: each event's `data:` JSON goes to
+    `on_event` at once, and all of them are the answer."""
+
+    def __init__(self, subject, on_event):
+        self.subject, self.on_event, self.pending, self.events = subject, on_event, b"", []
+
+    def feed(self, chunk):
+        *complete, self.pending = re.split(rb"\r?\n\r?\n", self.pending + chunk)
+        for block in complete:
+            self._event(block)
+
+    def close(self):
+        self._event(self.pending)
+        return self.events
+
+    def _event(self, block):
+        data = b"\n".join(line[5:].lstrip(b" ") for line in block.splitlines() if line.startswith(b"data:"))
+        if not data:
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise UpstreamUnavailable(f"{self.subject} sent a malformed event (not JSON).", cause="malformed") from None
+        self.events.append(payload)
+        self.on_event(payload)
+
+
 class Transport:
     """Sends the calls of the provider `name`; `subject` names its upstream in messages ("The Gemini API")."""
 
@@ -73,49 +145,59 @@ class Transport:
         self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
 
-    def call(self, model_id, url, headers, body, parse, error_for, deadline):
+    def call(self, model_id, url, headers, body, parse, error_for, deadline, on_event=None):
         """`parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
         (a time.monotonic() value, the client request's), holding one of the process's in-flight
-        slots; `error_for(response)` turns a non-2xx answer into one of the neutral UpstreamErrors."""
+        slots; `error_for(response)` turns a non-2xx answer into one of the neutral UpstreamErrors.
+        With `on_event`, the answer is a server-sent event stream: each event's JSON goes to
+        `on_event` as it arrives, and `parse` gets the list of them at the end."""
         if not self.slots.acquire(timeout=self.queue_timeout):
             raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
                                     "Try again shortly.", headers={"Retry-After": "5"})
         UPSTREAM_IN_FLIGHT.inc()
         try:
-            return self._with_retries(model_id, url, headers, body, parse, error_for, deadline)
+            return self._with_retries(model_id, url, headers, body, parse, error_for, deadline, on_event)
         finally:
             UPSTREAM_IN_FLIGHT.dec()
             self.slots.release()
 
-    def _with_retries(self, model_id, url, headers, body, parse, error_for, deadline):
+    def _with_retries(self, model_id, url, headers, body, parse, error_for, deadline, on_event):
         for attempt in range(self.max_retries + 1):
             started = time.monotonic()
             if started >= deadline:  # no attempt starts after the deadline
                 raise self._late()
             try:
-                answer = parse(self._post(url, headers, body, deadline, error_for))
+                answer = parse(self._post(url, headers, body, deadline, error_for, on_event))
             except UpstreamError as error:
-                record_attempt(model_id, self.name, error.cause, time.monotonic() - started, attempt > 0)
-                delay = self._delay_before_retry(error, attempt, deadline)
+                failure = UpstreamError("The client went away.", cause="cancelled") if cancelled() else error
+                record_attempt(model_id, self.name, failure.cause, time.monotonic() - started, attempt > 0)
+                delay = self._delay_before_retry(failure, attempt, deadline)
                 if delay is None:
-                    raise
+                    raise failure from None
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
-                            attempt + 1, model_id, error.status, delay)
+                            attempt + 1, model_id, failure.status, delay)
                 time.sleep(delay)
             else:
                 record_attempt(model_id, self.name, "ok", time.monotonic() - started, attempt > 0)
                 answer.attempts = attempt + 1
                 return answer
 
-    def _post(self, url, headers, body, deadline, error_for):
+    def _post(self, url, headers, body, deadline, error_for, on_event):
+        if cancelled():
+            raise UpstreamError("The client went away.", cause="cancelled")
         remaining = deadline - time.monotonic()
+        response, cancel = None, CANCEL.get()
         try:
             response = self.session.post(
                 url, data=body, stream=True, timeout=(min(self.connect_timeout, remaining), remaining),
                 headers={**headers, "Content-Type": "application/json",
                          "Accept-Encoding": "identity"})  # base64 barely compresses
+            if cancel is not None:
+                cancel.watch(response)
             if not response.ok:
                 raise error_for(response)
+            if on_event is not None:
+                return self._read(response, deadline, EventStream(self.subject, on_event))
             content = self._read(response, deadline)
         except requests.exceptions.ConnectTimeout:
             raise UpstreamUnavailable(f"Could not connect to {self.api} (connect timeout).",
@@ -127,6 +209,9 @@ class Transport:
                 raise self._late() from None
             raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
                                       cause="connection_error") from None
+        finally:
+            if cancel is not None and response is not None:
+                cancel.forget(response)
         try:
             return json.loads(content)
         except ValueError:
@@ -136,9 +221,10 @@ class Transport:
     def _late(self):
         return UpstreamTimeout(f"{self.subject} did not answer within {self.timeout:g} seconds.", cause="timeout")
 
-    def _read(self, response, deadline):
+    def _read(self, response, deadline, events=None):
         """The body, up to the size limit and by the deadline however slowly it trickles: each
-        read takes what has arrived (one socket read, up to 1 MB) and may wait only until then."""
+        read takes what has arrived (one socket read, up to 1 MB) and may wait only until then.
+        With `events` (an EventStream) each piece goes to it as it arrives, and its events are the answer."""
         too_large = UpstreamError(f"{self.subject} answer is larger than the gateway's limit of "
                                   f"{self.max_response_bytes} bytes (UPSTREAM_MAX_RESPONSE_BYTES).", cause="too_large")
         declared = response.headers.get("Content-Length", "")
@@ -157,12 +243,15 @@ class Transport:
                 connection.sock.settimeout(remaining)
             chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
             if not chunk:
-                return b"".join(chunks)
+                return events.close() if events else b"".join(chunks)
             size += len(chunk)
             if size > self.max_response_bytes:
                 response.close()
                 raise too_large
-            chunks.append(chunk)
+            if events:
+                events.feed(chunk)
+            else:
+                chunks.append(chunk)
 
     def _delay_before_retry(self, error, attempt, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""

@@ -74,12 +74,11 @@ class VertexProvider(Provider):
         return bool(self.project)
 
     def url_for(self, model):
-        return (f"{self.base_url}/v1/projects/{self.project}/locations/{self.location}"
-                f"/publishers/google/models/{model}:generateContent")
+        """The model's URL, without the method (`:generateContent` or `:streamGenerateContent`)."""
+        return f"{self.base_url}/v1/projects/{self.project}/locations/{self.location}/publishers/google/models/{model}"
 
-    def generate(self, request, deadline):
+    def generate(self, request, deadline, on_partial=None):
         """One image call with a current access token, retried as needed (the shared transport)."""
-        return self.transport.call(
-            request.model, self.url_for(request.model), {"Authorization": f"Bearer {self.tokens.token()}"},
-            request.body, lambda payload: gemini.parse_answer(payload, SUBJECT),
-            lambda response: gemini.error_for(response, subject=SUBJECT, credentials=CREDENTIALS), deadline)
+        headers = {"Authorization": f"Bearer {self.tokens.token()}"}
+        return gemini.send(self.transport, self.url_for(request.model), headers, request, deadline, on_partial,
+                           SUBJECT, credentials=CREDENTIALS)

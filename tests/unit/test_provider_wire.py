@@ -200,10 +200,16 @@ def test_gemini_safety_finish_with_an_image_still_answers_the_image():
     assert len(gemini.parse_answer(gemini_answer(image_part(), finish_reason="IMAGE_SAFETY")).images) == 1
 
 
+def test_gemini_answer_whose_only_image_is_a_thought_uses_the_last_thought_image():
+    first, last = png_bytes((20, 20)), png_bytes((30, 20))
+    generation = gemini.parse_answer(gemini_answer(image_part(first, thought=True), image_part(last, thought=True)))
+    assert [image.data for image in generation.images] == [last]
+
+
 @pytest.mark.parametrize("payload", [
     gemini_answer({"text": "Only words."}),
     gemini_answer({"text": "Only words."}, finish_reason="MAX_TOKENS"),
-    gemini_answer(image_part(thought=True)),
+    gemini_answer({"text": "Only a thought.", "thought": True}),
     {"candidates": []},
     {},
 ])

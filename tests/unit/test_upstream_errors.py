@@ -325,13 +325,14 @@ def test_thought_images_are_skipped(client, auth, upstream):
     assert body["size"] == "64x48"
 
 
-def test_thought_only_answer_is_500_no_image(client, auth, upstream):
+def test_an_answer_whose_only_image_is_a_thought_returns_that_image(client, auth, upstream):
     succeed(upstream, {"text": "Planning the square.", "thought": True},
             image_part(png_bytes(size=(32, 32), colour=(0, 0, 255)), thought=True))
 
     response = generate(client, auth)
 
-    assert_error(response, 500, startswith=NO_IMAGE)
+    assert response.status_code == 200
+    assert decode(response.get_json()["data"][0]["b64_json"]).size == (32, 32)
     assert len(upstream.calls) == 1
 
 

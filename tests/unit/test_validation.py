@@ -67,8 +67,8 @@ def answer_with_an_image(upstream):
                  id="output-compression-true"),
     pytest.param({"prompt": "a cat", "moderation": "strict"}, "moderation: must be one of: auto, low",
                  id="moderation-strict"),
-    pytest.param({"prompt": "a cat", "stream": True},
-                 "stream: streaming is not supported yet; omit it or send false", id="stream-true"),
+    pytest.param({"prompt": "a cat", "stream": True, "partial_images": 4}, "partial_images: must be between 0 and 3",
+                 id="partial-images-4"),
     pytest.param({"prompt": "a cat", "foo": "bar"}, "foo: Unknown field", id="unknown-field"),
     pytest.param({"prompt": "a cat", "model": "dall-e-3"},
                  "model: unknown model 'dall-e-3'; supported models: "

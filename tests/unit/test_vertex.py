@@ -79,14 +79,14 @@ def token_requests(web):
 ])
 def test_the_url_is_the_locations_endpoint(settings, location, host):
     provider = VertexProvider(dataclasses.replace(settings, vertex_project="P", vertex_location=location))
-    assert provider.url_for("M") == \
+    assert provider.url_for("M") + ":generateContent" == \
         f"{host}/v1/projects/P/locations/{location}/publishers/google/models/M:generateContent"
 
 
 def test_vertex_base_url_overrides_the_host(settings):
     provider = VertexProvider(dataclasses.replace(settings, vertex_project="P", vertex_location="us-central1",
                                                   vertex_base_url="http://127.0.0.1:9"))
-    assert provider.url_for("M") == \
+    assert provider.url_for("M") + ":generateContent" == \
         "http://127.0.0.1:9/v1/projects/P/locations/us-central1/publishers/google/models/M:generateContent"
 
 

@@ -1,0 +1,229 @@
+"""One client request's upstream work, as events: its `n` calls run in parallel (each failing over
+on its own), and each image is finished (re-encoded, composited under a mask) as soon as its call
+answers. The HTTP layer streams the events (DESIGN.md section 11) or collects them into one body
+(section 8): one service, two renderings."""
+import base64
+import contextvars
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import media
+from .errors import GatewayError, UpstreamError
+from .limits import KEY_QUOTA, image_work
+from .metrics import record_failover, record_images
+from .providers import Usage, transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Partial:
+    """An interim image of call `index`, the `partial_index`-th it sent."""
+    index: int
+    partial_index: int
+    b64: str
+    size: tuple
+
+
+@dataclass
+class Completed:
+    """A finished image of call `index`; `usage` is that call's (on its first image only)."""
+    index: int
+    b64: str
+    size: tuple
+    revised_prompt: str
+    usage: Usage
+    provider: str
+    last: bool = False  # the call's last event
+
+
+@dataclass
+class Failed:
+    """Call `index` (or one of its images) failed; `error` is what the client would be told."""
+    index: int
+    error: GatewayError
+    last: bool = False  # the call's last event
+
+
+@dataclass
+class Mask:
+    source: bytes  # the first input image, as sent upstream
+    region: bytes  # PNG, white where the model may edit
+
+
+@dataclass
+class ImageResult:
+    body: dict
+    failed: int
+    provider: str  # the providers that made the images ("gemini, vertex" when calls failed over)
+
+
+class _Finisher:
+    """Each image in the asked format, on an image thread when it needs work; a masked edit's
+    source is decoded once, by the first image that needs it."""
+
+    def __init__(self, settings, output_format, compression, mask):
+        self.settings, self.output_format, self.compression, self.mask = settings, output_format, compression, mask
+        self.masked, self.lock = None, threading.Lock()
+
+    def passes_through(self, image):
+        return self.mask is None and image.format == media.FORMATS[self.output_format] and self.compression is None
+
+    def __call__(self, image):
+        """(base64, (width, height)), or the MediaError that made the image unusable."""
+        if self.passes_through(image):
+            return image.b64, image.size
+        return image_work(self.settings, self._work, image)
+
+    def _work(self, image):
+        try:
+            if self.mask:
+                with self.lock:
+                    if self.masked is None:
+                        self.masked = media.MaskedSource(self.mask.source, self.mask.region)
+                picture = self.masked.composite(image.data)
+            else:
+                picture = media.open_image(image.data)
+            data = media.encode_image(picture, self.output_format, self.compression)
+        except (media.MediaError, OSError) as error:
+            return media.MediaError(str(error))
+        return base64.b64encode(data).decode("ascii"), picture.size
+
+
+class ImageJob:
+    """The calls of one client request, planned by the service and run by `events()`."""
+
+    def __init__(self, settings, client, model, chain, wire_request, prompt, params, mask=None, partial_images=0):
+        self.settings, self.client, self.model, self.chain = settings, client, model, chain
+        self.wire_request, self.prompt, self.params = wire_request, prompt, params
+        self.n, self.partial_images = params.get("n", 1), partial_images
+        self.output_format = params.get("output_format", "png")
+        self.finish = _Finisher(settings, self.output_format, params.get("output_compression"), mask)
+        self.usage, self.images, self.lock = Usage(), 0, threading.Lock()
+
+    def events(self, idle=None):
+        """Partial, Completed and Failed events as they happen (every call ends in one Completed per
+        image or one Failed); None after `idle` seconds without any. Closing the generator early
+        (the client went away) cancels the calls still running and frees their in-flight slots."""
+        events, cancel = queue.Queue(), transport.Cancel()
+        token = transport.CANCEL.set(cancel)
+        with KEY_QUOTA.hold(self.client, self.n, self.settings.upstream_max_in_flight_per_key):
+            pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="upstream")
+            deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
+            try:
+                for index in range(self.n):  # each in a copy of this context: request id, counters, cancel
+                    pool.submit(contextvars.copy_context().run, self._call, index, deadline, events.put)
+                yield from self._drain(events, idle)
+            finally:
+                cancel.set()
+                pool.shutdown(wait=True)
+                transport.CANCEL.reset(token)
+                record_images(self.model.id, self.images, self.usage)
+
+    def _drain(self, events, idle):
+        running = self.n
+        while running:
+            try:
+                event = events.get(timeout=idle)
+            except queue.Empty:
+                yield None
+                continue
+            if isinstance(event, Completed):
+                self.images += 1
+            running -= getattr(event, "last", False)  # a Partial never ends its call
+            yield event
+
+    def _call(self, index, deadline, emit):
+        """One upstream call, failing over as needed; its images become events."""
+        sent = []
+
+        def partial(image):
+            if len(sent) < self.partial_images:
+                finished = self.finish(image)
+                if not isinstance(finished, media.MediaError):
+                    emit(Partial(index, len(sent), *finished))
+                    sent.append(image)
+
+        try:
+            generation, provider = self._with_failover(deadline, partial)
+        except GatewayError as error:
+            emit(Failed(index, error, last=True))
+            return
+        with self.lock:
+            self.usage += generation.usage
+        events = []
+        for number, image in enumerate(generation.images):
+            finished = self.finish(image)
+            if isinstance(finished, media.MediaError):
+                error = UpstreamError(f"{provider.subject} returned an image that cannot be used: {finished}.",
+                                      cause="bad_image")
+                events.append(Failed(index, error))
+            else:
+                usage = generation.usage if number == 0 else Usage()
+                events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
+        events[-1].last = True
+        for event in events:
+            emit(event)
+
+    def _with_failover(self, deadline, on_partial):
+        """(Generation, provider) from the first provider of the chain, or from the next one when a
+        provider's failure may be its own (DESIGN.md section 10), until the deadline."""
+        for position, provider in enumerate(self.chain):
+            try:
+                return provider.generate(self.wire_request(provider), deadline, on_partial), provider
+            except UpstreamError as error:
+                following = self.chain[position + 1:]
+                if not (error.fails_over and following and time.monotonic() < deadline) or transport.cancelled():
+                    raise
+                log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.cause,
+                            following[0].name)
+                record_failover(self.model.id, provider.name, following[0].name)
+
+    def result(self):
+        """The section 8 body of every image made (never more than `n`), in call order; the
+        first failure when none could be made."""
+        completed, failed = [], []
+        for event in self.events():
+            if isinstance(event, Completed):
+                completed.append(event)
+            elif isinstance(event, Failed):
+                failed.append(event)
+        if not completed:
+            raise min(failed, key=lambda event: event.index).error
+        completed.sort(key=lambda event: event.index)  # stable: a call's images keep their order
+        made = completed[:self.n]
+        failed_count = min(len(failed), self.n - len(made))
+        if failed_count:
+            log.warning("%d of %d images failed; returning %d", failed_count, self.n, len(made))
+        return ImageResult(body=self.body(made), failed=failed_count,
+                           provider=", ".join(dict.fromkeys(event.provider for event in made)))
+
+    def body(self, made):
+        """The response of DESIGN.md section 8 (with the upstream's `cost` in `usage` when it says)."""
+        width, height = made[0].size
+        body = {
+            "created": int(time.time()),
+            "data": [{"b64_json": event.b64, "revised_prompt": event.revised_prompt} for event in made],
+            "model": self.model.id,
+            "size": f"{width}x{height}",
+            "output_format": self.output_format,
+            "usage": usage_body(self.usage),
+        }
+        return body
+
+
+def usage_body(usage):
+    body = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "input_tokens_details": {"text_tokens": usage.input_text_tokens, "image_tokens": usage.input_image_tokens},
+    }
+    if usage.cost is not None:
+        body["cost"] = usage.cost
+    return body
+
