@@ -31,10 +31,12 @@ def _operation(summary, request_body):
         "summary": summary,
         "security": [{"bearer": []}, {"apiKey": []}],
         "requestBody": {"required": True, "content": request_body},
-        "responses": {"200": {"description": "the images", "headers": {
+        "responses": {"200": {"description": "the images; with `stream: true`, server-sent events "
+                                             "(partial_image, completed, error) as OpenAI streams images", "headers": {
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
                                         "schema": {"type": "integer"}}},
-            "content": {"application/json": {"schema": "ImagesResponse"}}}, **errors},
+            "content": {"application/json": {"schema": "ImagesResponse"},
+                        "text/event-stream": {"schema": {"type": "string"}}}}, **errors},
     }
 
 

@@ -10,6 +10,7 @@ from tests.conftest import UPSTREAM_KEY
 from tests.support import assert_valid_gemini_request
 
 GENERATE = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:generateContent")
+STREAM = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:streamGenerateContent\?alt=sse")
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def upstream():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
         for call in mock.calls:
-            if GENERATE.fullmatch(call.request.url.split("?")[0]):
+            if GENERATE.fullmatch(call.request.url.split("?")[0]) or STREAM.fullmatch(call.request.url):
                 assert "key=" not in call.request.url
                 assert call.request.headers["x-goog-api-key"] == UPSTREAM_KEY
                 assert_valid_gemini_request(json.loads(call.request.body))
