@@ -8,7 +8,8 @@ Needs `hey` (Debian package hey) as the load tool. Starts the emulator
   1. direct upstream vs gateway for n=1 with ~1.4 MB PNGs: requests/s, p50/p99, added latency;
   2. 1,000 concurrent generations with 5 s upstream latency: errors, wall time, peak RSS;
   3. one n=10 request with 5 s upstream latency: wall time;
-  4. the peak Python memory one request allocates for a 1.4 MB image (tracemalloc).
+  4. n=4 streamed vs not, with calls finishing 1 s apart: time to first byte and to each image;
+  5. the peak Python memory one request allocates for a 1.4 MB image (tracemalloc).
 Prints a Markdown table and writes it to bench/results/latest.md.
 """
 import argparse
@@ -150,6 +151,33 @@ def request_memory_peak():
     return len(png) / 2**20, peaks
 
 
+def timed_post(url, body):
+    """(seconds to the first byte, seconds to each completed image event, seconds to the end)."""
+    started = time.monotonic()
+    first, completed = None, []
+    with requests.post(url, json=body, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, stream=True,
+                       timeout=180) as response:
+        assert response.status_code == 200, response.text[:500]
+        for line in response.iter_lines(chunk_size=1):
+            first = first if first is not None else time.monotonic() - started
+            if line == b"event: image_generation.completed":
+                completed.append(time.monotonic() - started)
+    return first, completed, time.monotonic() - started
+
+
+def streaming_rows(gateway_url, latency):
+    """n=4 with calls finishing `latency` + 0, 1, 2, 3 s: the JSON body arrives when the last one
+    has, while a stream delivers each image as its call finishes."""
+    url, rows = gateway_url + "/v1/images/generations", []
+    for stream in (False, True):
+        prompt = f"streaming bench {time.time()} [emulator: delay={latency:g} spread=1]"
+        first, completed, total = timed_post(url, {"prompt": prompt, "model": MODEL, "n": 4, "stream": stream})
+        images = ", ".join(f"{seconds:.2f}" for seconds in completed) if stream else f"all four at {total:.2f}"
+        rows.append(f"| n=4, calls finishing {latency:g}-{latency + 3:g} s, {'streamed' if stream else 'JSON'} "
+                    f"| first byte {first:.2f} s | images at {images} s | |")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
@@ -225,6 +253,7 @@ def main():
         assert single.status_code == ten.status_code == 200 and len(ten.json()["data"]) == 10
         rows.append(f"| one n=10 request, {args.latency:g} s upstream latency | wall {wall:.2f} s "
                     f"({wall / one:.2f}x one n=1 call of {one:.2f} s) | | |")
+        rows += streaming_rows(gateway_url, args.latency)
     finally:
         for process in (gateway, emulator):
             process.terminate()

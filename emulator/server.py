@@ -27,6 +27,8 @@ image, and `between=S` waits S seconds after each interim event.
   drip=S           send the answer a few bytes at a time, one piece every S seconds
   huge=MB          an answer of about MB megabytes (an image padded with junk)
   only=API         misbehave only on one API: gemini, vertex or openrouter (the others answer normally)
+  spread=S         each further call with this prompt waits S seconds more (cycling every 4 calls), so
+                   the calls of one n=4 request finish one after another (benchmarks)
 Pictures for prompts without input images are cached, so the emulator itself stays fast under load.
 """
 import base64
@@ -232,11 +234,13 @@ def create_emulator(api_key=None, issuer=None):
         wanted = directives(job.prompt)
         if wanted.get("only", api) != api:
             wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
-        if "times" in wanted:
+        if "times" in wanted or "spread" in wanted:
             with lock:
                 calls[job.prompt] = calls.get(job.prompt, 0) + 1
-                if calls[job.prompt] > int(wanted["times"]):
-                    wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
+                number = calls[job.prompt]
+            if number > int(wanted.get("times", number)):
+                wanted = {key: value for key, value in wanted.items() if key not in FAULTS}
+            time.sleep((number - 1) % 4 * float(wanted.get("spread", 0)))
         time.sleep(float(wanted.get("delay", 0)))
         return wanted
 
