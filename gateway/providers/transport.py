@@ -2,18 +2,20 @@
 bound on calls in flight, bounded retries with backoff, jitter and Retry-After, all within one
 wall-clock deadline, a capped read that the deadline bounds however slowly the answer trickles,
 and per-attempt metrics. A provider brings its URL, headers, body, and how to read answers."""
+import contextlib
 import contextvars
 import email.utils
 import json
 import logging
 import random
 import re
-import socket
 import threading
 import time
 from functools import cache
 
+import gevent
 import requests
+from gevent import monkey
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
@@ -28,44 +30,62 @@ KEY_LIKE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|sk-[0-9A-Za-z_\-]{20,}|(?i:key=)
 
 class Cancel:
     """A client request's calls, stopped together when the client goes away: no attempt starts
-    after `set()`, and the answers being read are cut off (their sockets shut), so each call ends
-    at once and frees its in-flight slot."""
+    after `set()`, and an attempt waiting on the network is interrupted at once, wherever it
+    waits (connecting, for the answer's head, or reading its body), so it frees its in-flight
+    slot. Under gevent (production) the waiting greenlet gets the error thrown in; plain
+    threads (tests) can only have an answer's body cut off."""
 
     def __init__(self):
-        self.done, self.reading, self.lock = False, set(), threading.Lock()
+        self.done, self.waiting, self.lock = False, {}, threading.Lock()  # waiting: waiter -> response
 
     def set(self):
         with self.lock:
             self.done = True
-            for response in self.reading:
-                _shut(response)
+            waiting = list(self.waiting.items())
+        for waiter, response in waiting:
+            self._interrupt(waiter, response)
 
-    def watch(self, response):
+    @contextlib.contextmanager
+    def attempt(self):
+        """Around the network part of one attempt; `see(response)` once its head has come."""
+        waiter = gevent.getcurrent() if PATCHED else threading.current_thread()
         with self.lock:
             if self.done:
-                _shut(response)
-            self.reading.add(response)
+                raise UpstreamError("The client went away.", cause="cancelled")
+            self.waiting[waiter] = None
 
-    def forget(self, response):
+        def see(response):
+            with self.lock:
+                self.waiting[waiter] = response
+                gone = self.done
+            if gone:
+                self._interrupt(waiter, response)
+
+        try:
+            yield see
+        finally:
+            with self.lock:
+                self.waiting.pop(waiter, None)
+
+    def _interrupt(self, waiter, response):
+        if PATCHED:  # thrown from the hub, and only if the attempt is still waiting by then
+            gevent.get_hub().loop.run_callback(self._throw, waiter)
+        elif response is not None:
+            response.raw.shutdown()
+
+    def _throw(self, waiter):
         with self.lock:
-            self.reading.discard(response)
+            inside = waiter in self.waiting
+        if inside:
+            waiter.throw(UpstreamError("The client went away.", cause="cancelled"))
 
 
 CANCEL = contextvars.ContextVar("cancel", default=None)  # the current request's Cancel, if it has one
+PATCHED = monkey.is_module_patched("socket")
 
 
 def cancelled():
     return CANCEL.get() is not None and CANCEL.get().done
-
-
-def _shut(response):
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 @cache
@@ -183,17 +203,18 @@ class Transport:
                 return answer
 
     def _post(self, url, headers, body, deadline, error_for, on_event):
-        if cancelled():
-            raise UpstreamError("The client went away.", cause="cancelled")
+        cancel = CANCEL.get() or Cancel()
+        with cancel.attempt() as see:
+            return self._send(url, headers, body, deadline, error_for, on_event, see)
+
+    def _send(self, url, headers, body, deadline, error_for, on_event, see):
         remaining = deadline - time.monotonic()
-        response, cancel = None, CANCEL.get()
         try:
             response = self.session.post(
                 url, data=body, stream=True, timeout=(min(self.connect_timeout, remaining), remaining),
                 headers={**headers, "Content-Type": "application/json",
                          "Accept-Encoding": "identity"})  # base64 barely compresses
-            if cancel is not None:
-                cancel.watch(response)
+            see(response)
             if not response.ok:
                 raise error_for(response)
             if on_event is not None:
@@ -209,9 +230,6 @@ class Transport:
                 raise self._late() from None
             raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
                                       cause="connection_error") from None
-        finally:
-            if cancel is not None and response is not None:
-                cancel.forget(response)
         try:
             return json.loads(content)
         except ValueError:
