@@ -83,6 +83,33 @@ def hey(url, body, headers, requests_count, concurrency):
     }
 
 
+def tree_pids(pid):
+    """A process and all its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(current)
+    return found
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU time spent so far by a process tree (every thread of each process)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for current in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def tree_rss_mb(pid):
     """Resident memory of a process and all its descendants, in MB."""
     total, pending = 0, [pid]
@@ -221,14 +248,17 @@ def main():
         hey(gateway_url + "/v1/images/generations", gateway_body, {"Authorization": f"Bearer {CLIENT_KEY}"}, 20, 2)
         for concurrency in (1, 8):
             direct = hey(upstream_url, upstream_body, {"x-goog-api-key": UPSTREAM_KEY}, count, concurrency)
+            cpu_before = tree_cpu_seconds(gateway.pid)
             via = hey(gateway_url + "/v1/images/generations", gateway_body,
                      {"Authorization": f"Bearer {CLIENT_KEY}"}, count, concurrency)
+            cpu_per_image = (tree_cpu_seconds(gateway.pid) - cpu_before) / count * 1000
             rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: direct upstream | {direct['rps']:.1f} req/s "
-                        f"| p50 {direct['p50']:.0f} ms, p99 {direct['p99']:.0f} ms | errors {direct['errors']:.0f} |")
+                        f"| p50 {direct['p50']:.1f} ms, p99 {direct['p99']:.0f} ms | errors {direct['errors']:.0f} |")
             rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: through the gateway | {via['rps']:.1f} req/s "
-                        f"| p50 {via['p50']:.0f} ms, p99 {via['p99']:.0f} ms "
-                        f"(added p50 {via['p50'] - direct['p50']:.0f} ms) "
-                        f"| errors {via['errors']:.0f} |")
+                        f"({via['rps'] / direct['rps']:.0%} of direct) "
+                        f"| p50 {via['p50']:.1f} ms, p99 {via['p99']:.0f} ms "
+                        f"(added p50 {via['p50'] - direct['p50']:.1f} ms) "
+                        f"| errors {via['errors']:.0f}; gateway CPU {cpu_per_image:.1f} ms per image |")
 
         slow_body = {"prompt": f"slow [emulator: delay={args.latency:g}]", "model": MODEL}
         started = time.monotonic()  # one n=1 call: the baseline for n=10, and warms the emulator's picture

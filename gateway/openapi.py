@@ -24,6 +24,13 @@ ERROR_STATUSES = {
 }
 
 
+SSE_EVENT = {  # one server-sent event; `data` is one line of JSON whose `type` is the event's
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": [
+        f"{kind}.{event}" for kind in ("image_generation", "image_edit") for event in ("partial_image", "completed")
+    ] + ["error"]}, "data": {"type": "string"}}}
+
+
 def _operation(summary, request_body):
     errors = {code: {"description": text, "content": {"application/json": {"schema": "Error"}}}
               for code, text in ERROR_STATUSES.items()}
@@ -36,7 +43,7 @@ def _operation(summary, request_body):
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
                                         "schema": {"type": "integer"}}},
             "content": {"application/json": {"schema": "ImagesResponse"},
-                        "text/event-stream": {"schema": {"type": "string"}}}}, **errors},
+                        "text/event-stream": {"schema": SSE_EVENT}}}, **errors},
     }
 
 

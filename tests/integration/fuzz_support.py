@@ -2,6 +2,7 @@
 the positive cases, the per-case preparation hook, the response checks and request counters."""
 import base64
 import io
+import json
 import os
 import re
 import zlib
@@ -294,13 +295,19 @@ def images_as_asked(ctx, response, case):
     """A 200 has exactly `n` images, each really base64 of the asked `output_format`."""
     if response.status_code != 200 or not isinstance(case.body, dict) or not is_post(case):
         return None
-    body = response.json()
     wanted_n = _form_int(case.body.get("n"), 1)
     output_format = case.body.get("output_format") or "png"
+    if response.headers.get("content-type", [""])[0].startswith("text/event-stream"):  # stream: true
+        body = {"output_format": output_format, "size": "1x1",
+                "data": [json.loads(line[6:]) for line in response.text.splitlines()
+                         if line.startswith("data: ") and '.completed"' in line]}
+    else:
+        body = response.json()
     assert len(body["data"]) == wanted_n, f"{len(body['data'])} images for n={wanted_n}"
     assert body["output_format"] == output_format, body["output_format"]
     assert re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", body["size"]), body["size"]
     for item in body["data"]:
+        assert item.get("output_format", output_format) == output_format, item
         head = base64.b64decode(item["b64_json"][:64])
         assert head.startswith(SIGNATURES[output_format]), f"not {output_format}: {head[:12]!r}"
     return None

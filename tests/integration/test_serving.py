@@ -23,8 +23,9 @@ def test_metrics_are_summed_over_all_workers(gateway_url):
     served = (metric(after, "gateway_requests_total", endpoint="/v1/images/generations", status="200")
               - metric(before, "gateway_requests_total", endpoint="/v1/images/generations", status="200"))
     assert served == 6
-    ok_calls = (metric(after, "gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="ok")
-                - metric(before, "gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="ok"))
+    labels = {"model": "gemini-3-pro-image", "provider": "gemini", "outcome": "ok"}
+    ok_calls = metric(after, "gateway_upstream_calls_total", **labels) - metric(before, "gateway_upstream_calls_total",
+                                                                                **labels)
     assert ok_calls == 6
     assert metric(after, "gateway_images_generated_total", model="gemini-3-pro-image") >= 6
     assert metric(after, "gateway_tokens_total", model="gemini-3-pro-image", kind="output") > 0
@@ -125,3 +126,23 @@ def test_workers_are_recycled_after_max_requests_without_dropping_a_request(own_
         time.sleep(0.2)
     assert len(booted()) >= 3
     assert set(statuses) == {200}
+
+
+def test_a_connection_is_kept_alive_between_requests(gateway_url):
+    """Two image requests, one after the other, on one TCP connection (HTTP/1.1 keep-alive)."""
+    host, port = gateway_url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "kept alive"}).encode()
+    request = (f"POST /v1/images/generations HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        stream = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(request)
+            status = stream.readline()
+            headers = {}
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            payload = json.loads(stream.read(int(headers["content-length"])))
+            assert status.startswith(b"HTTP/1.1 200") and payload["data"][0]["b64_json"]
+            assert headers.get("connection", "keep-alive").lower() != "close"
