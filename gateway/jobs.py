@@ -91,7 +91,7 @@ class _Finisher:
             data = media.encode_image(picture, self.output_format, self.compression)
         except (media.MediaError, OSError) as error:
             return media.MediaError(str(error))
-        return base64.b64encode(data).decode("ascii"), picture.size
+        return base64.b64encode(data), picture.size
 
 
 class ImageJob:

@@ -67,13 +67,20 @@ def describe(data):
     return image.format, image.size
 
 
+def ascii_bytes(text):
+    """Base64 as ASCII bytes, whether it came as text or bytes."""
+    if isinstance(text, bytes):
+        return text
+    try:
+        return text.encode("ascii")
+    except (AttributeError, UnicodeEncodeError):
+        raise MediaError("the image data is not base64") from None
+
+
 def describe_base64(b64):
     """`describe` for base64 text: every character is checked, but only the header and the last
     bytes are decoded, so a large image passing through is never decoded whole."""
-    try:
-        raw = b64.encode("ascii")
-    except (AttributeError, UnicodeEncodeError):
-        raise MediaError("the image data is not base64") from None
+    raw = ascii_bytes(b64)
     first_pad = raw.find(b"=")
     padding = 0 if first_pad < 0 else len(raw) - first_pad
     if not raw or len(raw) % 4 or padding > 2 or raw.translate(None, BASE64_ALPHABET + b"=") \

@@ -42,7 +42,7 @@ def json_body(accepted="application/json"):
 def image_json_chunks(body):
     """The images body as JSON, in chunks, each image's base64 spliced in as it is."""
     skeleton = {**body, "data": [{**item, "b64_json": ""} for item in body["data"]]}
-    return json_chunks(skeleton, "b64_json", [item["b64_json"].encode("ascii") for item in body["data"]])
+    return json_chunks(skeleton, "b64_json", [item["b64_json"] for item in body["data"]])
 
 
 def image_response(job, kind):

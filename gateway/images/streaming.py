@@ -17,7 +17,7 @@ def sse(event_type, fields):
     """One event: `event:`, one `data:` line of JSON whose `type` is the event's (a b64_json is
     spliced in as it is), and a blank line."""
     data = {"type": event_type, **fields}
-    blobs = [data["b64_json"].encode("ascii")] if "b64_json" in data else []
+    blobs = [data["b64_json"]] if "b64_json" in data else []
     if blobs:
         data["b64_json"] = ""
     return b"".join([f"event: {event_type}\ndata: ".encode(), *json_chunks(data, "b64_json", blobs), b"\n\n"])

@@ -34,7 +34,7 @@ class UpstreamRequest:
 
 @dataclass
 class GeneratedImage:
-    b64: str  # exactly as the upstream sent it, so it can be passed through without a copy
+    b64: bytes  # ASCII, exactly as the upstream sent it, so it can be passed through without a copy
     format: str  # Pillow's name: PNG, JPEG, WEBP
     size: tuple  # (width, height) from the image's own header
 
@@ -44,9 +44,11 @@ class GeneratedImage:
 
     @classmethod
     def read(cls, b64, subject):
-        """An image the upstream sent, checked (cheaply: header and end) to be complete; anything
-        else is an unusable answer, retried like one. `subject` names the upstream."""
+        """An image the upstream sent (its base64, as text or ASCII bytes), checked (cheaply:
+        header and end) to be complete; anything else is an unusable answer, retried like one.
+        `subject` names the upstream."""
         try:
+            b64 = media.ascii_bytes(b64)
             image_format, size = media.describe_base64(b64)
         except media.MediaError as error:
             raise UpstreamUnavailable(f"{subject} returned an image that cannot be used: {error}.",

@@ -11,7 +11,7 @@ from . import GeneratedImage, Generation, Provider, Usage, count, transport
 SUBJECT = "The OpenRouter API"
 RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
 TIER_NAMES = {"512": "0.5K"}  # OpenRouter's name for a tier, where it differs from Google's
-DATA_URL_PREFIX = "data:image/"
+DATA_URL_PREFIX = b"data:image/"
 
 
 def build_body(call):
@@ -30,8 +30,9 @@ def build_body(call):
 def _image(item):
     """One `message.images[]` entry: its data URL's base64, checked like any upstream image."""
     url = ((item.get("image_url") if isinstance(item, dict) else None) or {}).get("url")
-    head, _, b64 = url.partition(",") if isinstance(url, str) else ("", "", None)
-    if not (head.startswith(DATA_URL_PREFIX) and head.endswith(";base64")):
+    url = url.encode("ascii", "replace") if isinstance(url, str) else url
+    head, _, b64 = url.partition(b",") if isinstance(url, bytes) else (b"", b"", None)
+    if not (head.startswith(DATA_URL_PREFIX) and head.endswith(b";base64")):
         raise UpstreamUnavailable(f"{SUBJECT} returned an image that is not a base64 data URL.", cause="bad_image")
     return GeneratedImage.read(b64, SUBJECT)
 

@@ -5,7 +5,6 @@ and per-attempt metrics. A provider brings its URL, headers, body, and how to re
 import contextlib
 import contextvars
 import email.utils
-import json
 import logging
 import random
 import re
@@ -20,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..jsonchunks import loads_carving
 from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class EventStream:
         if not data:
             return
         try:
-            payload = json.loads(data)
+            payload = loads_carving(data)
         except ValueError:
             raise UpstreamUnavailable(f"{self.subject} sent a malformed event (not JSON).", cause="malformed") from None
         self.events.append(payload)
@@ -231,7 +231,7 @@ class Transport:
             raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
                                       cause="connection_error") from None
         try:
-            return json.loads(content)
+            return loads_carving(content)
         except ValueError:
             raise UpstreamUnavailable(f"{self.subject} returned a malformed response (not JSON).",
                                       cause="malformed") from None

@@ -151,7 +151,7 @@ def test_gemini_answer_images_are_read_in_order_skipping_thoughts():
     payload = gemini_answer(image_part(BLUE, thought=True), image_part(RED),
                             image_part(GREEN_JPEG, "image/jpeg"), image_part(BLUE))
     images = gemini.parse_answer(payload).images
-    assert [image.b64 for image in images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
+    assert [image.b64.decode() for image in images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
     assert [(image.format, image.size) for image in images] == [("PNG", (64, 48)), ("JPEG", (32, 24)),
                                                                  ("PNG", (16, 8))]
 
@@ -331,7 +331,7 @@ def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():
 def test_openrouter_answer_images_are_read_in_order():
     answer = openrouter.parse_answer(openrouter_answer(data_url(RED), data_url(GREEN_JPEG, "image/jpeg"),
                                                        data_url(BLUE)))
-    assert [image.b64 for image in answer.images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
+    assert [image.b64.decode() for image in answer.images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
     assert [(image.format, image.size) for image in answer.images] == [("PNG", (64, 48)), ("JPEG", (32, 24)),
                                                                        ("PNG", (16, 8))]
 
@@ -610,7 +610,7 @@ def test_gemini_provider_posts_to_generate_content_with_its_key(settings):
     assert sent.url == url
     assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
     assert sent.body == request.body
-    assert [image.b64 for image in generation.images] == [b64(RED)]
+    assert [image.b64.decode() for image in generation.images] == [b64(RED)]
     assert (generation.text, generation.attempts) == ("A fox.", 1)
 
 
@@ -629,5 +629,5 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     assert sent.headers["Authorization"] == f"Bearer {OPENROUTER_KEY}"
     assert sent.body == request.body
     assert json.loads(sent.body)["model"] == "google/gemini-3-pro-image-preview"
-    assert [image.b64 for image in generation.images] == [b64(RED)]
+    assert [image.b64.decode() for image in generation.images] == [b64(RED)]
     assert (generation.text, generation.usage.cost, generation.attempts) == ("Here it is.", 0.04, 1)

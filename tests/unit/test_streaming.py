@@ -86,7 +86,7 @@ def per_call(monkeypatch, upstream):
 
 def test_an_event_is_its_type_then_one_line_of_json_then_a_blank_line():
     blob = b64(png_bytes())
-    event = sse("image_generation.completed", {"b64_json": blob, "size": "64x48", "note": "two\nlines"})
+    event = sse("image_generation.completed", {"b64_json": blob.encode(), "size": "64x48", "note": "two\nlines"})
     head, data, rest = event.split(b"\n", 2)
     assert head == b"event: image_generation.completed" and rest == b"\n"
     assert data.startswith(b"data: ") and f'"b64_json": "{blob}"'.encode() in data
