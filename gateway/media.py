@@ -5,14 +5,13 @@ import io
 import re
 from dataclasses import dataclass
 
+import pybase64
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 MAX_OUTPUT_PIXELS = 64_000_000  # what an upstream image may declare (inputs have IMAGE_MAX_PIXELS)
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 INPUT_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}  # what Gemini takes
-BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-BASE64_HEAD, BASE64_TAIL = 65536, 32  # characters; multiples of 4
 DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
 HARMLESS_JPEG_WARNING = "extraneous bytes before marker"  # stray bytes between segments; no data lost
 
@@ -78,23 +77,16 @@ def ascii_bytes(text):
 
 
 def describe_base64(b64):
-    """`describe` for base64 text: every character is checked, but only the header and the last
-    bytes are decoded, so a large image passing through is never decoded whole."""
+    """`describe` for base64 text, every character of which is checked: pybase64's vectorised
+    decoder validates and decodes a 2 MB image in a fraction of the time a pure scan takes."""
     raw = ascii_bytes(b64)
-    first_pad = raw.find(b"=")
-    padding = 0 if first_pad < 0 else len(raw) - first_pad
-    if not raw or len(raw) % 4 or padding > 2 or raw.translate(None, BASE64_ALPHABET + b"=") \
-            or raw[len(raw) - padding:] != b"=" * padding:
-        raise MediaError("the image data is not valid base64")
-    head = base64.b64decode(raw[:BASE64_HEAD])
     try:
-        image = open_image(head)
-    except MediaError:
-        return describe(base64.b64decode(raw))  # a header longer than the head (e.g. large EXIF)
-    length = len(raw) // 4 * 3 - padding
-    if not _is_complete(head, base64.b64decode(raw[-BASE64_TAIL:]), length, image.format):
-        raise MediaError(f"the {image.format} data is truncated")
-    return image.format, image.size
+        data = pybase64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError("the image data is not valid base64") from None
+    if not data:
+        raise MediaError("the image data is not valid base64")
+    return describe(data)
 
 
 def decode_data_url(url):
