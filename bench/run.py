@@ -13,6 +13,7 @@ Needs `hey` (Debian package hey) as the load tool. Starts the emulator
 Prints a Markdown table and writes it to bench/results/latest.md.
 """
 import argparse
+import io
 import json
 import logging
 import os
@@ -56,12 +57,14 @@ def start(command, env, log):
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
 
 
-def hey(url, body, headers, requests_count, concurrency):
-    """Run the `hey` load generator; returns its numbers (latencies in ms)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as payload:
-        json.dump(body, payload)
-    command = ["hey", "-n", str(requests_count), "-c", str(concurrency), "-t", "120", "-m", "POST",
-               "-T", "application/json", "-D", payload.name]
+def hey(url, body, headers, requests_count, concurrency, content_type="application/json", seconds=None):
+    """Run the `hey` load generator (`requests_count` requests, or for `seconds`) with a JSON body
+    (or raw bytes of `content_type`); returns its numbers (latencies in ms)."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as payload:
+        payload.write(body if isinstance(body, bytes) else json.dumps(body).encode())
+    amount = ["-z", f"{seconds}s"] if seconds else ["-n", str(requests_count)]
+    command = ["hey", *amount, "-c", str(concurrency), "-t", "120", "-m", "POST",
+               "-T", content_type, "-D", payload.name]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
@@ -80,6 +83,7 @@ def hey(url, body, headers, requests_count, concurrency):
         "p99": number(r"99% in ([\d.]+) secs") * 1000,
         "wall": number(r"Total:\s+([\d.]+) secs"),
         "errors": answered - (0 if ok != ok else ok) + failed,
+        "ok": 0 if ok != ok else ok,
     }
 
 
@@ -178,17 +182,71 @@ def request_memory_peak():
     return len(png) / 2**20, peaks
 
 
+def multipart(fields, files):
+    """A multipart/form-data body and its content type."""
+    boundary = "benchboundary7f3a"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+              f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for name, data in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def heavier_paths(gateway, gateway_url, count):
+    """p50 and gateway CPU per request at concurrency 1 for a re-encoded output and an edit with
+    a 10 MB input image."""
+    from PIL import Image  # noqa: PLC0415 - only this scenario draws an image
+
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    buffer = io.BytesIO()
+    Image.merge("RGB", [Image.effect_noise((1850, 1850), 40) for _ in range(3)]).save(buffer, "PNG")
+    edit_body, edit_type = multipart({"prompt": "a bench edit", "model": MODEL}, {"image": buffer.getvalue()})
+    scenarios = [
+        ("n=1, 1.4 MB PNG re-encoded to JPEG", "/v1/images/generations",
+         json.dumps({"prompt": "a noisy benchmark picture [emulator: noise=1]", "model": MODEL,
+                     "output_format": "jpeg"}).encode(), "application/json"),
+        (f"edit with a {len(buffer.getvalue()) / 2**20:.1f} MB PNG input (multipart)", "/v1/images/edits",
+         edit_body, edit_type),
+    ]
+    rows = []
+    for label, path, body, content_type in scenarios:
+        hey(gateway_url + path, body, auth, 4, 1, content_type)  # warm up
+        cpu_before = tree_cpu_seconds(gateway.pid)
+        result = hey(gateway_url + path, body, auth, count, 1, content_type)
+        cpu = (tree_cpu_seconds(gateway.pid) - cpu_before) / count * 1000
+        rows.append(f"| {label}, concurrency 1: through the gateway | {result['rps']:.1f} req/s "
+                    f"| p50 {result['p50']:.1f} ms, p99 {result['p99']:.0f} ms "
+                    f"| errors {result['errors']:.0f}; gateway CPU {cpu:.1f} ms per request |")
+    return rows
+
+
+def held_calls(upstream_url, gateway_url, seconds):
+    """200 clients for `seconds`, each call held 3 s upstream: completions direct vs through the gateway."""
+    prompt = "held three seconds [emulator: delay=3]"
+    direct_body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                   "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
+    direct = hey(upstream_url, direct_body, {"x-goog-api-key": UPSTREAM_KEY}, 0, 200, seconds=seconds)
+    via = hey(gateway_url + "/v1/images/generations", {"prompt": prompt, "model": MODEL},
+              {"Authorization": f"Bearer {CLIENT_KEY}"}, 0, 200, seconds=seconds)
+    return [f"| concurrency 200, 3 s upstream, {seconds} s: direct upstream | {direct['ok']:.0f} completions "
+            f"| p50 {direct['p50']:.0f} ms | errors {direct['errors']:.0f} |",
+            f"| concurrency 200, 3 s upstream, {seconds} s: through the gateway | {via['ok']:.0f} completions "
+            f"({via['ok'] / max(direct['ok'], 1):.0%} of direct) | p50 {via['p50']:.0f} ms "
+            f"| errors {via['errors']:.0f} |"]
+
+
 def timed_post(url, body):
     """(seconds to the first byte, seconds to each completed image event, seconds to the end)."""
     started = time.monotonic()
-    first, completed = None, []
+    first, completed, seen = None, [], b""
     with requests.post(url, json=body, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, stream=True,
                        timeout=180) as response:
         assert response.status_code == 200, response.text[:500]
-        for line in response.iter_lines(chunk_size=1):
+        for chunk in response.iter_content(chunk_size=None):
             first = first if first is not None else time.monotonic() - started
-            if line == b"event: image_generation.completed":
-                completed.append(time.monotonic() - started)
+            seen = seen[-64:] + chunk  # an event name may straddle two reads
+            completed += [time.monotonic() - started] * seen.count(b"event: image_generation.completed")
+            seen = seen.replace(b"event: image_generation.completed", b"")
     return first, completed, time.monotonic() - started
 
 
@@ -259,6 +317,9 @@ def main():
                         f"| p50 {via['p50']:.1f} ms, p99 {via['p99']:.0f} ms "
                         f"(added p50 {via['p50'] - direct['p50']:.1f} ms) "
                         f"| errors {via['errors']:.0f}; gateway CPU {cpu_per_image:.1f} ms per image |")
+
+        rows += heavier_paths(gateway, gateway_url, 24 if args.quick else 60)
+        rows += held_calls(upstream_url, gateway_url, 6 if args.quick else 12)
 
         slow_body = {"prompt": f"slow [emulator: delay={args.latency:g}]", "model": MODEL}
         started = time.monotonic()  # one n=1 call: the baseline for n=10, and warms the emulator's picture
