@@ -25,7 +25,14 @@ class Model:
     owned_by: str = "google"
     transparent_background: bool = False
     image_only: bool = False  # answers with images only, never words
+    passthrough: bool = False  # an `openrouter/<vendor>/<model>` name, not a catalog entry
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
+
+    @property
+    def label(self):
+        """The model's name in metrics: a catalog id, never a name a client made up (a passthrough
+        name would let any client add label values without end)."""
+        return "openrouter/other" if self.passthrough else self.id
 
 
 def _google(google_id, openrouter_id):
@@ -76,7 +83,7 @@ def _passthrough(name):
     upstream = f"{match[1]}/{match[2]}"
     return Model(id=name, served_by={"openrouter": upstream}, aspect_ratios=TEN_RATIOS + TALL_AND_WIDE, tiers=TIERS,
                  max_input_images=16, created=0, owned_by=match[1],
-                 image_only=upstream.startswith(IMAGE_ONLY_PREFIXES))
+                 image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
 
 
 def resolve_model(name, default_model, aliases=None):

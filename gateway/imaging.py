@@ -182,6 +182,6 @@ def _create(params, settings, client, model, chain, inputs=(), instructions=(), 
     partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
     wire_request = _WireRequests(lambda provider: ImageCall(
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
-        model.image_only, interim_images=partial_images > 0))
+        model.image_only, interim_images=partial_images > 0, label=model.label))
     wire_request(chain[0])
     return ImageJob(settings, client, model, chain, wire_request, prompt, params, mask, partial_images)

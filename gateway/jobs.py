@@ -122,7 +122,7 @@ class ImageJob:
                 cancel.set()
                 pool.shutdown(wait=True)
                 transport.CANCEL.reset(token)
-                record_images(self.model.id, self.images, self.usage)
+                record_images(self.model.label, self.images, self.usage)
 
     def _drain(self, events, idle):
         running = self.n
@@ -181,7 +181,7 @@ class ImageJob:
                     raise
                 log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.cause,
                             following[0].name)
-                record_failover(self.model.id, provider.name, following[0].name)
+                record_failover(self.model.label, provider.name, following[0].name)
 
     def result(self):
         """The section 8 body of every image made (never more than `n`), in call order; the

@@ -22,6 +22,7 @@ class ImageCall:
     tier: str | None = None  # resolution tier "512", "1K", "2K" or "4K"; None sends none
     image_only: bool = False  # the model answers with images only, never words
     interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
+    label: str = ""  # the model's name in metrics (a catalog id)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class UpstreamRequest:
     model: str
     body: bytes
     stream: bool = False  # the answer comes as events, so interim images can be passed on as they arrive
+    label: str = ""  # the model's name in metrics
 
 
 @dataclass
@@ -102,7 +104,7 @@ class Provider:
         raise NotImplementedError
 
     def request_for(self, call):
-        return UpstreamRequest(call.model, self.build_body(call), call.interim_images)
+        return UpstreamRequest(call.model, self.build_body(call), call.interim_images, call.label or call.model)
 
     def generate(self, request, deadline, on_partial=None):
         """One call with the request, retried as the transport sees fit until `deadline` (a

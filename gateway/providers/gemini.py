@@ -101,7 +101,7 @@ def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJEC
         return error_for(response, subject=subject, **errors)
 
     if not request.stream:
-        return transport_.call(request.model, f"{url}:generateContent", headers, request.body, answer, error, deadline)
+        return transport_.call(request.label, f"{url}:generateContent", headers, request.body, answer, error, deadline)
 
     def on_event(payload):
         for b64 in interim_images(payload):
@@ -111,7 +111,7 @@ def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJEC
                 continue  # an unusable preview is skipped; the final image is checked as ever
             on_partial(image)
 
-    return transport_.call(request.model, f"{url}:streamGenerateContent?alt=sse", headers, request.body,
+    return transport_.call(request.label, f"{url}:streamGenerateContent?alt=sse", headers, request.body,
                            lambda payloads: answer(merge_stream(payloads)), error, deadline, on_event)
 
 

@@ -133,6 +133,6 @@ class OpenRouterProvider(Provider):
     def generate(self, request, deadline, on_partial=None):  # no interim images on this shape
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
-            request.model, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
+            request.label, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
             request.body, lambda payload: parse_answer(payload, self.api_key),
             lambda response: error_for(response, self.api_key), deadline)

@@ -166,7 +166,8 @@ class Transport:
         self.session = session or shared_session()
 
     def call(self, model_id, url, headers, body, parse, error_for, deadline, on_event=None):
-        """`parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
+        """`model_id` names the model in metrics and logs (a catalog id, not client input).
+        `parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
         (a time.monotonic() value, the client request's), holding one of the process's in-flight
         slots; `error_for(response)` turns a non-2xx answer into one of the neutral UpstreamErrors.
         With `on_event`, the answer is a server-sent event stream: each event's JSON goes to

@@ -183,3 +183,12 @@ def test_an_alias_may_name_an_openrouter_model(both, auth, chat):
     client = gateway(both, model_aliases={"flux": "openrouter/black-forest-labs/flux.2-pro"})
     assert generate(client, auth, model="flux").get_json()["model"] == "openrouter/black-forest-labs/flux.2-pro"
     assert client.get("/v1/models/flux", headers=auth).get_json()["owned_by"] == "black-forest-labs"
+
+
+def test_metrics_name_a_passthrough_model_by_a_fixed_label_not_the_clients_text(both, auth, chat):
+    from prometheus_client import REGISTRY
+    generate(gateway(both), auth, model="openrouter/someone/made-up-model-9")
+    labels = {"model": "openrouter/other", "provider": "openrouter", "outcome": "ok"}
+    assert REGISTRY.get_sample_value("gateway_upstream_calls_total", labels) >= 1
+    names = {sample.labels.get("model") for metric in REGISTRY.collect() for sample in metric.samples}
+    assert not any("made-up-model" in str(name) for name in names)
