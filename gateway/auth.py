@@ -1,6 +1,7 @@
 """The client key check (DESIGN.md section 2)."""
 import hashlib
 import hmac
+from dataclasses import dataclass
 from functools import wraps
 
 from flask import current_app, request
@@ -24,6 +25,18 @@ def key_id(key):
 def client_id():
     """The key id of the current request's client."""
     return key_id(presented_key())
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str  # the key's hash prefix: per-key limits
+    name: str  # from GATEWAY_API_KEYS (`name:key`), else `key-<id>`: logs and the `client` metric label
+
+
+def current_client():
+    """Who the current (authorized) request is from; names come only from configuration."""
+    key = presented_key()
+    return Client(key_id(key), current_app.config["SETTINGS"].client_names.get(key) or f"key-{key_id(key)}")
 
 
 def key_is_valid(key, keys):

@@ -26,7 +26,15 @@ class Model:
     transparent_background: bool = False
     image_only: bool = False  # answers with images only, never words
     passthrough: bool = False  # an `openrouter/<vendor>/<model>` name, not a catalog entry
+    image_price: dict = None  # USD per output image by resolution tier ("1K" for a model without tiers)
+    input_price: float = 0.0  # USD per million input tokens (text and images)
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
+
+    def cost(self, tier, images, input_tokens):
+        """USD for one call's images and input by the price table, or None without prices."""
+        if not self.image_price:
+            return None
+        return round(images * self.image_price[tier or "1K"] + input_tokens * self.input_price / 1e6, 6)
 
     @property
     def label(self):
@@ -40,6 +48,9 @@ def _google(google_id, openrouter_id):
     return {"gemini": google_id, "vertex": google_id, "openrouter": openrouter_id}
 
 
+# Google's list prices (ai.google.dev/gemini-api/docs/pricing and cloud.google.com/vertex-ai pricing,
+# the same on both; read 2026-11): output per image by tier, input per million tokens. OpenRouter
+# reports what it charged (`usage.cost`), which wins over this table.
 MODELS = (
     Model(
         id="gemini-2.5-flash-image",
@@ -49,6 +60,8 @@ MODELS = (
         tiers=(),
         max_input_images=3,
         created=1759363200,  # 2025-10-02, general availability
+        image_price={"1K": 0.039},
+        input_price=0.30,
     ),
     Model(
         id="gemini-3-pro-image",
@@ -59,6 +72,8 @@ MODELS = (
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
         interim_images=True,
+        image_price={"1K": 0.134, "2K": 0.134, "4K": 0.24},
+        input_price=2.00,
     ),
     Model(
         id="gemini-3.1-flash-image",
@@ -69,6 +84,8 @@ MODELS = (
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
         interim_images=True,
+        image_price={"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
+        input_price=0.50,
     ),
 )
 

@@ -1,5 +1,6 @@
 """Settings read once from the environment (DESIGN.md section 1)."""
 import os
+import re
 from dataclasses import dataclass, field
 
 
@@ -35,6 +36,19 @@ def _pairs(environ, name, shape):
     return pairs
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _named_keys(environ):
+    """GATEWAY_API_KEYS entries as (key, name): `name:key` names a key; any other entry is a bare
+    key (which may hold a colon), named later from its hash."""
+    named = []
+    for entry in _csv(environ.get("GATEWAY_API_KEYS")):
+        name, sep, key = entry.partition(":")
+        named.append((key.strip(), name) if sep and NAME.fullmatch(name) and key.strip() else (entry, ""))
+    return named
+
+
 def _choice(environ, name, default, choices):
     value = (environ.get(name) or default).strip().lower()
     if value not in choices:
@@ -45,6 +59,7 @@ def _choice(environ, name, default, choices):
 @dataclass(frozen=True)
 class Settings:
     api_keys: tuple = ()
+    client_names: dict = field(default_factory=dict)  # key -> its name from `name:key` entries
     gemini_api_key: str = ""
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     vertex_project: str = ""
@@ -87,7 +102,8 @@ class Settings:
     def from_env(cls, environ=None):
         env = os.environ if environ is None else environ
         return cls(
-            api_keys=_csv(env.get("GATEWAY_API_KEYS")),
+            api_keys=tuple(key for key, _ in _named_keys(env)),
+            client_names={key: name for key, name in _named_keys(env) if name},
             gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
             gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
             vertex_project=(env.get("VERTEX_PROJECT") or "").strip(),

@@ -91,7 +91,7 @@ def _route(params, settings, providers):
 
 
 def generate_images(params, settings, providers, client):
-    """Serve a generation for `client` (a key id): a prompt in, `n` images out."""
+    """Serve a generation for `client` (an auth.Client): a prompt in, `n` images out."""
     return _create(params, settings, client, *_route(params, settings, providers))
 
 
@@ -184,4 +184,4 @@ def _create(params, settings, client, model, chain, inputs=(), instructions=(), 
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
         model.image_only, interim_images=partial_images > 0, label=model.label))
     wire_request(chain[0])
-    return ImageJob(settings, client, model, chain, wire_request, prompt, params, mask, partial_images)
+    return ImageJob(settings, client, model, chain, wire_request, prompt, params, mask, partial_images, tier)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import media
 from .errors import GatewayError, UpstreamError
 from .limits import KEY_QUOTA, image_work
-from .metrics import record_failover, record_images
+from .metrics import record_cost, record_failover, record_images
 from .providers import Usage, transport
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ class _Finisher:
 class ImageJob:
     """The calls of one client request, planned by the service and run by `events()`."""
 
-    def __init__(self, settings, client, model, chain, wire_request, prompt, params, mask=None, partial_images=0):
-        self.settings, self.client, self.model, self.chain = settings, client, model, chain
+    def __init__(self, settings, client, model, chain, wire_request, prompt, params, mask=None, partial_images=0,
+                 tier=None):
+        self.settings, self.client, self.model, self.chain, self.tier = settings, client, model, chain, tier
         self.wire_request, self.prompt, self.params = wire_request, prompt, params
         self.n, self.partial_images = params.get("n", 1), partial_images
         self.output_format = params.get("output_format", "png")
@@ -111,7 +112,7 @@ class ImageJob:
         (the client went away) cancels the calls still running and frees their in-flight slots."""
         events, cancel = queue.Queue(), transport.Cancel()
         token = transport.CANCEL.set(cancel)
-        with KEY_QUOTA.hold(self.client, self.n, self.settings.upstream_max_in_flight_per_key):
+        with KEY_QUOTA.hold(self.client.id, self.n, self.settings.upstream_max_in_flight_per_key):
             pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="upstream")
             deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
             try:
@@ -153,6 +154,9 @@ class ImageJob:
         except GatewayError as error:
             emit(Failed(index, error, last=True))
             return
+        if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
+            generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage.input_tokens)
+        record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
         with self.lock:
             self.usage += generation.usage
         events = []
@@ -224,6 +228,6 @@ def usage_body(usage):
         "input_tokens_details": {"text_tokens": usage.input_text_tokens, "image_tokens": usage.input_image_tokens},
     }
     if usage.cost is not None:
-        body["cost"] = usage.cost
+        body["cost"] = round(usage.cost, 6)
     return body
 

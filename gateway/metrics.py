@@ -24,6 +24,8 @@ FAILOVERS = Counter("gateway_upstream_failovers_total", "Calls handed to the nex
 UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
 IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model"])
 TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind"])
+COST = Counter("gateway_cost_usd_total", "What the upstream calls cost, in USD (the upstream's figure, else the "
+               "catalog's price table)", ["client", "model", "provider"])
 
 
 @dataclass
@@ -36,6 +38,7 @@ class RequestStats:
     upstream_calls: int = 0
     upstream_retries: int = 0
     failovers: int = 0
+    cost: float = 0.0  # USD
     attempts: dict = field(default_factory=dict)  # provider -> {outcome: attempts}
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -62,6 +65,17 @@ def record_attempt(model, provider, outcome, seconds, retry):
     stats = STATS.get()
     if stats is not None:
         stats.count_attempt(provider, outcome, retry)
+
+
+def record_cost(model, provider, client, cost):
+    """One call's cost: the metric, and the current request's total."""
+    if cost is None:
+        return
+    COST.labels(client, model, provider).inc(cost)
+    stats = STATS.get()
+    if stats is not None:
+        with stats.lock:
+            stats.cost += cost
 
 
 def record_failover(model, from_provider, to_provider):

@@ -11,7 +11,7 @@ import uuid
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from .auth import client_id
+from .auth import client_id, current_client
 from .metrics import REQUEST_ID, REQUEST_SECONDS, REQUESTS, STATS, RequestStats
 
 log = logging.getLogger("gateway.request")
@@ -69,7 +69,7 @@ def finish_request(response):
     response.headers["X-Request-ID"] = g.request_id
     endpoint, status = _endpoint(), response.status_code
     fields = {"method": request.method, "path": request.path, "status": status, "client": request.remote_addr,
-              "key_id": client_id()}
+              "key_id": client_id(), "key_name": current_client().name}
     done = functools.partial(contextvars.copy_context().run, _request_done, endpoint, fields, g.started)
     if response.mimetype != "text/event-stream":
         done()
@@ -96,7 +96,7 @@ def _request_done(endpoint, fields, started):
     log.info("request", extra={"fields": {
         **fields, "duration_ms": round(seconds * 1000, 1), "model": stats.model, "n": stats.n, "user": stats.user,
         "images": stats.images, "upstream_calls": stats.upstream_calls, "upstream_retries": stats.upstream_retries,
-        "failovers": stats.failovers, "upstream_attempts": stats.attempts,
+        "failovers": stats.failovers, "upstream_attempts": stats.attempts, "cost_usd": round(stats.cost, 6),
     }})
 
 

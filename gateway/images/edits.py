@@ -1,7 +1,7 @@
 """POST /v1/images/edits"""
 from flask import Blueprint, current_app, request
 
-from ..auth import client_id, require_api_key
+from ..auth import current_client, require_api_key
 from ..errors import InvalidRequest
 from ..imaging import edit_images
 from . import image_response, json_body
@@ -40,5 +40,5 @@ def create_edit():
     """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
     params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
     config = current_app.config
-    job = edit_images(params, config["SETTINGS"], config["PROVIDERS"], client_id(), sources, mask)
+    job = edit_images(params, config["SETTINGS"], config["PROVIDERS"], current_client(), sources, mask)
     return image_response(job, "image_edit")

@@ -1,7 +1,7 @@
 """POST /v1/images/generations"""
 from flask import Blueprint, current_app
 
-from ..auth import client_id, require_api_key
+from ..auth import current_client, require_api_key
 from ..imaging import generate_images
 from . import image_response, json_body
 from .schemas import GenerationSchema, load
@@ -16,5 +16,5 @@ def create_generation():
     """Create images from a text prompt."""
     params = load(SCHEMA, json_body())
     config = current_app.config
-    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], client_id()),
+    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], current_client()),
                           "image_generation")

@@ -568,6 +568,7 @@ def test_response_has_the_openai_shape_with_image_tokens(client, auth, upstream)
     assert body["usage"] == {
         "input_tokens": 268, "output_tokens": 1290, "total_tokens": 1558,
         "input_tokens_details": {"text_tokens": 10, "image_tokens": 258},
+        "cost": 0.03908,  # one 2.5 Flash Image ($0.039) and 268 input tokens at $0.30 per million
     }
 
 

@@ -4,8 +4,10 @@ import json
 
 import pytest
 import responses
+from prometheus_client import REGISTRY
 
 from gateway import create_app
+from gateway.config import Settings
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
@@ -117,3 +119,27 @@ def test_without_trusted_proxies_x_forwarded_for_is_ignored(client, json_lines):
     client.get("/v1/nothing", headers={"X-Forwarded-For": "203.0.113.7"})
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert line["client"] == "127.0.0.1"
+
+
+def test_named_keys_are_read_and_bare_keys_keep_no_name():
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "alice:key-of-alice-123, bare-key-456 ,ops.team-1:k2"})
+    assert settings.api_keys == ("key-of-alice-123", "bare-key-456", "k2")
+    assert settings.client_names == {"key-of-alice-123": "alice", "k2": "ops.team-1"}
+
+
+def test_cost_is_counted_per_client_model_and_provider_and_logged(settings, auth, upstream, json_lines):
+    named = dataclasses.replace(settings, client_names={CLIENT_KEY: "alice"})
+    labels = {"client": "alice", "model": "gemini-2.5-flash-image", "provider": "gemini"}
+    before = REGISTRY.get_sample_value("gateway_cost_usd_total", labels) or 0
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    post(create_app(named).test_client(), auth, model="nano-banana")
+    assert REGISTRY.get_sample_value("gateway_cost_usd_total", labels) == pytest.approx(before + 0.039003)
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert (line["key_name"], line["cost_usd"]) == ("alice", 0.039003)
+
+
+def test_a_bare_key_is_named_from_its_hash_never_by_itself(client, auth, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    post(client, auth)
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert line["key_name"] == f"key-{line['key_id']}" and CLIENT_KEY not in line["key_name"]

@@ -90,9 +90,15 @@ def test_costs_of_n_calls_add_up(both, auth, upstream):
     assert len(body["data"]) == 2 and body["usage"]["cost"] == 0.75
 
 
-def test_gemini_answers_carry_no_cost(both, auth, upstream):
+@pytest.mark.parametrize("params, cost", [
+    ({}, 0.13402),  # 3 Pro at 1K: $0.134, and 10 input tokens at $2 per million
+    ({"size": "4096x4096"}, 0.24002),
+    ({"model": "nano-banana-2", "size": "512x512"}, 0.045005),
+    ({"model": "nano-banana"}, 0.039003),
+])
+def test_gemini_answers_are_priced_by_the_catalogs_table(both, auth, upstream, params, cost):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    assert "cost" not in generate(gateway(both), auth).get_json()["usage"]
+    assert generate(gateway(both), auth, **params).get_json()["usage"]["cost"] == cost
 
 
 def test_an_edit_sends_its_images_to_openrouter_as_data_urls(both, auth, chat):

@@ -117,7 +117,7 @@ def test_a_streamed_generation_sends_its_partial_images_then_the_final_one(clien
         assert isinstance(data["created_at"], int)
         assert (data["quality"], data["background"], data["output_format"]) == ("high", "opaque", "png")
     assert sent[-1][1]["usage"] == {"input_tokens": 10, "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
-                                    "output_tokens": 1290, "total_tokens": 1300}
+                                    "output_tokens": 1290, "total_tokens": 1300, "cost": 0.13402}
     (call,) = upstream.calls
     assert STREAM.fullmatch(call.request.url)
     assert json.loads(call.request.body)["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
@@ -225,4 +225,4 @@ def test_the_json_body_lists_images_in_call_order_with_usage_summed(client, auth
     body = response.get_json()
     assert [item["b64_json"] for item in body["data"]] == [b64(png) for png in pngs]
     assert body["usage"] == {"input_tokens": 30, "input_tokens_details": {"text_tokens": 30, "image_tokens": 0},
-                             "output_tokens": 300, "total_tokens": 330}
+                             "output_tokens": 300, "total_tokens": 330, "cost": 0.26806}
