@@ -23,6 +23,7 @@ def create_app(settings=None):
     from .images.generations import bp as generations_bp
     from .models import bp as models_bp
     from .openapi import bp as openapi_bp
+    from .playground import bp as playground_bp
     from .providers import build_providers
 
     settings = settings or Settings.from_env()
@@ -67,4 +68,6 @@ def create_app(settings=None):
     app.register_blueprint(edits_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(openapi_bp)
+    if settings.playground:
+        app.register_blueprint(playground_bp)
     return app

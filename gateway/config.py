@@ -93,6 +93,7 @@ class Settings:
     ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
     trusted_proxies: int = 0
     error_format: str = "seed"  # or "openai": {"error": {"message", "type", "param", "code"}}
+    playground: bool = True  # GET / serves the browser playground (GATEWAY_PLAYGROUND=off: a 404)
     cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
@@ -140,6 +141,7 @@ class Settings:
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
             error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("seed", "openai")),
+            playground=_choice(env, "GATEWAY_PLAYGROUND", "on", ("on", "off")) == "on",
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
             host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),

@@ -174,6 +174,7 @@ class UsageSchema(Schema):
     output_tokens = fields.Integer(required=True)
     total_tokens = fields.Integer(required=True)
     input_tokens_details = fields.Nested(InputTokensDetailsSchema, required=True)
+    cost = fields.Float(metadata={"description": "USD: the upstream's own figure, else the catalog's price table"})
 
 
 class ImagesResponseSchema(Schema):

@@ -79,7 +79,8 @@ def _encode(job, kind, first, events, failures):
                                                     "partial_image_index": event.partial_index})
             elif isinstance(event, Completed) and completed < job.n:
                 completed += 1
-                yield sse(f"{kind}.completed", {**_image_fields(job, event), "usage": usage_body(event.usage)})
+                yield sse(f"{kind}.completed", {**_image_fields(job, event), "usage": usage_body(event.usage),
+                                                "revised_prompt": event.revised_prompt})
     finally:
         events.close()
     if failures:  # OpenAI's shape whatever GATEWAY_ERROR_FORMAT says: the only one the SDKs surface

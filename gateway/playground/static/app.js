@@ -1,0 +1,194 @@
+// The playground: calls this gateway's own /v1 endpoints with the key typed into the page.
+"use strict";
+const $ = (selector) => document.querySelector(selector);
+const KEY = "gateway-key";
+const message = $("#message");
+const results = $("#results");
+
+function key() { return localStorage.getItem(KEY) || ""; }
+function say(text) { message.textContent = text || ""; }
+
+async function errorText(response) {
+  // the gateway's JSON error, in either of its shapes
+  try {
+    const body = await response.json();
+    return (body.error && body.error.message) || body.message || `HTTP ${response.status}`;
+  } catch (error) {
+    return `HTTP ${response.status}`;
+  }
+}
+
+async function loadModels() {
+  const response = await fetch("/v1/models", { headers: { Authorization: `Bearer ${key()}` } });
+  if (!response.ok) { say(await errorText(response)); $("#key-status").textContent = ""; return; }
+  const models = (await response.json()).data.map((model) => model.id);
+  for (const select of document.querySelectorAll("select.models")) {
+    select.replaceChildren(...models.map((id) => new Option(id, id)));
+  }
+  $("#key-status").textContent = `${models.length} models`;
+  say("");
+}
+
+$("#key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  localStorage.setItem(KEY, $("#key").value.trim());
+  loadModels();
+});
+
+for (const tab of document.querySelectorAll("[role=tab]")) {
+  tab.addEventListener("click", () => {
+    for (const other of document.querySelectorAll("[role=tab]")) {
+      const selected = other === tab;
+      other.setAttribute("aria-selected", String(selected));
+      document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+    }
+  });
+}
+
+function figureFor(index) {
+  let figure = results.querySelector(`figure[data-index="${index}"]`);
+  if (!figure) {
+    figure = document.createElement("figure");
+    figure.dataset.index = index;
+    figure.append(document.createElement("img"), document.createElement("figcaption"));
+    results.append(figure);
+  }
+  return figure;
+}
+
+function show(data, kind) {
+  const index = data.index || 0;
+  const figure = figureFor(index);
+  const img = figure.querySelector("img");
+  const url = `data:image/${data.output_format};base64,${data.b64_json}`;
+  img.src = url;
+  img.alt = data.revised_prompt || "generated image";
+  const caption = figure.querySelector("figcaption");
+  if (kind === "partial_image") {
+    figure.dataset.state = "partial";
+    caption.textContent = `Drawing... (preview ${data.partial_image_index + 1})`;
+    return;
+  }
+  figure.dataset.state = "done";
+  const usage = data.usage || {};
+  const cost = usage.cost === undefined ? "" : ` · $${usage.cost.toFixed(4)}`;
+  caption.textContent = `${data.size} · ${usage.total_tokens || 0} tokens${cost}` +
+    (data.revised_prompt ? ` · ${data.revised_prompt}` : "");
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `image-${index + 1}.${data.output_format === "jpeg" ? "jpg" : data.output_format}`;
+  link.textContent = " Download";
+  caption.append(link);
+}
+
+async function stream(url, init) {
+  // POST with stream: true; server-sent events become figures as they come
+  results.replaceChildren();
+  say("Working...");
+  const response = await fetch(url, init);
+  if (!response.ok) { say(await errorText(response)); return; }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending += decoder.decode(value, { stream: true });
+    const events = pending.split("\n\n");
+    pending = events.pop();
+    for (const block of events) {
+      const data = block.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("");
+      if (!data) continue;  // a keep-alive comment
+      const event = JSON.parse(data);
+      if (event.type === "error") { say(event.error.message); return; }
+      show(event, event.type.endsWith("partial_image") ? "partial_image" : "completed");
+    }
+  }
+  say("");
+}
+
+$("#generate").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const body = { stream: true };
+  for (const [name, value] of form) if (value !== "") body[name] = name === "n" ? Number(value) : value;
+  if (/^gemini-3/.test(body.model)) body.partial_images = 2;
+  stream("/v1/images/generations", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${key()}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+});
+
+// --- edits: pick or drop images, paint a mask over the first -------------------------------------
+let files = [];
+let painted = false;
+const source = $("#source");
+const mask = $("#mask");
+
+async function useFiles(list) {
+  files = [...list].filter((file) => file.type.startsWith("image/"));
+  if (!files.length) return;
+  const bitmap = await createImageBitmap(files[0]);
+  for (const canvas of [source, mask]) { canvas.width = bitmap.width; canvas.height = bitmap.height; }
+  source.getContext("2d").drawImage(bitmap, 0, 0);
+  mask.getContext("2d").clearRect(0, 0, mask.width, mask.height);
+  painted = false;
+  $("#mask-area").hidden = false;
+}
+
+$("#e-files").addEventListener("change", (event) => useFiles(event.target.files));
+const drop = $("#drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  useFiles(event.dataTransfer.files);
+});
+
+function paintAt(event) {
+  const box = mask.getBoundingClientRect();
+  const x = (event.clientX - box.left) * mask.width / box.width;
+  const y = (event.clientY - box.top) * mask.height / box.height;
+  const context = mask.getContext("2d");
+  context.fillStyle = "rgba(255, 0, 0, 1)";
+  context.beginPath();
+  context.arc(x, y, Number($("#brush").value) * mask.width / box.width / 2, 0, 2 * Math.PI);
+  context.fill();
+  painted = true;
+}
+let painting = false;
+mask.addEventListener("pointerdown", (event) => { painting = true; mask.setPointerCapture(event.pointerId); paintAt(event); });
+mask.addEventListener("pointermove", (event) => { if (painting) paintAt(event); });
+mask.addEventListener("pointerup", () => { painting = false; });
+$("#clear-mask").addEventListener("click", () => {
+  mask.getContext("2d").clearRect(0, 0, mask.width, mask.height);
+  painted = false;
+});
+
+function maskBlob() {
+  // OpenAI's mask: the first image's size, opaque where it stays, transparent where painted
+  const out = document.createElement("canvas");
+  out.width = mask.width;
+  out.height = mask.height;
+  const context = out.getContext("2d");
+  context.fillStyle = "#000";
+  context.fillRect(0, 0, out.width, out.height);
+  context.globalCompositeOperation = "destination-out";
+  context.drawImage(mask, 0, 0);
+  return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+}
+
+$("#edit").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!files.length) { say("Add at least one image to edit."); return; }
+  const form = new FormData();
+  for (const file of files) form.append(files.length > 1 ? "image[]" : "image", file, file.name);
+  if (painted) form.append("mask", await maskBlob(), "mask.png");
+  for (const [name, value] of new FormData(event.target)) if (name !== "image" && value !== "") form.append(name, value);
+  form.append("stream", "true");
+  stream("/v1/images/edits", { method: "POST", headers: { Authorization: `Bearer ${key()}` }, body: form });
+});
+
+if (key()) { $("#key").value = key(); loadModels(); }

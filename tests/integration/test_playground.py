@@ -1,0 +1,121 @@
+"""The playground page in a real headless browser (Playwright driving Debian's Chromium) against
+the gateway under gunicorn and the emulator: generate, paint a mask and edit, a wrong key. A
+screenshot of the page is saved next to the test's logs when a test fails."""
+import base64
+import io
+import shutil
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.integration.conftest import CLIENT_KEY, start_gateway, stop
+from tests.support import png_bytes
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# as root, in a closed network: no sandbox, and none of Chromium's own calls home
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip("chromium is not installed here (.ci/run installs it)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def page(browser, gateway_url, request, screenshots):
+    """A fresh page on the playground; a screenshot of it is saved when the test fails."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(gateway_url + "/")
+    yield page
+    if getattr(request.node, "failed", False):  # set by the hook in tests/integration/conftest.py
+        page.screenshot(path=str(screenshots / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def use_key(page, key=CLIENT_KEY):
+    page.get_by_label("Client key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+
+
+def image_size(img):
+    src = img.get_attribute("src")
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
+
+
+def test_the_page_loads_without_a_key(gateway_url):
+    response = requests.get(gateway_url + "/", timeout=10)
+    assert response.status_code == 200 and "<title>Image gateway playground</title>" in response.text
+    assert requests.get(gateway_url + "/playground/app.js", timeout=10).status_code == 200
+
+
+def test_generate_two_images_shows_both_with_size_tokens_and_cost(page, screenshots):
+    use_key(page)
+    page.wait_for_selector("#key-status:has-text('models')")
+    page.select_option("#generate select[name=model]", "gemini-2.5-flash-image")
+    page.select_option("#generate select[name=size]", "1792x1024")
+    page.fill("#generate input[name=n]", "2")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("figure[data-state=done] >> nth=1", timeout=30000)
+    figures = page.locator("figure[data-state=done]")
+    assert figures.count() == 2
+    for index in range(2):
+        figure = figures.nth(index)
+        width, height = image_size(figure.locator("img"))
+        assert (width, height) == (1344, 768)  # 16:9, 2.5 Flash Image's own size
+        caption = figure.locator("figcaption").inner_text()
+        assert "1344x768" in caption and "tokens" in caption and "$0.03" in caption
+    assert page.locator("#message").inner_text() == ""
+    page.screenshot(path=str(screenshots / "playground.png"))  # the README's picture
+
+
+def test_paint_a_mask_and_edit(page, tmp_path):
+    source = tmp_path / "red.png"
+    source.write_bytes(png_bytes((200, 150), (255, 0, 0)))
+    use_key(page)
+    page.wait_for_selector("#key-status:has-text('models')")
+    page.get_by_role("tab", name="Edit").click()
+    page.set_input_files("#e-files", str(source))
+    mask = page.locator("#mask")
+    mask.wait_for()
+    box = mask.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9, steps=8)
+    page.mouse.up()
+    page.select_option("#edit select[name=model]", "gemini-2.5-flash-image")
+    page.get_by_role("button", name="Edit", exact=True).last.click()
+    page.wait_for_selector("figure[data-state=done]", timeout=30000)
+    result = Image.open(io.BytesIO(base64.b64decode(
+        page.locator("figure[data-state=done] img").get_attribute("src").split(",", 1)[1]))).convert("RGB")
+    assert result.size == (200, 150)  # a masked edit comes back at the source's size
+    assert result.getpixel((5, 140)) == (255, 0, 0)  # outside the painted area: the source, pixel for pixel
+
+
+def test_a_wrong_key_shows_the_gateways_message(page):
+    use_key(page, "not-a-key")
+    page.wait_for_selector("#message:has-text('Unauthorized')")
+    assert "the API key is not valid" in page.locator("#message").inner_text()
+
+
+def test_the_playground_can_be_turned_off(emulator_url, tmp_path):
+    process, url = start_gateway(emulator_url, tmp_path / "off.log", GATEWAY_PLAYGROUND="off")
+    try:
+        response = requests.get(url + "/", timeout=10)
+        assert response.status_code == 404 and response.json()["status"] == 404
+    finally:
+        stop(process)
