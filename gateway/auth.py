@@ -4,7 +4,7 @@ import hmac
 from dataclasses import dataclass
 from functools import wraps
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from .errors import GatewayError
 
@@ -33,10 +33,12 @@ class Client:
     name: str  # from GATEWAY_API_KEYS (`name:key`), else `key-<id>`: logs and the `client` metric label
 
 
+ANONYMOUS = Client("-", "-")  # a request without a valid key: never named after what it sent
+
+
 def current_client():
-    """Who the current (authorized) request is from; names come only from configuration."""
-    key = presented_key()
-    return Client(key_id(key), current_app.config["SETTINGS"].client_names.get(key) or f"key-{key_id(key)}")
+    """Who the current request is from, once its key was found valid; names come only from configuration."""
+    return g.get("client", ANONYMOUS)
 
 
 def key_is_valid(key, keys):
@@ -57,6 +59,8 @@ def require_api_key(view):
                 401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
         if not key_is_valid(key, keys):
             raise GatewayError(401, "Unauthorized: the API key is not valid.")
+        names = current_app.config["SETTINGS"].client_names
+        g.client = Client(key_id(key), names.get(key) or f"key-{key_id(key)}")
         return view(*args, **kwargs)
 
     return checked

@@ -123,7 +123,7 @@ class ImageJob:
                 cancel.set()
                 pool.shutdown(wait=True)
                 transport.CANCEL.reset(token)
-                record_images(self.model.label, self.images, self.usage)
+                record_images(self.model.label, self.client.name, self.images, self.usage)
 
     def _drain(self, events, idle):
         running = self.n

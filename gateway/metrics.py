@@ -11,7 +11,7 @@ REQUEST_ID = contextvars.ContextVar("request_id", default="-")
 STATS = contextvars.ContextVar("request_stats", default=None)
 SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300)
 
-REQUESTS = Counter("gateway_requests_total", "HTTP requests served", ["endpoint", "status"])
+REQUESTS = Counter("gateway_requests_total", "HTTP requests served", ["endpoint", "status", "client"])
 REQUEST_SECONDS = Histogram("gateway_request_duration_seconds", "Time to serve a request", ["endpoint"],
                             buckets=SLOW)
 UPSTREAM_CALLS = Counter("gateway_upstream_calls_total", "Upstream call attempts", ["model", "provider", "outcome"])
@@ -22,8 +22,8 @@ UPSTREAM_RETRIES = Counter("gateway_upstream_retries_total", "Upstream attempts 
 FAILOVERS = Counter("gateway_upstream_failovers_total", "Calls handed to the next provider after a failure",
                     ["model", "from_provider", "to_provider"])
 UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
-IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model"])
-TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind"])
+IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model", "client"])
+TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind", "client"])
 COST = Counter("gateway_cost_usd_total", "What the upstream calls cost, in USD (the upstream's figure, else the "
                "catalog's price table)", ["client", "model", "provider"])
 
@@ -86,10 +86,10 @@ def record_failover(model, from_provider, to_provider):
             stats.failovers += 1
 
 
-def record_images(model, images, usage):
-    IMAGES.labels(model).inc(images)
-    TOKENS.labels(model, "input").inc(usage.input_tokens)
-    TOKENS.labels(model, "output").inc(usage.output_tokens)
+def record_images(model, client, images, usage):
+    IMAGES.labels(model, client).inc(images)
+    TOKENS.labels(model, "input", client).inc(usage.input_tokens)
+    TOKENS.labels(model, "output", client).inc(usage.output_tokens)
     stats = STATS.get()
     if stats is not None:
         stats.images = images

@@ -88,7 +88,7 @@ def _then(body, done):
 
 def _request_done(endpoint, fields, started):
     seconds = time.monotonic() - started
-    REQUESTS.labels(endpoint, str(fields["status"])).inc()
+    REQUESTS.labels(endpoint, str(fields["status"]), fields["key_name"]).inc()
     REQUEST_SECONDS.labels(endpoint).observe(seconds)
     if endpoint in ("/metrics", "/health"):
         return

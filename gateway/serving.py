@@ -87,7 +87,7 @@ def write_json_error(sock, status_int, reason, mesg, error_format="seed"):
     body = json.dumps(error_body(status_int, f"{reason}: {mesg}", error_format))
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
-    REQUESTS.labels("unparsed", str(status_int)).inc()
+    REQUESTS.labels("unparsed", str(status_int), "-").inc()
     util.write_nonblock(sock, (head + body).encode("latin1"))
 
 

@@ -3,6 +3,7 @@ import base64
 import io
 
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 GENERATE_URL = "https://gemini.test/v1beta/models/{model}:generateContent"
 
@@ -53,3 +54,9 @@ def assert_valid_gemini_request(body):
     image_size = image_config.pop("imageSize", None)
     assert image_size in (None, "512", "1K", "2K", "4K"), image_size
     ParseDict(body, GenerateContentRequest.pb()(), ignore_unknown_fields=False)
+
+
+def metric(text, name, **labels):
+    """The sum of a metric's samples whose labels include `labels`, from Prometheus text (0 when none)."""
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())

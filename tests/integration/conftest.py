@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.secrets import WATCH
+from tests.support import metric  # noqa: F401 - the integration tests import it from here
 from tests.tls import ImageServer, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,13 +226,6 @@ def raw_http(url, request_bytes, close_after_sending=False, timeout=10):
     return lines[0], headers, rest[:int(headers.get("content-length", len(rest)))]
 
 
-def metric(text, name, **labels):
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.hookimpl(hookwrapper=True)

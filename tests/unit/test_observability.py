@@ -7,9 +7,10 @@ import responses
 from prometheus_client import REGISTRY
 
 from gateway import create_app
+from gateway.auth import key_id
 from gateway.config import Settings
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
-from tests.support import gemini_answer
+from tests.support import gemini_answer, metric
 from tests.unit.conftest import GENERATE
 
 
@@ -81,10 +82,7 @@ def test_key_id_is_a_short_hash_and_differs_per_key(client, upstream, json_lines
 
 def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, upstream):
     def sample(name, **labels):
-        text = client.get("/metrics").get_data(as_text=True)
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(f"{name}{{{wanted}}}"))
+        return metric(client.get("/metrics").get_data(as_text=True), name, **labels)
 
     before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
               sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
@@ -143,3 +141,25 @@ def test_a_bare_key_is_named_from_its_hash_never_by_itself(client, auth, upstrea
     post(client, auth)
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert line["key_name"] == f"key-{line['key_id']}" and CLIENT_KEY not in line["key_name"]
+
+
+def test_requests_images_and_tokens_are_counted_per_client_name(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, client_names={CLIENT_KEY: "alice"})).test_client()
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+
+    def counts():
+        text = client.get("/metrics").get_data(as_text=True)
+        return (metric(text, "gateway_requests_total", client="alice", status="200"),
+                metric(text, "gateway_images_generated_total", client="alice"),
+                metric(text, "gateway_tokens_total", client="alice", kind="output"))
+
+    before = counts()
+    post(client, auth)
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1290]
+
+
+def test_a_wrong_key_is_counted_as_anonymous_never_by_what_it_sent(client):
+    client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": "Bearer made-up-key-77"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert metric(text, "gateway_requests_total", client="-", status="401") >= 1
+    assert "made-up" not in text and key_id("made-up-key-77") not in text
