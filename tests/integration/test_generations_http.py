@@ -59,7 +59,8 @@ def test_upstream_trouble_is_a_json_error(gateway_url, auth, directive, status, 
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/v1/images/generations", 405),
     ("POST", "/v1/nothing-here", 404),
-    ("GET", "/", 404),
+    ("GET", "/nothing-here", 404),
+    ("POST", "/", 405),  # the playground page only answers GET
 ])
 def test_routing_errors_are_json(gateway_url, method, path, status):
     response = requests.request(method, gateway_url + path, timeout=10)
