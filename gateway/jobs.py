@@ -197,7 +197,7 @@ class ImageJob:
             elif isinstance(event, Failed):
                 failed.append(event)
         if not completed:
-            raise min(failed, key=lambda event: event.index).error
+            raise first_failure(failed)
         completed.sort(key=lambda event: event.index)  # stable: a call's images keep their order
         made = completed[:self.n]
         failed_count = min(len(failed), self.n - len(made))
@@ -218,6 +218,11 @@ class ImageJob:
             "usage": usage_body(self.usage),
         }
         return body
+
+
+def first_failure(failures):
+    """The error of the lowest-numbered call among Failed events: the one a client is told."""
+    return min(failures, key=lambda event: event.index).error
 
 
 def usage_body(usage):

@@ -1,12 +1,13 @@
 """`stream: true`: an ImageJob's events as server-sent events, OpenAI's image streaming shape
 (DESIGN.md section 11), which the official SDKs' `stream=True` reads."""
 import contextvars
+import itertools
 import time
 
 from flask import Response
 
 from ..errors import error_body
-from ..jobs import Completed, Failed, Partial, usage_body
+from ..jobs import Completed, Failed, Partial, first_failure, usage_body
 from ..jsonchunks import json_chunks
 
 KEEP_ALIVE = b": keep-alive\n\n"
@@ -48,7 +49,7 @@ def _first(events):
     except BaseException:
         events.close()
         raise
-    raise min(failures, key=lambda event: event.index).error
+    raise first_failure(failures)
 
 
 def _in_context(context, chunks):
@@ -69,7 +70,7 @@ def _encode(job, kind, first, events, failures):
     images of the other calls are not lost to a client that stops reading at an error."""
     completed = 0
     try:
-        for event in _with_first(first, events):
+        for event in itertools.chain([first], events):
             if event is None:
                 yield KEEP_ALIVE
             elif isinstance(event, Failed):
@@ -84,13 +85,8 @@ def _encode(job, kind, first, events, failures):
     finally:
         events.close()
     if failures:  # OpenAI's shape whatever GATEWAY_ERROR_FORMAT says: the only one the SDKs surface
-        failure = min(failures, key=lambda event: event.index).error
+        failure = first_failure(failures)
         yield sse("error", {"error": error_body(failure.status, failure.message, "openai")["error"]})
-
-
-def _with_first(first, events):
-    yield first
-    yield from events
 
 
 def _image_fields(job, event):
