@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import media
 from .errors import GatewayError, UpstreamError
-from .limits import KEY_QUOTA, image_work
+from .limits import KEY_QUOTA, image_thread_lock, image_work
 from .metrics import record_cost, record_failover, record_images
 from .providers import Usage, transport
 
@@ -68,7 +68,7 @@ class _Finisher:
 
     def __init__(self, settings, output_format, compression, mask):
         self.settings, self.output_format, self.compression, self.mask = settings, output_format, compression, mask
-        self.masked, self.lock = None, threading.Lock()
+        self.masked, self.lock = None, image_thread_lock()
 
     def passes_through(self, image):
         return self.mask is None and image.format == media.FORMATS[self.output_format] and self.compression is None

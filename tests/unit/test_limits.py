@@ -1,6 +1,9 @@
 """The per-key bound on upstream calls in flight, and the image threads' queue bound."""
 import dataclasses
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,16 @@ def test_image_work_waits_for_a_thread_up_to_the_queue_timeout_then_503(settings
     holder.join()
     assert (busy.value.status, busy.value.headers) == (503, {"Retry-After": "5"})
     assert image_work(settings, int) == 0
+
+
+def test_the_lock_between_image_threads_is_a_real_one_under_gevent():
+    """Under gevent (production) a patched threading.Lock is for greenlets; a real image thread
+    waiting on one once missed its wake-up and hung a masked edit for good (1 in 40 under load
+    in bench/resources.py). Checked in a fresh interpreter patched as gunicorn's workers are."""
+    program = ("from gevent import monkey; monkey.patch_all()\n"
+               "import threading\n"
+               "from gateway.limits import image_thread_lock\n"
+               "real = monkey.get_original('_thread', 'LockType')\n"
+               "assert not isinstance(threading.Lock(), real)  # patched, as in a worker\n"
+               "assert isinstance(image_thread_lock(), real)\n")
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=Path(__file__).parents[2], timeout=60)
