@@ -44,8 +44,9 @@ logconfig_dict = serving.LOG_CONFIG
 # (or tests next to a dev server) would fight over it, and nothing here uses it.
 control_socket_disable = True
 
-# workers fork from this process and share the patch
+# workers fork from this process and share the patches
 util.write_error = functools.partial(serving.write_json_error, error_format=settings.error_format)
+serving.bound_writes(settings.client_send_timeout)
 serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 
 

@@ -86,6 +86,7 @@ class Settings:
     stream_keepalive: float = 15.0  # seconds between `: keep-alive` comments of a quiet event stream
     client_header_timeout: int = 10
     client_body_timeout: float = 60.0
+    client_send_timeout: float = 60.0  # seconds one write of a response may wait for the client to read
     max_content_length: int = 52428800
     image_fetch_max_bytes: int = 20971520
     image_fetch_allow_hosts: tuple = ()
@@ -133,6 +134,7 @@ class Settings:
             stream_keepalive=_number(env, "STREAM_KEEPALIVE_SECONDS", cls.stream_keepalive, float, 0.1),
             client_header_timeout=_number(env, "CLIENT_HEADER_TIMEOUT", cls.client_header_timeout, int, 1),
             client_body_timeout=_number(env, "CLIENT_BODY_TIMEOUT", cls.client_body_timeout, float, 1),
+            client_send_timeout=_number(env, "CLIENT_SEND_TIMEOUT", cls.client_send_timeout, float, 1),
             max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
             image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),

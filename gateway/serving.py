@@ -1,11 +1,14 @@
 """The HTTP server's share of resource safety, used by gunicorn.conf.py (gevent workers): a
-deadline for each request body, `100 Continue` only once the app reads the body (after the key
-check), gunicorn's own refusals as JSON (to the client, in the log, in /metrics), enough file
-descriptors for the connections a worker holds, recycling counted on served image requests,
-and freed memory given back to the system."""
+deadline for each request body and for each write of a response, `100 Continue` only once the
+app reads the body (after the key check), gunicorn's own refusals as JSON (to the client, in the
+log, in /metrics), enough file descriptors for the connections a worker holds, recycling
+counted on served image requests, and freed memory given back to the system."""
 import ctypes
 import ctypes.util
+import errno
+import functools
 import json
+import logging
 import random
 import resource
 import time
@@ -56,6 +59,35 @@ def limit_body(req, seconds):
     if req.body is not None:
         req.body.reader = BodyReader(req.body.reader, req.unreader.sock, seconds, req._expected_100_continue)
     req._expected_100_continue = False  # gunicorn would send it before the app has seen the request
+
+
+def bound_writes(seconds):
+    """Give every write of a response (its head, a JSON body's part, a stream's event) `seconds`
+    to be taken by the client. A client that stops reading would otherwise hold its connection,
+    greenlet and response bytes for as long as TCP keeps the connection (gevent's sendall has no
+    deadline); past it the connection is closed as if the client had reset it, which also ends a
+    stream and cancels its upstream calls. Patches gunicorn's two write functions (once, in the
+    master; the workers fork with it). Reads keep their own deadlines: the socket has none
+    between writes."""
+    for name in ("write", "write_chunk"):
+        setattr(util, name, _with_deadline(getattr(util, name), seconds))
+
+
+def _with_deadline(write, seconds):
+    @functools.wraps(write)
+    def write_within(sock, *args):
+        previous = sock.gettimeout()  # None, or 0.0 for gunicorn's non-blocking error writes
+        sock.settimeout(seconds if previous is None else min(previous, seconds))
+        try:
+            return write(sock, *args)
+        except TimeoutError:
+            logging.getLogger("gunicorn.error").warning(
+                "A client did not take a response write within %g seconds; closing its connection "
+                "(CLIENT_SEND_TIMEOUT).", seconds)
+            raise ConnectionResetError(errno.ECONNRESET, "client stopped reading") from None
+        finally:
+            sock.settimeout(previous)
+    return write_within
 
 
 def start_recycling_count(worker, image_requests):

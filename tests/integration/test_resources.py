@@ -33,7 +33,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 OTHER_KEY = "integration-second-client-key"
-HEADER_TIMEOUT, BODY_TIMEOUT, UPSTREAM_TIMEOUT = 2, 3, 4
+HEADER_TIMEOUT, BODY_TIMEOUT, SEND_TIMEOUT, UPSTREAM_TIMEOUT = 2, 3, 2, 4
 MAX_PIXELS = 4_000_000
 PER_KEY = 3
 FLOOD = 2500  # connections per flood: more than the 1,024 that stopped the gthread workers
@@ -47,7 +47,8 @@ def strict(emulator_url, tmp_path_factory):
     process, url = start_gateway(
         emulator_url, log, WEB_CONCURRENCY="1", GATEWAY_API_KEYS=f"{CLIENT_KEY},{OTHER_KEY}",
         CLIENT_HEADER_TIMEOUT=str(HEADER_TIMEOUT), CLIENT_BODY_TIMEOUT=str(BODY_TIMEOUT),
-        UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT), UPSTREAM_MAX_RETRIES="0", IMAGE_MAX_PIXELS=str(MAX_PIXELS),
+        CLIENT_SEND_TIMEOUT=str(SEND_TIMEOUT), UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT), UPSTREAM_MAX_RETRIES="0",
+        IMAGE_MAX_PIXELS=str(MAX_PIXELS),
         UPSTREAM_MAX_IN_FLIGHT_PER_KEY=str(PER_KEY))
     yield url, log
     stop(process)
@@ -130,6 +131,39 @@ def test_thousands_of_stalled_connections_do_not_stop_other_clients(url, sent):
     finally:
         for sock in flood:
             sock.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["JSON", "stream"])
+def test_a_client_that_stops_reading_is_cut_off_at_the_send_deadline(strict, stream):
+    """Four 1.4 MB images (about 7.6 MB of base64) to a client whose receive buffer is tiny and
+    that reads nothing: the server's socket buffers fill, the pending write waits
+    CLIENT_SEND_TIMEOUT, and the connection is closed with the response unfinished (without the
+    deadline, reading later would get all of it)."""
+    url, log = strict
+    offset = log.stat().st_size
+    body = json.dumps({"prompt": "a noisy picture nobody reads [emulator: noise=1]", "n": 4, "stream": stream})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address(url))
+    with sock:
+        sock.sendall(request_head("/v1/images/generations", f"Authorization: Bearer {CLIENT_KEY}",
+                                  "Content-Type: application/json", f"Content-Length: {len(body)}") + body.encode())
+        time.sleep(SEND_TIMEOUT + 4)
+        received = b""
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if stream:
+        assert not rest.endswith(b"0\r\n\r\n")  # the last chunk of a finished stream never came
+        assert rest.count(b"event: image_generation.completed") < 4
+    else:
+        assert len(rest) < int(re.search(rb"Content-Length: (\d+)", head)[1])
+    assert b"did not take a response write within 2 seconds" in log.read_bytes()[offset:]
 
 
 def test_a_body_that_drips_gets_a_408_when_the_body_deadline_passes(url, emulator_url):

@@ -1,12 +1,16 @@
 """gunicorn's side of resource safety (gateway/serving.py), without a server: the body deadline,
-the deferred `100 Continue`, and recycling counted on served image requests."""
+the deferred `100 Continue`, the deadline of each response write, and recycling counted on
+served image requests."""
+import socket
+import time
 from types import SimpleNamespace
 
 import gevent
 import pytest
+from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
-from gateway.serving import BodyReader, count_image_request, start_recycling_count
+from gateway.serving import BodyReader, _with_deadline, count_image_request, start_recycling_count
 
 
 class DrippingReader:
@@ -56,6 +60,35 @@ def worker(limit):
 
 def served(worker_, path="/v1/images/generations", status=200):
     count_image_request(worker_, {"PATH_INFO": path}, SimpleNamespace(status_code=status))
+
+
+def test_a_write_the_client_never_takes_ends_as_a_reset_at_its_deadline():
+    """50 MB to a peer that reads nothing: a ConnectionResetError (which gunicorn treats as the
+    client going away) after the deadline, and the socket is blocking again afterwards."""
+    server, client = socket.socketpair()
+    with server, client:
+        started = time.monotonic()
+        with pytest.raises(ConnectionResetError):
+            _with_deadline(util.write, 0.3)(server, b"x" * 50_000_000)
+        assert time.monotonic() - started < 5
+        assert server.gettimeout() is None
+
+
+def test_a_non_blocking_write_stays_non_blocking():
+    """gunicorn writes its own error answers without waiting (util.write_nonblock)."""
+    server, client = socket.socketpair()
+    with server, client:
+        server.settimeout(0.0)
+        with pytest.raises(BlockingIOError):
+            _with_deadline(util.write, 30)(server, b"x" * 50_000_000)
+        assert server.gettimeout() == 0.0
+
+
+def test_a_write_the_client_takes_passes_through():
+    server, client = socket.socketpair()
+    with server, client:
+        _with_deadline(util.write, 0.3)(server, b"an answer")
+        assert client.recv(100) == b"an answer"
 
 
 def test_a_worker_retires_after_its_image_requests_and_jitter():
