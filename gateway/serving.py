@@ -18,7 +18,7 @@ from werkzeug.exceptions import RequestTimeout
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-LARGE = 256 * 1024
+MMAP_THRESHOLD, TRIM_THRESHOLD = 4 * 2**20, 32 * 2**20
 LOG_CONFIG = {  # gunicorn's own log lines (refusals, worker starts and exits) as JSON too
     "version": 1,
     "disable_existing_loggers": False,
@@ -137,17 +137,20 @@ def raise_open_files_limit(wanted):
 def return_freed_memory(every=10.0):
     """Give memory the process no longer uses back to the system (glibc only; a no-op elsewhere).
     glibc raises its mmap threshold each time a large block is freed, up to 32 MB, after which
-    image-sized buffers come from the heap and stay after a burst: a fixed 256 KB threshold keeps
-    each large block in its own mapping, returned when freed. Thousands of small objects (a
-    flood of connections) leave the heap fragmented: malloc_trim every `every` seconds, on one
-    of gevent's native threads, returns its free pages."""
+    the 15-20 MB strings of a large edit come from the heap and fragment it: a fixed 4 MB
+    threshold keeps each larger block in its own mapping, returned when freed. Blocks below it
+    (a 1K image's upstream answer and base64 are about 2 MB) come from the heap, whose free top
+    is kept up to 32 MB: a fresh mapping per block would cost a page fault per 4 KB touched,
+    which was a third of the CPU of passing an image through (README, Benchmark). Thousands of
+    small objects (a flood of connections) leave the heap fragmented: malloc_trim every `every`
+    seconds, on one of gevent's native threads, returns its free pages, the kept top included."""
     import gevent
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if not hasattr(libc, "gnu_get_libc_version"):
         return
-    libc.mallopt(M_MMAP_THRESHOLD, LARGE)
-    libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE)
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
     def trim_forever():
         while True:
