@@ -112,6 +112,20 @@ def test_the_body_and_headers_are_sent_as_given(settings, web):
     assert sent.headers["Accept-Encoding"] == "identity"
 
 
+@pytest.mark.parametrize("no_proxy, proxied", [("", True), ("upstream.test", False)])
+def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypatch, no_proxy, proxied):
+    """Read once per upstream origin (the environment does not change while the gateway runs),
+    with the same answer as requests' own reading, call after call."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    web.add(responses.POST, URL, json={"text": "made"})
+    sender = transport.Transport(settings, "test", "The test API", session=transport.Session())
+    for _ in range(2):
+        sender.call("model-x", URL, {}, b"{}", answer, error_for, time.monotonic() + 30)
+    expected = {"https": "http://proxy.test:3128"} if proxied else {}
+    assert [call.request.req_kwargs["proxies"] for call in web.calls] == [expected, expected]
+
+
 def test_an_answer_over_the_size_limit_is_refused(settings, web):
     web.add(responses.POST, URL, body=b'{"text": "' + b"x" * 4096 + b'"}', content_type="application/json")
     with pytest.raises(UpstreamError) as caught:
