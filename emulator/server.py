@@ -154,8 +154,9 @@ def render_png(prompt, size, inputs, noise=False):
 
 
 @lru_cache(maxsize=64)
-def render_text_only_png(prompt, size, noise):
-    return render_png(prompt, size, [], noise)
+def text_only_picture(prompt, size, noise):
+    """The base64 picture for a prompt without input images (the same one every time)."""
+    return base64.b64encode(render_png(prompt, size, [], noise)).decode()
 
 
 def open_image(b64):
@@ -185,11 +186,11 @@ class Job:
         pictures = []
         for index in range(count):
             variant, noise = self.prompt + "#" * index, "noise" in wanted
-            png = (render_png(variant, size, self.inputs, noise) if self.inputs
-                   else render_text_only_png(variant, size, noise))
+            data = (base64.b64encode(render_png(variant, size, self.inputs, noise)).decode() if self.inputs
+                    else text_only_picture(variant, size, noise))
             if "truncate" in wanted:
-                png = png[: (len(png) // 2) // 3 * 3]
-            data = base64.b64encode(png).decode()
+                png = base64.b64decode(data)
+                data = base64.b64encode(png[: (len(png) // 2) // 3 * 3]).decode()
             if "bad_base64" in wanted:
                 data = "!!not base64!!" + data
             if "not_image" in wanted:
