@@ -5,13 +5,14 @@ import base64
 import dataclasses
 import io
 import struct
+import time
 import zlib
 
 import pytest
 import responses
 from PIL import Image, ImageChops
 
-from gateway import create_app
+from gateway import create_app, media
 from gateway.imaging import FIDELITY_INSTRUCTION, MASK_INSTRUCTION
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE, sent_bodies
@@ -434,6 +435,30 @@ def test_masked_edit_returns_the_source_size_when_the_model_answers_another_size
     assert response.status_code == 200
     assert response.json["size"] == "120x80"
     assert decode(response.json["data"][0]["b64_json"]).size == (120, 80)
+
+
+def test_a_masked_edits_images_are_composited_one_at_a_time(client, auth, upstream, monkeypatch):
+    """Each composite holds several copies of the source's size, so one request's run one by one
+    whatever IMAGE_WORKERS allows (README "Resource safety, measured": two at once took a masked
+    n=10 edit at the pixel limit from +497 to +720 MB)."""
+    running, most = [], []
+    composite = media.MaskedSource.composite
+
+    def watched(self, output):
+        running.append(output)
+        most.append(len(running))
+        time.sleep(0.05)
+        try:
+            return composite(self, output)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(media.MaskedSource, "composite", watched)
+    answer(upstream, size=(240, 160))
+    response = masked_edit(client, auth, encoded(patterned((120, 80)), "PNG"),
+                           encoded(half_transparent_mask((120, 80)), "PNG"), n="4")
+    assert response.status_code == 200 and len(response.json["data"]) == 4
+    assert max(most) == 1
 
 
 def test_masked_edit_keeps_every_pixel_outside_the_mask_identical_to_the_source(client, auth, upstream):
