@@ -122,6 +122,12 @@ def error_response(status, message, headers=None):
     return response
 
 
+def internal_error():
+    """What a client is told of a bug in the gateway; the details go to the log only."""
+    return GatewayError(500, "Internal server error; the details are in the gateway's log.",
+                        headers={"x-should-retry": "false"})  # upstream calls may already have been paid for
+
+
 def register_error_handlers(app):
     @app.errorhandler(GatewayError)
     def gateway_error(error):
@@ -143,5 +149,5 @@ def register_error_handlers(app):
     @app.errorhandler(Exception)
     def unexpected_error(error):
         log.exception("unhandled error")
-        return error_response(500, "Internal server error; the details are in the gateway's log.",
-                              {"x-should-retry": "false"})  # upstream calls may already have been paid for
+        error = internal_error()
+        return error_response(error.status, error.message, error.headers)

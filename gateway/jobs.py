@@ -8,11 +8,10 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import media
-from .errors import GatewayError, UpstreamError
+from .errors import GatewayError, UpstreamError, internal_error
 from .limits import KEY_QUOTA, image_thread_lock, image_work
 from .metrics import record_cost, record_failover, record_images
 from .providers import Usage, transport
@@ -117,15 +116,19 @@ class ImageJob:
         events, cancel = queue.Queue(), transport.Cancel()
         token = transport.CANCEL.set(cancel)
         with KEY_QUOTA.hold(self.client.id, self.n, self.settings.upstream_max_in_flight_per_key):
-            pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="upstream")
             deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
+            calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
+                                      args=(self._call, index, deadline, events.put))
+                     for index in range(self.n)]  # each in a copy of this context: request id, counters, cancel
             try:
-                for index in range(self.n):  # each in a copy of this context: request id, counters, cancel
-                    pool.submit(contextvars.copy_context().run, self._call, index, deadline, events.put)
+                for call in calls:
+                    call.start()
                 yield from self._drain(events, idle)
             finally:
                 cancel.set()
-                pool.shutdown(wait=True)
+                for call in calls:
+                    if call.ident is not None:  # started
+                        call.join()
                 transport.CANCEL.reset(token)
                 record_images(self.model.label, self.client.name, self.images, self.usage)
 
@@ -143,7 +146,22 @@ class ImageJob:
             yield event
 
     def _call(self, index, deadline, emit):
-        """One upstream call, failing over as needed; its images become events."""
+        """One upstream call, failing over as needed; its images become events. Whatever goes wrong,
+        the call ends in an event with `last` set, a bug included (logged, and a 500 for the
+        client), so the request never waits for a call that is gone."""
+        try:
+            events = self._images(index, deadline, emit)
+        except GatewayError as error:  # e.g. the image threads were busy for IMAGE_QUEUE_TIMEOUT
+            events = [Failed(index, error)]
+        except Exception:  # noqa: BLE001 - reported to the client as the 500 it is
+            log.exception("image call %d failed", index)
+            events = [Failed(index, internal_error())]
+        events[-1].last = True
+        for event in events:
+            emit(event)
+
+    def _images(self, index, deadline, emit):
+        """The events of one call's images (its partial images are emitted as they come)."""
         sent = []
 
         def partial(image):
@@ -153,11 +171,7 @@ class ImageJob:
                     emit(Partial(index, len(sent), *finished))
                     sent.append(image)
 
-        try:
-            generation, provider = self._with_failover(deadline, partial)
-        except GatewayError as error:
-            emit(Failed(index, error, last=True))
-            return
+        generation, provider = self._with_failover(deadline, partial)
         if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
             generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage.input_tokens)
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
@@ -173,9 +187,7 @@ class ImageJob:
             else:
                 usage = generation.usage if number == 0 else Usage()
                 events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
-        events[-1].last = True
-        for event in events:
-            emit(event)
+        return events
 
     def _with_failover(self, deadline, on_partial):
         """(Generation, provider) from the first provider of the chain, or from the next one when a

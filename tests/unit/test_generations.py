@@ -8,6 +8,8 @@ import pytest
 import responses
 from PIL import Image
 
+from gateway import jobs
+from gateway.errors import GatewayError
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
 
@@ -165,3 +167,25 @@ def test_the_provider_that_made_the_images_is_named_in_a_header(client, auth, up
     response = post(client, auth)
     assert response.status_code == 200
     assert response.headers["x-gateway-provider"] == "gemini"
+
+
+@pytest.mark.parametrize("failure, status, message", [
+    (RuntimeError("a bug"), 500, "Internal server error; the details are in the gateway's log."),
+    (GatewayError(503, "The gateway is busy: too many images are being decoded or encoded."), 503,
+     "The gateway is busy: too many images are being decoded or encoded."),
+], ids=["a bug", "image threads busy"])
+def test_a_call_that_fails_outside_the_upstream_ends_the_request_with_its_error(
+        client, auth, upstream, monkeypatch, failure, status, message):
+    """A call used to end only on an upstream error: anything else while finishing its image (a
+    bug, or the image threads busy past IMAGE_QUEUE_TIMEOUT) left the request waiting forever."""
+    def failing(*args):
+        raise failure
+
+    monkeypatch.setattr(jobs, "image_work", failing)
+    upstream.add(responses.POST, GENERATE, json=answer_with())
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(post(client, auth, output_format="jpeg")), daemon=True)
+    request.start()
+    request.join(30)
+    assert answers, "the request never ended"
+    assert (answers[0].status_code, answers[0].json["message"]) == (status, message)
