@@ -41,21 +41,21 @@ def open_image(data, max_pixels=MAX_OUTPUT_PIXELS):
     return image
 
 
-def _is_complete(head, tail, length, image_format):
+def _is_complete(data, image_format):
     """A cheap end-of-file check, so a truncated image is caught without decoding it."""
     if image_format == "PNG":
-        return tail.endswith(b"IEND\xaeB`\x82")
+        return data.endswith(b"IEND\xaeB`\x82")
     if image_format == "JPEG":
-        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+        return data.rstrip(b"\x00").endswith(b"\xff\xd9")
     if image_format == "WEBP":
-        return int.from_bytes(head[4:8], "little") + 8 <= length
+        return int.from_bytes(data[4:8], "little") + 8 <= len(data)
     return True
 
 
 def _open_complete(data, max_pixels=MAX_OUTPUT_PIXELS):
     """`open_image`, refusing a file that ends early (which Pillow may pad silently)."""
     image = open_image(data, max_pixels)
-    if not _is_complete(data, data, len(data), image.format):
+    if not _is_complete(data, image.format):
         raise MediaError(f"the {image.format} data is truncated")
     return image
 

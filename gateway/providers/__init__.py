@@ -46,9 +46,9 @@ class GeneratedImage:
 
     @classmethod
     def read(cls, b64, subject):
-        """An image the upstream sent (its base64, as text or ASCII bytes), checked (cheaply:
-        header and end) to be complete; anything else is an unusable answer, retried like one.
-        `subject` names the upstream."""
+        """An image the upstream sent (its base64, as text or ASCII bytes), checked: every base64
+        character, a readable header, and a complete end; anything else is an unusable answer,
+        retried like one. `subject` names the upstream."""
         try:
             b64 = media.ascii_bytes(b64)
             image_format, size = media.describe_base64(b64)
