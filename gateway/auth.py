@@ -59,8 +59,8 @@ def require_api_key(view):
                 401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
         if not key_is_valid(key, keys):
             raise GatewayError(401, "Unauthorized: the API key is not valid.")
-        names = current_app.config["SETTINGS"].client_names
-        g.client = Client(key_id(key), names.get(key) or f"key-{key_id(key)}")
+        ident = key_id(key)
+        g.client = Client(ident, current_app.config["SETTINGS"].client_names.get(key) or f"key-{ident}")
         return view(*args, **kwargs)
 
     return checked

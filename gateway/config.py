@@ -103,9 +103,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None):
         env = os.environ if environ is None else environ
+        named_keys = _named_keys(env)
         return cls(
-            api_keys=tuple(key for key, _ in _named_keys(env)),
-            client_names={key: name for key, name in _named_keys(env) if name},
+            api_keys=tuple(key for key, _ in named_keys),
+            client_names={key: name for key, name in named_keys if name},
             gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
             gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
             vertex_project=(env.get("VERTEX_PROJECT") or "").strip(),
