@@ -110,9 +110,8 @@ async function stream(url, init) {
 $("#generate").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
-  const body = { stream: true };
+  const body = { stream: true, partial_images: 2 };  // the gateway sends previews only for models that draw them
   for (const [name, value] of form) if (value !== "") body[name] = name === "n" ? Number(value) : value;
-  if (/^gemini-3/.test(body.model)) body.partial_images = 2;
   stream("/v1/images/generations", {
     method: "POST",
     headers: { Authorization: `Bearer ${key()}`, "Content-Type": "application/json" },
