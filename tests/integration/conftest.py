@@ -205,6 +205,18 @@ def ok(response):
     return body
 
 
+def read_to_close(sock):
+    """Everything the server sends until it closes the connection. A server that closes with part
+    of the request unread resets the connection (TCP's RST); what it sent first is still read."""
+    received = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
 def raw_http(url, request_bytes, close_after_sending=False, timeout=10):
     """Send bytes over one socket, read until the server closes it, and return the final
     (status line, headers, body), skipping interim 1xx answers."""
@@ -213,9 +225,7 @@ def raw_http(url, request_bytes, close_after_sending=False, timeout=10):
         sock.sendall(request_bytes)
         if close_after_sending:
             sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        received = read_to_close(sock)
     while True:
         head, _, rest = received.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
