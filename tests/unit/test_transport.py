@@ -126,6 +126,22 @@ def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypat
     assert [call.request.req_kwargs["proxies"] for call in web.calls] == [expected, expected]
 
 
+def test_a_redirect_is_an_upstream_error_and_is_not_followed(settings, web):
+    """The API key header would go with it to wherever the redirect points."""
+    web.add(responses.POST, URL, status=307, headers={"Location": "https://elsewhere.test/generate"})
+    web.add(responses.POST, "https://elsewhere.test/generate", json={"text": "made"})
+    with pytest.raises(Rejected):
+        call(settings)
+    assert [c.request.url for c in web.calls] == [URL]
+
+
+def test_no_cookie_from_one_call_rides_along_on_the_next(settings, web):
+    web.add(responses.POST, URL, json={"text": "made"}, headers={"Set-Cookie": "session=client-a; Path=/"})
+    call(settings)
+    call(settings)
+    assert "Cookie" not in web.calls[1].request.headers
+
+
 def test_an_answer_over_the_size_limit_is_refused(settings, web):
     web.add(responses.POST, URL, body=b'{"text": "' + b"x" * 4096 + b'"}', content_type="application/json")
     with pytest.raises(UpstreamError) as caught:
