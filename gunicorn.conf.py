@@ -38,6 +38,7 @@ graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests fin
 # in post_request, not by gunicorn's max_requests, which a flood of cheap requests would trip.
 image_requests_per_worker = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 accesslog = None  # the gateway logs one JSON line per request itself
+logger_class = serving.Logger
 errorlog = "-"
 logconfig_dict = serving.LOG_CONFIG
 # gunicorn's control socket lives at one fixed path per user; several gateways on one host
