@@ -5,7 +5,9 @@
 
 Needs `hey` (Debian package hey) as the load tool. Starts the emulator
 (under gunicorn, many threads) and the gateway with the production gunicorn.conf.py, then:
-  1. direct upstream vs gateway for n=1 with ~1.4 MB PNGs: requests/s, p50/p99, added latency;
+  1. direct upstream vs gateway for n=1 with ~1.4 MB PNGs: requests/s, p50/p99, added latency,
+     CPU per image; and the same for the floor, bench/floor_app.py (the least an app built with
+     Flask, gunicorn and requests can do per call), so the gateway's cost reads against it;
   2. 1,000 concurrent generations with 5 s upstream latency, direct and through the gateway:
      errors, wall time, peak RSS;
   3. one n=10 request with 5 s upstream latency: wall time;
@@ -49,9 +51,20 @@ def wait_for(url, seconds=60):
         try:
             if requests.get(url, timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still loading the app
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not come up")
+
+
+def wait_for_port(port, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"port {port} did not open")
 
 
 def start(command, env, log):
@@ -278,7 +291,7 @@ def main():
     results_dir.mkdir(exist_ok=True)
     bin_dir = Path(sys.executable).parent
 
-    emulator_port, gateway_port = free_port(), free_port()
+    emulator_port, gateway_port, floor_port = free_port(), free_port(), free_port()
     emulator = start([str(bin_dir / "gunicorn"), "emulator:create_emulator()", "--bind", f"127.0.0.1:{emulator_port}",
                       "--config", "/dev/null",  # not the gateway's gunicorn.conf.py, which gunicorn would find here
                       "-k", "gthread", "--threads", str(args.concurrency + 200), "--workers", "1",
@@ -295,32 +308,43 @@ def main():
                      # one key plays every client here, so it may use every slot
                      "UPSTREAM_MAX_IN_FLIGHT_PER_KEY": str(args.concurrency)},
                     open(results_dir / "gateway.log", "w"))
+    upstream_url = f"http://127.0.0.1:{emulator_port}/v1beta/models/{MODEL}:generateContent"
+    floor = start([str(bin_dir / "gunicorn"), "floor_app:app", "--pythonpath", "bench", "--config", "/dev/null",
+                   "--bind", f"127.0.0.1:{floor_port}", "-k", "gevent", "--workers", "2", "--no-control-socket"],
+                  {"UPSTREAM_URL": upstream_url, "UPSTREAM_KEY": UPSTREAM_KEY,
+                   "MALLOC_MMAP_THRESHOLD_": str(4 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20)},
+                  open(results_dir / "floor.log", "w"))
     emulator_url, gateway_url = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{gateway_port}"
     rows = []
     try:
         wait_for(emulator_url + "/")
         wait_for(gateway_url + "/health")
+        wait_for_port(floor_port)
         count = 96 if args.quick else 504  # multiples of both concurrencies: hey sends n // c * c
         fast_prompt = "a noisy benchmark picture [emulator: noise=1]"
         upstream_body = {"contents": [{"role": "user", "parts": [{"text": fast_prompt}]}],
                          "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
         gateway_body = {"prompt": fast_prompt, "model": MODEL}
-        upstream_url = f"{emulator_url}/v1beta/models/{MODEL}:generateContent"
+        authorized = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        floor_url = f"http://127.0.0.1:{floor_port}/v1/images/generations"
         hey(upstream_url, upstream_body, {"x-goog-api-key": UPSTREAM_KEY}, 20, 2)  # warm the emulator's cache
-        hey(gateway_url + "/v1/images/generations", gateway_body, {"Authorization": f"Bearer {CLIENT_KEY}"}, 20, 2)
+        hey(gateway_url + "/v1/images/generations", gateway_body, authorized, 20, 2)
+        hey(floor_url, gateway_body, {}, 20, 2)
         for concurrency in (1, 8):
             direct = hey(upstream_url, upstream_body, {"x-goog-api-key": UPSTREAM_KEY}, count, concurrency)
-            cpu_before = tree_cpu_seconds(gateway.pid)
-            via = hey(gateway_url + "/v1/images/generations", gateway_body,
-                     {"Authorization": f"Bearer {CLIENT_KEY}"}, count, concurrency)
-            cpu_per_image = (tree_cpu_seconds(gateway.pid) - cpu_before) / count * 1000
             rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: direct upstream | {direct['rps']:.1f} req/s "
                         f"| p50 {direct['p50']:.1f} ms, p99 {direct['p99']:.0f} ms | errors {direct['errors']:.0f} |")
-            rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: through the gateway | {via['rps']:.1f} req/s "
-                        f"({via['rps'] / direct['rps']:.0%} of direct) "
-                        f"| p50 {via['p50']:.1f} ms, p99 {via['p99']:.0f} ms "
-                        f"(added p50 {via['p50'] - direct['p50']:.1f} ms) "
-                        f"| errors {via['errors']:.0f}; gateway CPU {cpu_per_image:.1f} ms per image |")
+            for label, process, url, headers in (
+                    ("the floor (bench/floor_app.py)", floor, floor_url, {}),
+                    ("through the gateway", gateway, gateway_url + "/v1/images/generations", authorized)):
+                cpu_before = tree_cpu_seconds(process.pid)
+                via = hey(url, gateway_body, headers, count, concurrency)
+                cpu_per_image = (tree_cpu_seconds(process.pid) - cpu_before) / count * 1000
+                rows.append(f"| n=1, 1.4 MB PNG, concurrency {concurrency}: {label} | {via['rps']:.1f} req/s "
+                            f"({via['rps'] / direct['rps']:.0%} of direct) "
+                            f"| p50 {via['p50']:.1f} ms, p99 {via['p99']:.0f} ms "
+                            f"(added p50 {via['p50'] - direct['p50']:.1f} ms) "
+                            f"| errors {via['errors']:.0f}; CPU {cpu_per_image:.1f} ms per image |")
 
         rows += heavier_paths(gateway, gateway_url, 24 if args.quick else 60)
         rows += held_calls(upstream_url, gateway_url, 6 if args.quick else 12)
@@ -328,13 +352,13 @@ def main():
         slow_body = {"prompt": f"slow [emulator: delay={args.latency:g}]", "model": MODEL}
         started = time.monotonic()  # one n=1 call: the baseline for n=10, and warms the emulator's picture
         single = requests.post(gateway_url + "/v1/images/generations", json=slow_body, timeout=120,
-                               headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+                               headers=authorized)
         one = time.monotonic() - started
 
         direct_slow = hey(upstream_url, {**upstream_body, "contents": [{"role": "user", "parts": [
             {"text": slow_body["prompt"]}]}]}, {"x-goog-api-key": UPSTREAM_KEY}, args.concurrency, args.concurrency)
         sampler = PeakRss(gateway.pid)
-        slow = hey(gateway_url + "/v1/images/generations", slow_body, {"Authorization": f"Bearer {CLIENT_KEY}"},
+        slow = hey(gateway_url + "/v1/images/generations", slow_body, authorized,
                    args.concurrency, args.concurrency)
         peak = sampler.stop()
         memory = f", peak RSS of all gateway processes {peak:.0f} MB"
@@ -346,14 +370,14 @@ def main():
 
         started = time.monotonic()
         ten = requests.post(gateway_url + "/v1/images/generations", json={**slow_body, "n": 10}, timeout=120,
-                            headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+                            headers=authorized)
         wall = time.monotonic() - started
         assert single.status_code == ten.status_code == 200 and len(ten.json()["data"]) == 10
         rows.append(f"| one n=10 request, {args.latency:g} s upstream latency | wall {wall:.2f} s "
                     f"({wall / one:.2f}x one n=1 call of {one:.2f} s) | | |")
         rows += streaming_rows(gateway_url, args.latency)
     finally:
-        for process in (gateway, emulator):
+        for process in (floor, gateway, emulator):
             process.terminate()
             process.wait(timeout=60)
 
