@@ -6,7 +6,7 @@ has a `name` (used in GATEWAY_PROVIDERS and the catalog), a `subject` for messag
 Gemini API"), says whether
 it is `configured` and which `missing_setting` would configure it. None of them knows Flask."""
 import base64
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .. import media
 from ..errors import UpstreamUnavailable
@@ -68,9 +68,12 @@ class Usage:
     cost: float | None = None  # what the upstream charged, when it says (OpenRouter does, in credits)
 
     def __add__(self, other):
-        counts = (a + b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1], strict=True))
+        counts = {name: getattr(self, name) + getattr(other, name) for name in COUNTS}
         costs = [cost for cost in (self.cost, other.cost) if cost is not None]
-        return Usage(*counts, cost=sum(costs) if costs else None)
+        return Usage(**counts, cost=sum(costs) if costs else None)
+
+
+COUNTS = [f.name for f in fields(Usage) if f.name != "cost"]
 
 
 def count(value):
