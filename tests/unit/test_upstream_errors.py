@@ -125,6 +125,16 @@ def test_configured_key_in_upstream_message_is_never_echoed(client, auth, upstre
     assert UPSTREAM_KEY not in response.get_data(as_text=True)
 
 
+def test_upstream_redirect_is_502_and_the_key_never_follows_it(client, auth, upstream):
+    reply(upstream, status=307, headers={"Location": "https://elsewhere.test/v1beta/generate"})
+    upstream.add(responses.POST, "https://elsewhere.test/v1beta/generate", json=gemini_answer(image_part()))
+
+    response = generate(client, auth)
+
+    assert_error(response, 502, "The Gemini API failed (HTTP 307): HTTP 307")
+    assert [GENERATE.fullmatch(call.request.url) is not None for call in upstream.calls] == [True]
+
+
 def test_upstream_404_is_502(client, auth, upstream):
     fail(upstream, 404, "models/gemini-3-pro-image is not found for API version v1beta")
 
