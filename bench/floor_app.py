@@ -13,9 +13,11 @@ import os
 
 import requests
 from flask import Flask, Response, request
+from requests.adapters import HTTPAdapter
 
 app = Flask(__name__)
 session = requests.Session()
+session.mount("http://", HTTPAdapter(pool_maxsize=64))  # the gateway's pool size (transport.shared_session)
 UPSTREAM_URL = os.environ["UPSTREAM_URL"]
 
 

@@ -8,8 +8,8 @@ Needs `hey` (Debian package hey) as the load tool. Starts the emulator
   1. direct upstream vs gateway for n=1 with ~1.4 MB PNGs: requests/s, p50/p99, added latency,
      CPU per image; and the same for the floor, bench/floor_app.py (the least an app built with
      Flask, gunicorn and requests can do per call), so the gateway's cost reads against it;
-  2. 1,000 concurrent generations with 5 s upstream latency, direct and through the gateway:
-     errors, wall time, peak RSS;
+  2. 1,000 concurrent generations with 5 s upstream latency, direct, the floor and through the
+     gateway: errors, wall time, peak RSS;
   3. one n=10 request with 5 s upstream latency: wall time;
   4. n=4 streamed vs not, with calls finishing 1 s apart: time to first byte and to each image;
   5. the peak Python memory one request allocates for a 1.4 MB image (tracemalloc).
@@ -310,7 +310,8 @@ def main():
                     open(results_dir / "gateway.log", "w"))
     upstream_url = f"http://127.0.0.1:{emulator_port}/v1beta/models/{MODEL}:generateContent"
     floor = start([str(bin_dir / "gunicorn"), "floor_app:app", "--pythonpath", "bench", "--config", "/dev/null",
-                   "--bind", f"127.0.0.1:{floor_port}", "-k", "gevent", "--workers", "2", "--no-control-socket"],
+                   "--bind", f"127.0.0.1:{floor_port}", "-k", "gevent", "--workers", "2", "--no-control-socket",
+                   "--backlog", "4096"],
                   {"UPSTREAM_URL": upstream_url, "UPSTREAM_KEY": UPSTREAM_KEY,
                    "MALLOC_MMAP_THRESHOLD_": str(4 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20)},
                   open(results_dir / "floor.log", "w"))
@@ -357,12 +358,14 @@ def main():
 
         direct_slow = hey(upstream_url, {**upstream_body, "contents": [{"role": "user", "parts": [
             {"text": slow_body["prompt"]}]}]}, {"x-goog-api-key": UPSTREAM_KEY}, args.concurrency, args.concurrency)
+        floor_slow = hey(floor_url, slow_body, {}, args.concurrency, args.concurrency)
         sampler = PeakRss(gateway.pid)
         slow = hey(gateway_url + "/v1/images/generations", slow_body, authorized,
                    args.concurrency, args.concurrency)
         peak = sampler.stop()
         memory = f", peak RSS of all gateway processes {peak:.0f} MB"
-        for label, result, extra in (("direct upstream", direct_slow, ""), ("through the gateway", slow, memory)):
+        for label, result, extra in (("direct upstream", direct_slow, ""), ("the floor", floor_slow, ""),
+                                     ("through the gateway", slow, memory)):
             rows.append(f"| {args.concurrency} concurrent generations, {args.latency:g} s upstream latency: {label} "
                         f"| wall {result['wall']:.2f} s ({result['wall'] / direct_slow['wall']:.2f}x direct's) "
                         f"| p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms "
