@@ -149,5 +149,4 @@ def register_error_handlers(app):
     @app.errorhandler(Exception)
     def unexpected_error(error):
         log.exception("unhandled error")
-        error = internal_error()
-        return error_response(error.status, error.message, error.headers)
+        return gateway_error(internal_error())
