@@ -21,6 +21,11 @@ session.mount("http://", HTTPAdapter(pool_maxsize=64))  # the gateway's pool siz
 UPSTREAM_URL = os.environ["UPSTREAM_URL"]
 
 
+@app.get("/health")
+def health():  # for bench/run.py's wait_for
+    return "ok"
+
+
 @app.post("/v1/images/generations")
 def generate():
     body = json.dumps({"contents": [{"role": "user", "parts": [{"text": request.get_json()["prompt"]}]}],

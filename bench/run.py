@@ -56,17 +56,6 @@ def wait_for(url, seconds=60):
     raise RuntimeError(f"{url} did not come up")
 
 
-def wait_for_port(port, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"port {port} did not open")
-
-
 def start(command, env, log):
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
 
@@ -320,7 +309,7 @@ def main():
     try:
         wait_for(emulator_url + "/")
         wait_for(gateway_url + "/health")
-        wait_for_port(floor_port)
+        wait_for(f"http://127.0.0.1:{floor_port}/health")
         count = 96 if args.quick else 504  # multiples of both concurrencies: hey sends n // c * c
         fast_prompt = "a noisy benchmark picture [emulator: noise=1]"
         upstream_body = {"contents": [{"role": "user", "parts": [{"text": fast_prompt}]}],
