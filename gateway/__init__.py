@@ -18,13 +18,18 @@ def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
     # after gevent has patched ssl and sockets.
+    from .accounting import Accounts
+    from .admin import bp as admin_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp
+    from .keys import Keys
     from .models import bp as models_bp
     from .openapi import bp as openapi_bp
     from .playground import bp as playground_bp
+    from .policies import static_policies
     from .providers import build_providers
+    from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
     try:
@@ -37,7 +42,17 @@ def create_app(settings=None):
         except InvalidRequest:
             raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
     observability.configure_logging()
-    if not settings.api_keys:
+    if settings.admin_key and settings.admin_key in settings.api_keys:
+        raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
+    keys = Keys(settings, Store(settings.database_url), static_policies(
+        settings.key_policies, Keys.static_names(settings), settings.default_model,
+        settings.model_aliases))
+    try:
+        keys.store.upgrade()
+    except StoreUnavailable as error:
+        log.error("the database cannot be reached (%s): keys with a budget and managed keys are refused "
+                  "until it can", error)
+    if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     providers = build_providers(settings)
     for provider in providers.values():
@@ -48,6 +63,8 @@ def create_app(settings=None):
     app.request_class = GatewayRequest
     app.config["SETTINGS"] = settings
     app.config["PROVIDERS"] = providers
+    app.config["KEYS"], app.config["STORE"] = keys, keys.store
+    app.config["ACCOUNTS"] = Accounts(keys.store, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     if settings.trusted_proxies:
@@ -68,6 +85,7 @@ def create_app(settings=None):
     app.register_blueprint(edits_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(admin_bp)
     if settings.playground:
         app.register_blueprint(playground_bp)
     return app

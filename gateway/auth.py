@@ -1,12 +1,35 @@
-"""The client key check (DESIGN.md section 2)."""
+"""The key checks: client keys on /v1 (static and managed, gateway/keys.py) and the admin key on
+/v1/admin (docs/keys-and-budgets.md)."""
 import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import wraps
 
 from flask import current_app, g, request
+from werkzeug.exceptions import NotFound
 
 from .errors import GatewayError
+from .policies import Policy
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str  # the key's hash prefix: never the key
+    name: str  # the key's name: logs, metrics, the ledger
+    policy: Policy = Policy()
+    source: str = "static"  # or "managed"
+
+
+ANONYMOUS = Client("-", "-")  # a request without a valid key: never named after what it sent
+
+
+def key_hash(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_id(key):
+    """A short, stable, non-reversible name for a key, for logs."""
+    return key_hash(key)[:12] if key else "-"
 
 
 def presented_key():
@@ -17,23 +40,9 @@ def presented_key():
     return request.headers.get("x-api-key", "").strip()
 
 
-def key_id(key):
-    """A short, stable, non-reversible name for a client key, for logs and per-key limits."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
-
-
 def client_id():
     """The key id of the current request's client."""
     return key_id(presented_key())
-
-
-@dataclass(frozen=True)
-class Client:
-    id: str  # the key's hash prefix: per-key limits
-    name: str  # from GATEWAY_API_KEYS (`name:key`), else `key-<id>`: logs and the `client` metric label
-
-
-ANONYMOUS = Client("-", "-")  # a request without a valid key: never named after what it sent
 
 
 def current_client():
@@ -41,26 +50,24 @@ def current_client():
     return g.get("client", ANONYMOUS)
 
 
-def key_is_valid(key, keys):
-    """Compare against every configured key in constant time, without stopping early."""
-    matches = [hmac.compare_digest(key.encode(), known.encode()) for known in keys]
-    return any(matches)
-
-
 def require_api_key(view):
     @wraps(view)
     def checked(*args, **kwargs):
-        keys = current_app.config["SETTINGS"].api_keys
-        key = presented_key()
-        if not keys:
-            raise GatewayError(401, "Unauthorized: this gateway has no client keys configured (GATEWAY_API_KEYS).")
-        if not key:
-            raise GatewayError(
-                401, "Unauthorized: send your key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
-        if not key_is_valid(key, keys):
-            raise GatewayError(401, "Unauthorized: the API key is not valid.")
-        ident = key_id(key)
-        g.client = Client(ident, current_app.config["SETTINGS"].client_names.get(key) or f"key-{ident}")
+        g.client = current_app.config["KEYS"].authenticate(presented_key())
+        return view(*args, **kwargs)
+
+    return checked
+
+
+def require_admin_key(view):
+    """The admin API: a 404 unless GATEWAY_ADMIN_KEY is set, then only for that key."""
+    @wraps(view)
+    def checked(*args, **kwargs):
+        admin_key = current_app.config["SETTINGS"].admin_key
+        if not admin_key:
+            raise NotFound("The requested URL was not found on the server.")
+        if not hmac.compare_digest(presented_key().encode(), admin_key.encode()):
+            raise GatewayError(401, "Unauthorized: the admin API needs the admin key (GATEWAY_ADMIN_KEY).")
         return view(*args, **kwargs)
 
     return checked

@@ -30,6 +30,14 @@ class Model:
     input_price: float = 0.0  # USD per million input tokens (text and images)
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
 
+    def estimate(self, tier, images, input_images, prompt_chars):
+        """The most a request may cost, reserved from a budget before its calls: the price table's
+        per image (for a model without prices, the catalog's highest), and its input counted
+        generously: a token per prompt character plus 1,000 for instructions, 1,290 per input image."""
+        per_image = self.image_price[tier or "1K"] if self.image_price else UNPRICED_IMAGE_USD
+        input_tokens = prompt_chars + 1000 + 1290 * input_images
+        return round(images * per_image + input_tokens * self.input_price / 1e6, 6)
+
     def cost(self, tier, images, input_tokens):
         """USD for one call's images and input by the price table, or None without prices."""
         if not self.image_price:
@@ -89,6 +97,7 @@ MODELS = (
     ),
 )
 
+UNPRICED_IMAGE_USD = max(price for model in MODELS for price in model.image_price.values())
 _BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
 
 

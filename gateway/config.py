@@ -1,4 +1,5 @@
 """Settings read once from the environment (DESIGN.md section 1)."""
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -49,6 +50,21 @@ def _named_keys(environ):
     return named
 
 
+def _database_url(environ):
+    """GATEWAY_DATABASE_URL, else DATABASE_URL (Heroku's), else a SQLite file under the working directory."""
+    return (environ.get("GATEWAY_DATABASE_URL") or environ.get("DATABASE_URL") or "").strip() or Settings.database_url
+
+
+def _json_object(environ, name):
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} must be JSON: {error}") from None
+
+
 def _choice(environ, name, default, choices):
     value = (environ.get(name) or default).strip().lower()
     if value not in choices:
@@ -96,6 +112,10 @@ class Settings:
     error_format: str = "seed"  # or "openai": {"error": {"message", "type", "param", "code"}}
     playground: bool = True  # GET / serves the browser playground (GATEWAY_PLAYGROUND=off: a 404)
     cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
+    database_url: str = "sqlite:///var/gateway.db"  # keys, spend, the ledger (docs/keys-and-budgets.md)
+    admin_key: str = ""  # GATEWAY_ADMIN_KEY: turns the admin API on
+    key_policies: dict = field(default_factory=dict)  # GATEWAY_KEY_POLICIES: static key name -> policy (JSON)
+    budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
@@ -146,6 +166,10 @@ class Settings:
             error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("seed", "openai")),
             playground=_choice(env, "GATEWAY_PLAYGROUND", "on", ("on", "off")) == "on",
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
+            database_url=_database_url(env),
+            admin_key=(env.get("GATEWAY_ADMIN_KEY") or "").strip(),
+            key_policies=_json_object(env, "GATEWAY_KEY_POLICIES"),
+            budget_fail_open=_choice(env, "GATEWAY_BUDGET_FAIL_OPEN", "false", ("true", "false")) == "true",
             host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),
         )

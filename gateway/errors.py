@@ -12,11 +12,12 @@ log = logging.getLogger(__name__)
 class GatewayError(Exception):
     """An error the client should see, with its HTTP status."""
 
-    def __init__(self, status, message, headers=None):
+    def __init__(self, status, message, headers=None, code=None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.code = code  # OpenAI's error code, for GATEWAY_ERROR_FORMAT=openai (e.g. rate_limit_exceeded)
 
 
 def shorten(text, limit=64):
@@ -106,17 +107,19 @@ OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_
                 429: "rate_limit_error"}
 
 
-def error_body(status, message, error_format="seed"):
+def error_body(status, message, error_format="seed", code=None):
     """The error body: the gateway's own shape, or OpenAI's (GATEWAY_ERROR_FORMAT=openai), whose
     message the official SDKs put in the exception text."""
     if error_format == "openai":
         kind = OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-        return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
+        if code == "insufficient_quota":
+            kind = "insufficient_quota"
+        return {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
     return {"error": True, "status": status, "message": message}
 
 
-def error_response(status, message, headers=None):
-    response = jsonify(error_body(status, message, current_app.config["SETTINGS"].error_format))
+def error_response(status, message, headers=None, code=None):
+    response = jsonify(error_body(status, message, current_app.config["SETTINGS"].error_format, code))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -134,7 +137,7 @@ def register_error_handlers(app):
         headers = error.headers
         if isinstance(error, UpstreamError):  # the gateway has retried it, or retrying cannot help
             headers = {**headers, "x-should-retry": "false"}
-        return error_response(error.status, error.message, headers)
+        return error_response(error.status, error.message, headers, error.code)
 
     @app.errorhandler(HTTPException)
     def http_error(error):

@@ -1,6 +1,7 @@
 """The service behind both endpoints: map OpenAI parameters to the model, route it to its
 providers, read an edit's inputs, and plan the request's calls as an ImageJob (DESIGN.md
 sections 4, 7 and 10); the job runs them."""
+import contextlib
 import math
 import threading
 
@@ -10,8 +11,8 @@ from .errors import GatewayError, InvalidRequest
 from .fetch import fetch_for
 from .jobs import ImageJob, Mask
 from .limits import image_work
-from .metrics import describe_request
-from .providers import ImageCall, serving
+from .metrics import REQUEST_ID, describe_request
+from .providers import ImageCall, Usage, serving
 
 STYLE_SENTENCES = {
     "vivid": "Render it in a vivid style: hyper-real and dramatic, with rich, saturated colour.",
@@ -90,9 +91,30 @@ def _route(params, settings, providers):
     return model, providers_for(model, providers)
 
 
-def generate_images(params, settings, providers, client):
-    """Serve a generation for `client` (an auth.Client): a prompt in, `n` images out."""
-    return _create(params, settings, client, *_route(params, settings, providers))
+def _admit(params, client, model, accounts, input_images=0):
+    """The request admitted under its key's policy (limits, budget), before any work is done for it."""
+    tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))[1]
+    n = params.get("n", 1)
+    return accounts.admit(client, model, n, model.estimate(tier, n, input_images, len(params["prompt"])),
+                          REQUEST_ID.get())
+
+
+@contextlib.contextmanager
+def _ended_on_failure(admission):
+    """A request that fails before its job runs still ends its admission: lease, reservation, ledger row."""
+    try:
+        yield
+    except BaseException as error:
+        admission.finish(0, Usage(), "", getattr(error, "status", 500))
+        raise
+
+
+def generate_images(params, settings, providers, client, accounts):
+    """Serve a generation for `client` (a keys.Client): a prompt in, `n` images out."""
+    model, chain = _route(params, settings, providers)
+    admission = _admit(params, client, model, accounts)
+    with _ended_on_failure(admission):
+        return _create(params, settings, client, model, chain, admission)
 
 
 def _read_reference(label, reference, settings):
@@ -133,7 +155,7 @@ def _checked(label, settings, work, *args):
         raise InvalidRequest(f"{label}: {error}") from None
 
 
-def edit_images(params, settings, providers, client, sources, mask_source=None):
+def edit_images(params, settings, providers, client, accounts, sources, mask_source=None):
     """Serve an edit for `client`. `sources` are (label, reference) pairs in order, a reference
     being an uploaded file or an image_url string; `mask_source` is one more such pair."""
     model, chain = _route(params, settings, providers)
@@ -143,6 +165,12 @@ def edit_images(params, settings, providers, client, sources, mask_source=None):
     if count > model.max_input_images:
         raise InvalidRequest.field("images", f"{model.id} takes at most {model.max_input_images} input "
                                              f"images (a mask counts as one); got {count}")
+    admission = _admit(params, client, model, accounts, count)
+    with _ended_on_failure(admission):
+        return _edit(params, settings, client, model, chain, admission, sources, mask_source)
+
+
+def _edit(params, settings, client, model, chain, admission, sources, mask_source):
     read = _Inputs(settings)
     inputs = [_checked(label, settings, media.load_input, read(label, reference), settings.image_max_pixels)
               for label, reference in sources]
@@ -156,7 +184,7 @@ def edit_images(params, settings, providers, client, sources, mask_source=None):
         instructions.append(MASK_INSTRUCTION)
     if params.get("input_fidelity") == "high":
         instructions.append(FIDELITY_INSTRUCTION)
-    return _create(params, settings, client, model, chain, inputs, instructions, mask)
+    return _create(params, settings, client, model, chain, admission, inputs, instructions, mask)
 
 
 class _WireRequests:
@@ -173,7 +201,7 @@ class _WireRequests:
             return self.built[provider.name]
 
 
-def _create(params, settings, client, model, chain, inputs=(), instructions=(), mask=None):
+def _create(params, settings, client, model, chain, admission, inputs=(), instructions=(), mask=None):
     """The request's plan: its calls' wire requests (the first provider's built at once, so input
     trouble fails the request before anything is sent) and the job that runs them."""
     describe_request(model.id, params.get("n", 1), params.get("safety_identifier") or params.get("user"))
@@ -184,4 +212,5 @@ def _create(params, settings, client, model, chain, inputs=(), instructions=(), 
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
         model.image_only, interim_images=partial_images > 0, label=model.label))
     wire_request(chain[0])
-    return ImageJob(settings, client, model, chain, wire_request, prompt, params, mask, partial_images, tier)
+    return ImageJob(settings, client, model, chain, wire_request, prompt, params, admission, mask, partial_images,
+                    tier)

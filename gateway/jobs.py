@@ -100,14 +100,15 @@ class _Finisher:
 class ImageJob:
     """The calls of one client request, planned by the service and run by `events()`."""
 
-    def __init__(self, settings, client, model, chain, wire_request, prompt, params, mask=None, partial_images=0,
-                 tier=None):
+    def __init__(self, settings, client, model, chain, wire_request, prompt, params, admission, mask=None,
+                 partial_images=0, tier=None):
         self.settings, self.client, self.model, self.chain, self.tier = settings, client, model, chain, tier
-        self.wire_request, self.prompt, self.params = wire_request, prompt, params
+        self.wire_request, self.prompt, self.params, self.admission = wire_request, prompt, params, admission
         self.n, self.partial_images = params.get("n", 1), partial_images
         self.output_format = params.get("output_format", "png")
         self.finish = _Finisher(settings, self.output_format, params.get("output_compression"), mask)
         self.usage, self.images, self.lock = Usage(), 0, threading.Lock()
+        self.failures, self.providers = [], {}  # what the calls ended in, for the ledger
 
     def events(self, idle=None):
         """Partial, Completed and Failed events as they happen (every call ends in one Completed per
@@ -131,6 +132,7 @@ class ImageJob:
                         call.join()
                 transport.CANCEL.reset(token)
                 record_images(self.model.label, self.client.name, self.images, self.usage)
+                self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
 
     def _drain(self, events, idle):
         running = self.n
@@ -142,6 +144,9 @@ class ImageJob:
                 continue
             if isinstance(event, Completed):
                 self.images += 1
+                self.providers[event.provider] = True
+            elif isinstance(event, Failed):
+                self.failures.append(event)
             running -= getattr(event, "last", False)  # a Partial never ends its call
             yield event
 
@@ -202,6 +207,13 @@ class ImageJob:
                 log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.cause,
                             following[0].name)
                 record_failover(self.model.label, provider.name, following[0].name)
+
+    def _status(self):
+        """The request's status for the ledger: 200 when it made images, else its first failure's
+        (499 when the client went away first)."""
+        if self.images:
+            return 200
+        return first_failure(self.failures).status if self.failures else 499
 
     def result(self):
         """The section 8 body of every image made (never more than `n`), in call order; the

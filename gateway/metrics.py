@@ -24,6 +24,9 @@ FAILOVERS = Counter("gateway_upstream_failovers_total", "Calls handed to the nex
 UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
 IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model", "client"])
 TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind", "client"])
+LIMITER_ERRORS = Counter("gateway_limiter_errors_total", "Times the shared limit counters failed and a process "
+                         "counted on its own")
+LEDGER_ERRORS = Counter("gateway_ledger_errors_total", "Times ledger rows could not be written (kept to retry)")
 COST = Counter("gateway_cost_usd_total", "What the upstream calls cost, in USD (the upstream's figure, else the "
                "catalog's price table)", ["client", "model", "provider"])
 

@@ -1,7 +1,15 @@
+import os
+import shutil
+import uuid
+
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from gateway import create_app
 from gateway.config import Settings
+from gateway.store import Store, engine_url, metadata
 from tests.secrets import WATCH, watching_logs
 
 CLIENT_KEY = "client-key-0123456789"
@@ -21,9 +29,72 @@ def no_key_leaks():
     assert not leaks, f"a key leaked: {leaks}"
 
 
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory):
+    """A SQLite file with the schema applied, copied for each test (migrating each would be slow)."""
+    path = tmp_path_factory.mktemp("database") / "template.db"
+    store = Store(f"sqlite:///{path}")
+    store.upgrade()
+    store.close()
+    return path
+
+
 @pytest.fixture
-def settings():
+def sqlite_url(tmp_path, migrated_database):
+    shutil.copy(migrated_database, tmp_path / "gateway.db")
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+@pytest.fixture
+def database_url(sqlite_url):
+    """The test's database: SQLite; modules that test the stores run on both (STORES)."""
+    return sqlite_url
+
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A throwaway PostgreSQL database with the schema applied, dropped at the end. Without a
+    server the tests that need it skip, except in CI (CI=true), where they fail."""
+    server = create_engine(engine_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    try:
+        connection = server.connect()
+    except OperationalError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_URL} ({type(error).__name__}); scripts/test starts one")
+    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+    with connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(engine_url(POSTGRES_URL)).set(database=name).render_as_string(hide_password=False)
+    store = Store(url)
+    store.upgrade()
+    store.close()
+    yield url
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_database):
+    """The throwaway PostgreSQL database, emptied for this test."""
+    store = Store(postgres_database)
+    with store.write() as conn:
+        conn.execute(text("TRUNCATE " + ", ".join(table.name for table in metadata.sorted_tables)))
+    store.close()
+    return postgres_database
+
+
+STORES = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def settings(database_url):
     return Settings(
+        database_url=database_url,
         api_keys=(CLIENT_KEY, "second-client-key"),
         gemini_api_key=UPSTREAM_KEY,
         gemini_base_url="https://gemini.test",
@@ -42,7 +113,8 @@ def app(settings):
         WATCH.check_response(f"response to {response.status_code}", response.headers, response.get_data())
         return response
 
-    return app
+    yield app
+    app.config["STORE"].close()
 
 
 @pytest.fixture

@@ -5,7 +5,26 @@ import io
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.secrets import WATCH
+
 GENERATE_URL = "https://gemini.test/v1beta/models/{model}:generateContent"
+ADMIN_KEY = "admin-key-0123456789abcdef"
+WATCH.secrets.add(ADMIN_KEY)
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def create_key(client, name="team-a", **policy):
+    """POST /v1/admin/keys with a Flask test client; the new secret is watched for from then on."""
+    response = client.post("/v1/admin/keys", json={"name": name, **policy}, headers=ADMIN)
+    if response.status_code == 201:
+        WATCH.secrets.add(response.json["key"])
+    return response
+
+
+def generate_as(client, key, **params):
+    """POST /v1/images/generations with a Flask test client and `key`."""
+    return client.post("/v1/images/generations", json={"prompt": "a lighthouse", **params},
+                       headers={"Authorization": f"Bearer {key}"})
 
 
 def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):

@@ -49,12 +49,15 @@ def image_response(job, kind):
     """The job's images: one JSON body (DESIGN.md section 8), or with `stream: true` an event
     stream of `kind` events (image_generation or image_edit, section 11)."""
     if job.params.get("stream"):
-        return stream_response(job, kind)
+        response = stream_response(job, kind)
+        response.headers.update(job.admission.headers)
+        return response
     result = job.result()
     chunks = image_json_chunks(result.body)
     response = Response(chunks, mimetype="application/json")
     response.headers["Content-Length"] = str(sum(map(len, chunks)))
     response.headers[PROVIDER_HEADER] = result.provider
+    response.headers.update(job.admission.headers)
     if result.failed:
         response.headers[FAILED_HEADER] = str(result.failed)
     return response

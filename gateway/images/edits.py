@@ -40,5 +40,6 @@ def create_edit():
     """Edit or combine input images with a prompt (JSON image_url references or multipart files)."""
     params, sources, mask = _from_multipart() if request.mimetype == "multipart/form-data" else _from_json()
     config = current_app.config
-    job = edit_images(params, config["SETTINGS"], config["PROVIDERS"], current_client(), sources, mask)
+    job = edit_images(params, config["SETTINGS"], config["PROVIDERS"], current_client(), config["ACCOUNTS"], sources,
+                      mask)
     return image_response(job, "image_edit")

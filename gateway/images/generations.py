@@ -16,5 +16,5 @@ def create_generation():
     """Create images from a text prompt."""
     params = load(SCHEMA, json_body())
     config = current_app.config
-    return image_response(generate_images(params, config["SETTINGS"], config["PROVIDERS"], current_client()),
-                          "image_generation")
+    job = generate_images(params, config["SETTINGS"], config["PROVIDERS"], current_client(), config["ACCOUNTS"])
+    return image_response(job, "image_generation")

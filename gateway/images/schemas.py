@@ -3,7 +3,8 @@ import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from ..errors import InvalidRequest, shorten
+from ..errors import InvalidRequest
+from ..fields import StrictInteger, flatten_messages
 
 NAME_LENGTH = 256  # model, user and safety_identifier: logged or echoed, so bounded
 MAX_PROBLEMS = 20  # fields named in one error message
@@ -24,18 +25,6 @@ class WholeMatch(validate.Regexp):
 SIZE = WholeMatch(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
                   error="must be 'auto' or WIDTHxHEIGHT in pixels, like '1024x1024'")
 ASPECT_RATIO = WholeMatch(r"^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$", error="must be W:H, like '16:9'")
-
-
-class StrictInteger(fields.Integer):
-    """An integer that refuses booleans, floats and numeric strings."""
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
 
 
 class StrictBoolean(fields.Boolean):
@@ -128,24 +117,6 @@ class EditSchema(ImageRequestSchema):
     input_fidelity = fields.String(validate=one_of("high", "low"))
 
 
-def _field_name(prefix, key):
-    if key == "_schema":  # marshmallow's name for "the value itself"
-        return prefix or "body"
-    if isinstance(key, int):
-        return f"{prefix}[{key}]"
-    return f"{prefix}.{shorten(key)}" if prefix else shorten(key)
-
-
-def _flatten(messages, prefix=""):
-    """marshmallow's nested messages as 'images[0].image_url: reason' lines."""
-    for key, value in messages.items():
-        name = _field_name(prefix, key)
-        if isinstance(value, dict):
-            yield from _flatten(value, name)
-        else:
-            yield f"{name}: {' '.join(str(v).rstrip('.') for v in value)}"
-
-
 def load(schema, data):
     """Validated parameters, or a 400 naming every field that is wrong."""
     if not isinstance(data, dict):
@@ -153,7 +124,7 @@ def load(schema, data):
     try:
         return schema.load(data)
     except ValidationError as error:
-        problems = sorted(_flatten(error.messages))
+        problems = sorted(flatten_messages(error.messages))
         more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
         raise InvalidRequest("Invalid request parameters: " + "; ".join(problems[:MAX_PROBLEMS]) + more) from None
 

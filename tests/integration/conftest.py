@@ -132,6 +132,7 @@ def start_gateway(emulator_url, log_path, **env):
         "WEB_CONCURRENCY": "2",
         "GUNICORN_MAX_REQUESTS": "0",  # no worker recycling mid-test (tests that want it say so)
         "PORT": str(port),
+        "GATEWAY_DATABASE_URL": f"sqlite:///{Path(log_path).with_suffix('.db')}",
         **env,
     }
     command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",

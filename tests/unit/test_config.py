@@ -56,9 +56,9 @@ def test_an_unknown_default_model_stops_the_start():
         create_app(Settings(default_model="dall-e-3"))
 
 
-def test_start_up_log_says_why_nothing_is_authorized(caplog):
+def test_start_up_log_says_why_nothing_is_authorized(caplog, database_url):
     with caplog.at_level(logging.WARNING):
-        create_app(Settings())
+        create_app(Settings(database_url=database_url))
     assert "GATEWAY_API_KEYS" in caplog.text and "GEMINI_API_KEY" in caplog.text
 
 

@@ -2,7 +2,10 @@
 the deferred `100 Continue`, the deadline of each response write, and recycling counted on
 served image requests."""
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gevent
@@ -113,3 +116,13 @@ def test_zero_means_never():
     never = worker(0)
     served(never)
     assert never.alive and never.image_requests_left is None
+
+
+def test_gunicorns_master_imports_neither_urllib3_nor_sqlalchemy():
+    """gevent patches ssl, sockets and threading in each worker: urllib3 imported before that
+    recurses on its SSL context, and a lock SQLAlchemy made before it would block a whole worker."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; exec(open('gunicorn.conf.py').read()); "
+                               "print(sorted({'urllib3', 'requests', 'sqlalchemy', 'psycopg'} & set(sys.modules)))"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
