@@ -18,7 +18,7 @@ def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
     # after gevent has patched ssl and sockets.
-    from .accounting import Accounts
+    from .accounting import RATE_LIMIT_HEADERS, Accounts
     from .admin import bp as admin_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
@@ -77,7 +77,7 @@ def create_app(settings=None):
         CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
              send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID"],
              expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
-                             "x-should-retry"],
+                             "x-should-retry", *RATE_LIMIT_HEADERS],
              max_age=600)
 
     app.register_blueprint(health_bp)

@@ -54,6 +54,10 @@ class RateLimited(GatewayError):
         super().__init__(429, message, headers, code="rate_limit_exceeded")
 
 
+RATE_LIMIT_HEADERS = [f"x-ratelimit-{part}-{kind}" for kind in ("requests", "images")
+                      for part in ("limit", "remaining", "reset")]
+
+
 def window_headers(windows):
     headers = {}
     for kind, window in windows:

@@ -5,17 +5,21 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint
 
+from .accounting import GROUPS, RATE_LIMIT_HEADERS
 from .images.edits import IMAGE_FIELDS
 from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
+from .policies import KeyCreateSchema, PolicySchema
 
 bp = Blueprint("openapi", __name__)
 
 ERROR_STATUSES = {
     "400": "invalid request, or the model refused it (safety)",
-    "401": "missing or wrong API key",
+    "401": "missing, wrong, revoked or expired API key",
+    "403": "the key's policy does not allow this model",
     "413": "request body too large",
     "415": "unsupported content type",
-    "429": "upstream rate limit (see Retry-After)",
+    "429": "the key's rate or concurrency limit (code rate_limit_exceeded, see Retry-After), its budget is spent "
+           "(code insufficient_quota, x-should-retry: false), or the upstream's rate limit",
     "500": "the model answered without an image, or an unexpected error",
     "502": "upstream failure",
     "503": "no configured provider serves the model, the upstream account has no credits, "
@@ -23,6 +27,11 @@ ERROR_STATUSES = {
     "504": "upstream timeout",
 }
 
+
+LIMIT_HEADERS = {name: {"description": "for a key with rpm / ipm: " + (
+    "the limit" if "-limit-" in name else "what is left" if "-remaining-" in name else
+    "when its oldest counted request leaves the minute's window (e.g. 1s, 6m0s)"),
+    "schema": {"type": "string"}} for name in RATE_LIMIT_HEADERS}
 
 SSE_EVENT = {  # one server-sent event; `data` is one line of JSON whose `type` is the event's
     "type": "object", "required": ["event", "data"],
@@ -41,7 +50,7 @@ def _operation(summary, request_body):
         "responses": {"200": {"description": "the images; with `stream: true`, server-sent events "
                                              "(partial_image, completed, error) as OpenAI streams images", "headers": {
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
-                                        "schema": {"type": "integer"}}},
+                                        "schema": {"type": "integer"}}, **LIMIT_HEADERS},
             "content": {"application/json": {"schema": "ImagesResponse"},
                         "text/event-stream": {"schema": SSE_EVENT}}}, **errors},
     }
@@ -87,15 +96,60 @@ def build_spec():
     spec.path("/v1/models/{model}", operations={"get": {
         **_read("One model or alias", model),
         "parameters": [{"name": "model", "in": "path", "required": True, "schema": text}]}})
+    _admin_paths(spec)
     return spec.to_dict()
 
 
-def _read(summary, schema):
+def _read(summary, schema, errors=(("401", "missing or wrong API key"), ("404", "no such model")), status="200"):
     errors = {code: {"description": text, "content": {"application/json": {"schema": "Error"}}}
-              for code, text in (("401", "missing or wrong API key"), ("404", "no such model"))}
+              for code, text in errors}
     return {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}],
-            "responses": {"200": {"description": "found", "content": {"application/json": {"schema": schema}}},
+            "responses": {status: {"description": "done", "content": {"application/json": {"schema": schema}}},
                           **errors}}
+
+
+ADMIN_ERRORS = (("400", "a field is wrong (the message names it)"), ("401", "not the admin key"),
+                ("404", "no such key, or the admin API is off (GATEWAY_ADMIN_KEY unset)"),
+                ("409", "the name is taken, or the key is static"), ("503", "the database cannot be reached"))
+
+
+def _admin_paths(spec):
+    """The admin API and GET /v1/usage (docs/keys-and-budgets.md)."""
+    spec.components.schema("Policy", schema=PolicySchema)
+    spec.components.schema("KeyCreateRequest", schema=KeyCreateSchema)
+    text, number, flag = {"type": "string"}, {"type": "number"}, {"type": "boolean"}
+    policy = {"allOf": [{"$ref": "#/components/schemas/Policy"}]}
+    key = {"allOf": [policy, {"type": "object", "properties": {
+        "name": text, "created_at": {"type": "string", "nullable": True}, "revoked": flag,
+        "source": {"type": "string", "enum": ["managed", "static"]}, "spent_usd": number}}]}
+    created = {"allOf": [policy, {"type": "object", "required": ["name", "key", "created_at"], "properties": {
+        "name": text, "key": {"type": "string", "description": "the secret: shown only here"},
+        "created_at": text}}]}
+    listed = {"type": "object", "properties": {"object": text, "data": {"type": "array", "items": key}}}
+    rows = {"type": "object", "properties": {"object": text, "data": {"type": "array", "items": {
+        "type": "object", "properties": {**{name: text for name in GROUPS}, "requests": {"type": "integer"},
+                                         "images": {"type": "integer"}, "cost_usd": number}}}}}
+    own = {"allOf": [policy, {"type": "object", "properties": {"name": text, "spent_usd": number,
+                                                               "remaining_usd": {"type": "number", "nullable": True}}}]}
+    name = [{"name": "name", "in": "path", "required": True, "schema": text}]
+    body = {"required": True, "content": {"application/json": {"schema": "Policy"}}}
+    spec.path("/v1/admin/keys", operations={
+        "post": {**_read("Create a managed key (admin key)", created, ADMIN_ERRORS, "201"),
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": "KeyCreateRequest"}}}},
+        "get": _read("Every key with its policy and spend (admin key)", listed, ADMIN_ERRORS)})
+    spec.path("/v1/admin/keys/{name}", operations={
+        "get": {**_read("One key (admin key)", key, ADMIN_ERRORS), "parameters": name},
+        "patch": {**_read("Change a managed key's policy; null clears a field (admin key)", key, ADMIN_ERRORS),
+                  "parameters": name, "requestBody": body},
+        "delete": {**_read("Revoke a managed key (admin key)", key, ADMIN_ERRORS), "parameters": name}})
+    query = [{"name": param, "in": "query", "required": False, "schema": text}
+             for param in ("key", "model", "since", "until", "group_by")]
+    spec.path("/v1/admin/usage", operations={"get": {
+        **_read("The usage ledger summed by key, model, provider or day (admin key)", rows, ADMIN_ERRORS),
+        "parameters": query}})
+    spec.path("/v1/usage", operations={"get": _read("The calling key's policy, spend and remaining budget", own,
+                                                    (("401", "missing or wrong API key"),
+                                                     ("503", "the database cannot be reached")))})
 
 
 @bp.get("/openapi.json")

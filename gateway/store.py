@@ -166,7 +166,7 @@ class Store:
         from alembic import command
         from alembic.config import Config
 
-        with self._migration_lock(), self.engine.begin() as conn:
+        with self._errors(), self._migration_lock(), self.engine.begin() as conn:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn

@@ -267,3 +267,12 @@ def test_own_usage_for_a_key_without_a_budget(client, auth, answering):
     client.post("/v1/images/generations", json={"prompt": "x"}, headers=auth)
     usage = own_usage(client, CLIENT_KEY)
     assert usage["budget_usd"] is None and usage["remaining_usd"] is None and usage["spent_usd"] > 0
+
+
+def test_a_stream_carries_the_rate_limit_headers_too(client, answering):
+    key = key_with(client, rpm=3, ipm=9)
+    response = client.post("/v1/images/generations", json={"prompt": "x", "stream": True},
+                           headers={"Authorization": f"Bearer {key}"})
+    assert response.mimetype == "text/event-stream" and b"image_generation.completed" in response.get_data()
+    assert (response.headers["x-ratelimit-remaining-requests"], response.headers["x-ratelimit-remaining-images"]) == (
+        "2", "8")

@@ -57,3 +57,14 @@ def test_deeply_nested_json_is_a_400_not_a_crash(client, auth):
     response = client.post("/v1/images/generations", data=body, content_type="application/json", headers=auth)
     assert response.status_code == 400
     assert response.json["message"] == "Invalid JSON in request body: nested too deeply"
+
+
+def test_the_admin_api_usage_and_rate_limit_headers_are_described(client):
+    spec = client.get("/openapi.json").json
+    assert set(spec["paths"]["/v1/admin/keys"]) == {"get", "post"}
+    assert set(spec["paths"]["/v1/admin/keys/{name}"]) == {"get", "patch", "delete"}
+    assert "/v1/admin/usage" in spec["paths"] and "/v1/usage" in spec["paths"]
+    assert spec["components"]["schemas"]["KeyCreateRequest"]["required"] == ["name"]
+    generation = spec["paths"]["/v1/images/generations"]["post"]["responses"]
+    assert "x-ratelimit-remaining-images" in generation["200"]["headers"]
+    assert "insufficient_quota" in generation["429"]["description"] and "403" in generation
