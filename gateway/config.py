@@ -93,7 +93,7 @@ class Settings:
     image_fetch_timeout: float = 30.0
     ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
     trusted_proxies: int = 0
-    error_format: str = "seed"  # or "openai": {"error": {"message", "type", "param", "code"}}
+    error_format: str = "auto"  # OpenAI's error body for OpenAI's SDKs, the gateway's for others; or "seed", "openai"
     playground: bool = True  # GET / serves the browser playground (GATEWAY_PLAYGROUND=off: a 404)
     cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
@@ -143,7 +143,7 @@ class Settings:
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
-            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("seed", "openai")),
+            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("auto", "seed", "openai")),
             playground=_choice(env, "GATEWAY_PLAYGROUND", "on", ("on", "off")) == "on",
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
             host=(env.get("HOST") or cls.host).strip(),

@@ -90,7 +90,7 @@ def test_resource_client_and_deploy_settings_are_read():
 
 
 @pytest.mark.parametrize("environ, named", [
-    ({"GATEWAY_ERROR_FORMAT": "xml"}, "GATEWAY_ERROR_FORMAT must be one of seed, openai"),
+    ({"GATEWAY_ERROR_FORMAT": "xml"}, "GATEWAY_ERROR_FORMAT must be one of auto, seed, openai"),
     ({"GATEWAY_MODEL_ALIASES": "dall-e-3"}, "GATEWAY_MODEL_ALIASES entries must look like alias=model"),
     ({"CLIENT_HEADER_TIMEOUT": "0"}, "CLIENT_HEADER_TIMEOUT must be at least 1"),
 ])

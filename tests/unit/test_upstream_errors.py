@@ -9,6 +9,7 @@ import requests
 import responses
 
 from gateway import create_app
+from gateway.errors import GatewayError
 from tests.conftest import UPSTREAM_KEY
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
@@ -413,3 +414,34 @@ def test_openai_error_types_for_the_gateways_own_errors(settings, path, headers,
     client = create_app(dataclasses.replace(settings, error_format="openai")).test_client()
     response = client.post(path, json={"prompt": "x"}, headers=headers)
     assert (response.status_code, response.get_json()["error"]["type"]) == (status, kind)
+
+
+@pytest.mark.parametrize("headers, body", [
+    ({"X-Stainless-Lang": "python"}, {"error": {"message": "upstream says no", "type": "invalid_request_error",
+                                                "param": None, "code": "400"}}),
+    ({"User-Agent": "curl/8.5.0"}, {"error": True, "status": 400, "message": "upstream says no"}),
+])
+def test_auto_answers_openais_sdks_in_openais_body_and_others_in_the_gateways(client, auth, upstream, headers, body):
+    fail(upstream, 400)
+    response = generate(client, {**auth, **headers})
+    assert (response.status_code, response.get_json()) == (400, body)
+
+
+@pytest.mark.parametrize("error_format", ["seed", "openai"])
+def test_seed_and_openai_force_their_body_whoever_asks(settings, auth, upstream, error_format):
+    client = create_app(dataclasses.replace(settings, error_format=error_format)).test_client()
+    fail(upstream, 400)
+    body = generate(client, {**auth, "X-Stainless-Lang": "js"}).get_json()
+    assert isinstance(body["error"], dict) == (error_format == "openai")
+
+
+def test_a_gateway_errors_code_names_it_in_openais_body(settings):
+    app = create_app(dataclasses.replace(settings, error_format="openai"))
+
+    def spent():
+        raise GatewayError(429, "Budget spent.", code="insufficient_quota")
+
+    app.add_url_rule("/spent", view_func=spent)
+    body = app.test_client().get("/spent").get_json()
+    assert body["error"] == {"message": "Budget spent.", "type": "rate_limit_error", "param": None,
+                             "code": "insufficient_quota"}
