@@ -6,12 +6,27 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import observability
-from .catalog import resolve_model
+from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
 from .errors import InvalidRequest, register_error_handlers
 from .health import bp as health_bp
 
 log = logging.getLogger(__name__)
+
+
+def _check_models(settings):
+    """Refuse to start on a default model or alias that no request could use."""
+    try:
+        resolve_model("auto", settings.default_model)
+    except InvalidRequest:
+        raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
+    for alias, target in settings.model_aliases.items():
+        if is_catalog_name(alias):
+            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} is a model of the catalog and cannot be an alias")
+        try:
+            resolve_model(target, settings.default_model)
+        except InvalidRequest:
+            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
 
 
 def create_app(settings=None):
@@ -27,15 +42,7 @@ def create_app(settings=None):
     from .providers import build_providers
 
     settings = settings or Settings.from_env()
-    try:
-        resolve_model("auto", settings.default_model)
-    except InvalidRequest:
-        raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
-    for alias, target in settings.model_aliases.items():
-        try:
-            resolve_model(target, settings.default_model)
-        except InvalidRequest:
-            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
+    _check_models(settings)
     observability.configure_logging()
     if not settings.api_keys:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")

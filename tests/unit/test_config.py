@@ -86,7 +86,8 @@ def test_resource_client_and_deploy_settings_are_read():
     assert (settings.client_header_timeout, settings.client_body_timeout) == (4, 9.5)
     assert (settings.error_format, settings.host) == ("openai", "127.0.0.1")
     assert settings.cors_allow_origins == ("https://a.example", "https://b.example")
-    assert settings.model_aliases == {"dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
+    assert settings.model_aliases == {
+        "dall-e-2": "auto", "dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
 
 
 @pytest.mark.parametrize("environ, named", [
