@@ -68,6 +68,13 @@ def test_health_needs_no_key_and_shows_no_secret(client, settings):
     assert CLIENT_KEY not in response.get_data(as_text=True)
 
 
+def test_health_names_the_default_model_and_what_each_alias_means(client):
+    body = client.get("/health").json
+    assert body["default_model"] == "gemini-3-pro-image"
+    assert body["aliases"]["nano-banana"] == "gemini-2.5-flash-image"
+    assert body["aliases"]["dall-e-3"] == "gemini-3-pro-image"
+
+
 def test_health_is_a_503_naming_the_setting_when_no_provider_is_configured(settings):
     client = create_app(dataclasses.replace(settings, gemini_api_key="")).test_client()
     response = client.get("/health")
