@@ -65,7 +65,8 @@ def create_app(settings=None):
     if settings.cors_allow_origins:
         anyone = "*" in settings.cors_allow_origins
         CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
-             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID"],
+             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
+                                                    r"X-Stainless-.*"],  # the Node SDK in a browser
              expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
                              "x-should-retry"],
              max_age=600)
