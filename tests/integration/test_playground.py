@@ -83,6 +83,7 @@ def test_a_first_visit_types_a_key_and_a_prompt_and_sees_an_image(page):
     assert "nano-banana" in models.nth(1).inner_text()  # an alias is folded into its model's label
     assert not page.locator("#usage").is_visible()  # this gateway has no GET /v1/usage
     assert [url for url in missing if not url.endswith("/v1/usage")] == []  # the favicon is there
+    assert len(missing) == 1  # a gateway without GET /v1/usage is asked once, not after every image
 
 
 def test_generate_two_images_shows_both_with_size_tokens_and_cost(page, screenshots):

@@ -48,10 +48,15 @@ async function loadModels() {
 
 const money = (value) => (value === null || value === undefined ? "no limit" : `$${value.toFixed(2)}`);
 
+let usageMissing = false;
+
 async function loadUsage() {
-  // GET /v1/usage: what this key has spent of its budget; a gateway without it answers 404
+  // GET /v1/usage: what this key has spent of its budget. A gateway without it answers 404,
+  // once: the browser logs every 404 in its console, so it is not asked again.
+  if (usageMissing) return;
   const response = await fetch("/v1/usage", { headers: authorization() });
   const panel = $("#usage");
+  usageMissing = response.status === 404;
   if (response.status !== 200) { panel.hidden = true; return; }
   const usage = await response.json();
   const period = usage.budget_period ? ` per ${usage.budget_period}` : "";
