@@ -1,4 +1,4 @@
-"""The client key check (DESIGN.md section 2)."""
+"""The client key check (docs/api.md)."""
 import hashlib
 import hmac
 from dataclasses import dataclass

@@ -152,7 +152,7 @@ def return_freed_memory(every=10.0):
     threshold keeps each larger block in its own mapping, returned when freed. Blocks below it
     (a 1K image's upstream answer and base64 are about 2 MB) come from the heap, whose free top
     is kept up to 32 MB: a fresh mapping per block would cost a page fault per 4 KB touched,
-    which was a third of the CPU of passing an image through (README, Benchmark). Thousands of
+    which was a third of the CPU of passing an image through (docs/benchmarks.md). Thousands of
     small objects (a flood of connections) leave the heap fragmented: malloc_trim every `every`
     seconds, on one of gevent's native threads, returns its free pages, the kept top included."""
     import gevent

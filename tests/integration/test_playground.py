@@ -103,7 +103,7 @@ def test_generate_two_images_shows_both_with_size_tokens_and_cost(page, screensh
         caption = figure.locator("figcaption").inner_text()
         assert "1344x768" in caption and "tokens" in caption and "$0.03" in caption
     assert page.locator("#message").inner_text() == ""
-    page.screenshot(path=str(screenshots / "playground.png"))  # the README's picture
+    page.screenshot(path=str(screenshots / "playground.png"))  # docs/playground.png, the README's picture
 
 
 def test_paint_a_mask_and_edit(page, tmp_path):

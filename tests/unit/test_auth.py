@@ -1,4 +1,4 @@
-"""Client keys (DESIGN.md §2): Bearer or x-api-key, compared against every configured key."""
+"""Client keys (docs/api.md): Bearer or x-api-key, compared against every configured key."""
 import dataclasses
 
 import pytest

@@ -1,4 +1,4 @@
-"""Every upstream failure of DESIGN.md section 6, with the Gemini API mocked: the status and
+"""Every upstream failure of docs/api.md's error table, with the Gemini API mocked: the status and
 message the client sees, the headers, and how many upstream calls were made (the settings
 fixture allows 2 retries with no delay, so a retried failure is 3 calls)."""
 import base64
@@ -359,7 +359,7 @@ def test_a_model_no_configured_provider_serves_is_503_naming_the_settings(settin
     assert len(upstream.calls) == 0
 
 
-# -- what the SDKs may retry (DESIGN.md section 12) ---------------------------------------------
+# -- what the SDKs may retry (docs/api.md) ---------------------------------------------
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_an_upstream_failure_the_gateway_retried_tells_sdks_not_to_retry(client, auth, upstream, status):

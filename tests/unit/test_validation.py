@@ -1,5 +1,5 @@
 """POST /v1/images/generations: every request the gateway refuses before calling Gemini
-(DESIGN.md sections 4 and 6). Each refusal is exactly {"error": true, "status": N, "message": ...}
+(docs/api.md). Each refusal is exactly {"error": true, "status": N, "message": ...}
 with the same HTTP status, and never reaches the upstream."""
 import dataclasses
 
