@@ -146,6 +146,9 @@ def test_the_usage_panel_shows_what_the_key_has_spent(page):
     page.route("**/v1/usage", lambda route: route.fulfill(json=usage))  # the endpoint of managed keys
     use_key(page)
     expect(page.locator("#usage")).to_have_text("Spent $1.25 of $10.00 per month · $8.75 left")
+    usage.update(budget_usd=None, budget_period=None, remaining_usd=None)
+    page.get_by_role("button", name="Generate").click()  # the panel is read again after each request
+    expect(page.locator("#usage")).to_have_text("Spent $1.25 · no budget")
 
 
 def test_a_wrong_key_shows_the_gateways_message(page):

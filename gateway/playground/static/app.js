@@ -46,7 +46,14 @@ async function loadModels() {
   say("");
 }
 
-const money = (value) => (value === null || value === undefined ? "no limit" : `$${value.toFixed(2)}`);
+const money = (value) => `$${value.toFixed(2)}`;
+
+function usageText(usage) {
+  // GET /v1/usage's fields are null where the key has no limit
+  if (usage.budget_usd === null) return `Spent ${money(usage.spent_usd)} · no budget`;
+  const period = usage.budget_period ? ` per ${usage.budget_period}` : "";
+  return `Spent ${money(usage.spent_usd)} of ${money(usage.budget_usd)}${period} · ${money(usage.remaining_usd)} left`;
+}
 
 let usageMissing = false;
 
@@ -58,10 +65,7 @@ async function loadUsage() {
   const panel = $("#usage");
   usageMissing = response.status === 404;
   if (response.status !== 200) { panel.hidden = true; return; }
-  const usage = await response.json();
-  const period = usage.budget_period ? ` per ${usage.budget_period}` : "";
-  panel.textContent = `Spent ${money(usage.spent_usd)} of ${money(usage.budget_usd)}${period}` +
-    ` · ${money(usage.remaining_usd)} left`;
+  panel.textContent = usageText(await response.json());
   panel.hidden = false;
 }
 
