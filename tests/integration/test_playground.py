@@ -62,6 +62,7 @@ def test_the_page_loads_without_a_key(gateway_url):
     response = requests.get(gateway_url + "/", timeout=10)
     assert response.status_code == 200 and "<title>Image gateway playground</title>" in response.text
     assert requests.get(gateway_url + "/playground/app.js", timeout=10).status_code == 200
+    assert requests.get(gateway_url + "/favicon.ico", timeout=10).headers["Content-Type"].startswith("image/svg+xml")
 
 
 def test_a_first_visit_types_a_key_and_a_prompt_and_sees_an_image(page):
