@@ -21,7 +21,7 @@ settings = Settings.from_env()
 bind = f"{settings.host}:{settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gevent: a connection is a greenlet (tens of KB), so 10,000 idle, dripping or half-sent
-# connections cost memory, not the worker's ability to serve (measured in the README). An image
+# connections cost memory, not the worker's ability to serve (docs/operations.md). An image
 # call is 5-60 s of waiting on the network; the CPU work (decode, composite, encode) runs on
 # IMAGE_WORKERS real threads per process (gateway/limits.py), so it never stalls the event loop.
 worker_class = "gevent"

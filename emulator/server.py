@@ -1,7 +1,7 @@
-"""Speaks Google's `POST /v1beta/models/{model}:generateContent` (DESIGN.md section 9), the same
+"""Speaks Google's `POST /v1beta/models/{model}:generateContent` (docs/testing.md), the same
 call on Vertex AI (`POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`
 with an access token from its OAuth endpoint `POST /token`), and OpenRouter's
-`POST /api/v1/chat/completions` (also at `/v1/chat/completions`, DESIGN.md section 10).
+`POST /api/v1/chat/completions` (also at `/v1/chat/completions`, docs/providers.md).
 
 Answers real PNGs of each model's own pixel sizes, deterministic from the prompt and the input
 images. A prompt can ask for a failure with a directive such as `[emulator: fail=503 times=2]`:

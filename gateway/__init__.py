@@ -6,12 +6,27 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import observability
-from .catalog import resolve_model
+from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
 from .errors import InvalidRequest, register_error_handlers
 from .health import bp as health_bp
 
 log = logging.getLogger(__name__)
+
+
+def _check_models(settings):
+    """Refuse to start on a default model or alias that no request could use."""
+    try:
+        resolve_model("auto", settings.default_model)
+    except InvalidRequest:
+        raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
+    for alias, target in settings.model_aliases.items():
+        if is_catalog_name(alias):
+            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} is a model of the catalog and cannot be an alias")
+        try:
+            resolve_model(target, settings.default_model)
+        except InvalidRequest:
+            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
 
 
 def create_app(settings=None):
@@ -32,15 +47,7 @@ def create_app(settings=None):
     from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
-    try:
-        resolve_model("auto", settings.default_model)
-    except InvalidRequest:
-        raise ConfigError(f"GATEWAY_DEFAULT_MODEL names an unknown model: {settings.default_model!r}") from None
-    for alias, target in settings.model_aliases.items():
-        try:
-            resolve_model(target, settings.default_model)
-        except InvalidRequest:
-            raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
+    _check_models(settings)
     observability.configure_logging()
     if settings.admin_key and settings.admin_key in settings.api_keys:
         raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
@@ -75,7 +82,8 @@ def create_app(settings=None):
     if settings.cors_allow_origins:
         anyone = "*" in settings.cors_allow_origins
         CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
-             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID"],
+             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
+                                                    r"X-Stainless-.*"],  # the Node SDK in a browser
              expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
                              "x-should-retry", *RATE_LIMIT_HEADERS],
              max_age=600)

@@ -1,4 +1,4 @@
-"""The models the gateway serves and who serves them, as data (DESIGN.md sections 3 and 10)."""
+"""The models the gateway serves and who serves them, as data (docs/providers.md)."""
 import re
 from dataclasses import dataclass
 
@@ -112,11 +112,18 @@ def _passthrough(name):
                  image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
 
 
+def is_catalog_name(name):
+    """Whether `name` is a catalog id or alias, or `auto`: names an operator's alias may not take."""
+    return name == "auto" or name in _BY_NAME
+
+
 def resolve_model(name, default_model, aliases=None):
     """The catalog entry for a client's model name: an operator's alias (GATEWAY_MODEL_ALIASES)
-    first, then the catalog's ids and aliases, then `openrouter/...`; `auto` (or none) means the default."""
+    first, then the catalog's ids and aliases, then `openrouter/...`; `auto` (or none) means the
+    default, also as an alias's target."""
     requested = name or "auto"
-    wanted = default_model if requested == "auto" else (aliases or {}).get(requested, requested)
+    wanted = (aliases or {}).get(requested, requested)
+    wanted = default_model if wanted == "auto" else wanted
     model = _BY_NAME.get(wanted) or _passthrough(wanted)
     if model is None:
         supported = ", ".join(["auto"] + [m.id for m in MODELS] + ["openrouter/<vendor>/<model>"])
@@ -124,10 +131,10 @@ def resolve_model(name, default_model, aliases=None):
     return model
 
 
-def listed_models(aliases):
+def listed_models(aliases, default_model):
     """(name, catalog model) for GET /v1/models: every model, its aliases, then the operator's."""
     return ([(model.id, model) for model in MODELS] + [(alias, model) for model in MODELS for alias in model.aliases]
-            + [(alias, resolve_model(target, None)) for alias, target in aliases.items()])
+            + [(alias, resolve_model(target, default_model)) for alias, target in aliases.items()])
 
 
 def upstream_id(model, provider, overrides):

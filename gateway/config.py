@@ -1,4 +1,4 @@
-"""Settings read once from the environment (DESIGN.md section 1)."""
+"""Settings read once from the environment (docs/configuration.md)."""
 import json
 import os
 import re
@@ -26,15 +26,27 @@ def _number(environ, name, default, kind, minimum):
     return value
 
 
-def _pairs(environ, name, shape):
-    """`NAME=a=b,c=d` as {a: b, c: d}; `shape` names the two sides in the error message."""
+def _pairs(environ, name, shape, removable=False):
+    """`NAME=a=b,c=d` as {a: b, c: d}; `shape` names the two sides in the error message.
+    `removable`: `a=` (nothing after `=`) is kept as {a: ""}, to remove a default."""
     pairs = {}
     for item in _csv(environ.get(name)):
         key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
+        if not sep or not key.strip() or not (value.strip() or removable):
             raise ConfigError(f"{name} entries must look like {shape}, got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
+
+
+# OpenAI's older model names mean the default model, so tools that send them work unchanged;
+# OpenAI's own current names (gpt-image-*) are left for OpenAI's models.
+OPENAI_ALIASES = {"dall-e-2": "auto", "dall-e-3": "auto"}
+
+
+def _aliases(environ):
+    """GATEWAY_MODEL_ALIASES over OPENAI_ALIASES; `dall-e-3=` removes one."""
+    aliases = {**OPENAI_ALIASES, **_pairs(environ, "GATEWAY_MODEL_ALIASES", "alias=model", removable=True)}
+    return {alias: model for alias, model in aliases.items() if model}
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -87,7 +99,7 @@ class Settings:
     providers: tuple = ("gemini", "vertex", "openrouter")  # GATEWAY_PROVIDERS: the order requests try them in
     default_model: str = "gemini-3-pro-image"
     upstream_models: dict = field(default_factory=dict)  # "[provider:]model" -> upstream id
-    model_aliases: dict = field(default_factory=dict)  # e.g. dall-e-3=gemini-3-pro-image
+    model_aliases: dict = field(default_factory=lambda: dict(OPENAI_ALIASES))  # e.g. dall-e-3=gemini-3-pro-image
     upstream_timeout: float = 180.0
     upstream_connect_timeout: float = 10.0
     upstream_max_retries: int = 2
@@ -109,7 +121,7 @@ class Settings:
     image_fetch_timeout: float = 30.0
     ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
     trusted_proxies: int = 0
-    error_format: str = "seed"  # or "openai": {"error": {"message", "type", "param", "code"}}
+    error_format: str = "auto"  # OpenAI's error body for OpenAI's SDKs, the gateway's for others; or "seed", "openai"
     playground: bool = True  # GET / serves the browser playground (GATEWAY_PLAYGROUND=off: a 404)
     cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
     database_url: str = "sqlite:///var/gateway.db"  # keys, spend, the ledger (docs/keys-and-budgets.md)
@@ -138,7 +150,7 @@ class Settings:
             providers=tuple(name.lower() for name in _csv(env.get("GATEWAY_PROVIDERS"))) or cls.providers,
             default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
             upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "[provider:]model=upstream-id"),
-            model_aliases=_pairs(env, "GATEWAY_MODEL_ALIASES", "alias=model"),
+            model_aliases=_aliases(env),
             upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
             upstream_retry_base_delay=_number(
@@ -163,7 +175,7 @@ class Settings:
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
-            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("seed", "openai")),
+            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("auto", "seed", "openai")),
             playground=_choice(env, "GATEWAY_PLAYGROUND", "on", ("on", "off")) == "on",
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
             database_url=_database_url(env),

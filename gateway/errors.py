@@ -1,8 +1,9 @@
 """One exception family and the one handler that renders every error as
-`{"error": true, "status": N, "message": "..."}` with the same HTTP status."""
+`{"error": true, "status": N, "message": "..."}`, or OpenAI's body for OpenAI's SDKs, with the
+same HTTP status (docs/api.md, "Errors")."""
 import logging
 
-from flask import current_app, jsonify
+from flask import current_app, g, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
@@ -10,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
-    """An error the client should see, with its HTTP status."""
+    """An error the client should see, with its HTTP status; `code` is OpenAI's machine-readable
+    name for it (`rate_limit_exceeded`...), which OpenAI's error body carries."""
 
     def __init__(self, status, message, headers=None, code=None):
         super().__init__(message)
@@ -37,8 +39,8 @@ class InvalidRequest(GatewayError):
 
 class UpstreamError(GatewayError):
     """A failure of an upstream call, said in provider-neutral terms. The class is the mapping to
-    DESIGN.md section 6: it fixes the client's status, whether the transport retries, and whether
-    the next provider that serves the model is tried (section 10: after 429s, 5xx, timeouts and
+    the error table of docs/api.md: it fixes the client's status, whether the transport retries, and
+    whether the next provider that serves the model is tried (docs/providers.md: after 429s, 5xx, timeouts and
     connection errors, never after the client's own errors, safety blocks or text-only answers).
     This base class is a 502 that neither retrying nor another provider can help (bad
     credentials, a model the upstream does not serve, an answer over the size limit). `cause`
@@ -108,8 +110,8 @@ OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_
 
 
 def error_body(status, message, error_format="seed", code=None):
-    """The error body: the gateway's own shape, or OpenAI's (GATEWAY_ERROR_FORMAT=openai), whose
-    message the official SDKs put in the exception text."""
+    """The error body: the gateway's own shape, or OpenAI's, whose message the official SDKs put in
+    the exception text; OpenAI's `code` is `code` when given, else the status."""
     if error_format == "openai":
         kind = OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
         if code == "insufficient_quota":
@@ -118,8 +120,21 @@ def error_body(status, message, error_format="seed", code=None):
     return {"error": True, "status": status, "message": message}
 
 
+SDK_HEADER = "X-Stainless-Lang"  # sent on every request by OpenAI's Python and Node SDKs
+
+
+def error_format_for(setting, headers):
+    """GATEWAY_ERROR_FORMAT=auto answers OpenAI's SDKs in OpenAI's body, which is the only one
+    their exception text can show, and everyone else in the gateway's own."""
+    if setting != "auto":
+        return setting
+    return "openai" if SDK_HEADER in headers else "seed"
+
+
 def error_response(status, message, headers=None, code=None):
-    response = jsonify(error_body(status, message, current_app.config["SETTINGS"].error_format, code))
+    g.error_message = message  # for the request's log line
+    error_format = error_format_for(current_app.config["SETTINGS"].error_format, request.headers)
+    response = jsonify(error_body(status, message, error_format, code))
     response.status_code = status
     response.headers.update(headers or {})
     return response

@@ -1,4 +1,4 @@
-"""SSRF-safe fetching of https images for edits (DESIGN.md section 7).
+"""SSRF-safe fetching of https images for edits (docs/api.md).
 
 Every hop is https, its host is resolved once and every address it resolves to must be public
 (unless the host is in IMAGE_FETCH_ALLOW_HOSTS); the connection then goes to that vetted address

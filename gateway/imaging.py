@@ -1,6 +1,6 @@
 """The service behind both endpoints: map OpenAI parameters to the model, route it to its
-providers, read an edit's inputs, and plan the request's calls as an ImageJob (DESIGN.md
-sections 4, 7 and 10); the job runs them."""
+providers, read an edit's inputs, and plan the request's calls as an ImageJob (docs/api.md and
+docs/providers.md); the job runs them."""
 import contextlib
 import math
 import threading

@@ -1,6 +1,6 @@
 """One client request's upstream work, as events: its `n` calls run in parallel (each failing over
 on its own), and each image is finished (re-encoded, composited under a mask) as soon as its call
-answers. The HTTP layer streams the events (DESIGN.md section 11) or collects them into one body
+answers. The HTTP layer streams the events (docs/api.md) or collects them into one body
 (section 8): one service, two renderings."""
 import base64
 import contextvars
@@ -196,7 +196,7 @@ class ImageJob:
 
     def _with_failover(self, deadline, on_partial):
         """(Generation, provider) from the first provider of the chain, or from the next one when a
-        provider's failure may be its own (DESIGN.md section 10), until the deadline."""
+        provider's failure may be its own (docs/providers.md), until the deadline."""
         for position, provider in enumerate(self.chain):
             try:
                 return provider.generate(self.wire_request(provider), deadline, on_partial), provider
@@ -235,7 +235,7 @@ class ImageJob:
                            provider=", ".join(dict.fromkeys(event.provider for event in made)))
 
     def body(self, made):
-        """The response of DESIGN.md section 8 (with the upstream's `cost` in `usage` when it says)."""
+        """The response body of docs/api.md (with the upstream's `cost` in `usage` when it says)."""
         width, height = made[0].size
         body = {
             "created": int(time.time()),

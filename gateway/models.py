@@ -12,9 +12,9 @@ bp = Blueprint("models", __name__)
 
 def _served():
     """{name: entry} of every model and alias a configured provider serves."""
-    providers = current_app.config["PROVIDERS"]
+    providers, settings = current_app.config["PROVIDERS"], current_app.config["SETTINGS"]
     return {name: {"id": name, "object": "model", "created": model.created, "owned_by": model.owned_by}
-            for name, model in listed_models(current_app.config["SETTINGS"].model_aliases)
+            for name, model in listed_models(settings.model_aliases, settings.default_model)
             if any(provider.configured for provider in serving(model, providers))}
 
 

@@ -12,10 +12,12 @@ from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from .auth import client_id, current_client
+from .errors import shorten
 from .metrics import REQUEST_ID, REQUEST_SECONDS, REQUESTS, STATS, RequestStats
 
 log = logging.getLogger("gateway.request")
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ERROR_LOG_CHARS = 300  # of an error's message in the request's log line
 
 bp = Blueprint("observability", __name__)
 
@@ -70,6 +72,8 @@ def finish_request(response):
     endpoint, status = _endpoint(), response.status_code
     fields = {"method": request.method, "path": request.path, "status": status, "client": request.remote_addr,
               "key_id": client_id(), "key_name": current_client().name}
+    if "error_message" in g:  # why the request failed, as its client was told (no key is ever in it)
+        fields["error"] = shorten(g.error_message, ERROR_LOG_CHARS)
     done = functools.partial(contextvars.copy_context().run, _request_done, endpoint, fields, g.started)
     if response.mimetype != "text/event-stream":
         done()
@@ -114,7 +118,7 @@ def metrics():
     if current_app.config["SETTINGS"].prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)  # it names its charset
 
 
 def init_app(app):

@@ -121,11 +121,13 @@ def count_image_request(worker, environ, resp):
 
 def write_json_error(sock, status_int, reason, mesg, error_format="seed"):
     """gunicorn's own refusals (400 bad framing, 414, 431...) in the gateway's JSON error shape,
-    counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself)."""
-    from .errors import error_body
+    counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself). The
+    request's headers may be unread or unreadable here, so `auto` cannot tell an SDK and answers
+    in the gateway's own body; OpenAI's SDKs do not send what gunicorn refuses."""
+    from .errors import error_body, error_format_for
     from .metrics import REQUESTS  # in the worker, after PROMETHEUS_MULTIPROC_DIR is set
 
-    body = json.dumps(error_body(status_int, f"{reason}: {mesg}", error_format))
+    body = json.dumps(error_body(status_int, f"{reason}: {mesg}", error_format_for(error_format, {})))
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     REQUESTS.labels("unparsed", str(status_int), "-").inc()
@@ -150,7 +152,7 @@ def return_freed_memory(every=10.0):
     threshold keeps each larger block in its own mapping, returned when freed. Blocks below it
     (a 1K image's upstream answer and base64 are about 2 MB) come from the heap, whose free top
     is kept up to 32 MB: a fresh mapping per block would cost a page fault per 4 KB touched,
-    which was a third of the CPU of passing an image through (README, Benchmark). Thousands of
+    which was a third of the CPU of passing an image through (docs/benchmarks.md). Thousands of
     small objects (a flood of connections) leave the heap fragmented: malloc_trim every `every`
     seconds, on one of gevent's native threads, returns its free pages, the kept top included."""
     import gevent

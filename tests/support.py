@@ -63,7 +63,7 @@ def decode(b64):
 
 
 def assert_valid_gemini_request(body):
-    """The body parses strictly as Google's published GenerateContentRequest (DESIGN.md §5)."""
+    """The body parses strictly as Google's published GenerateContentRequest (docs/api.md)."""
     import copy
 
     from google.ai.generativelanguage_v1beta.types import GenerateContentRequest

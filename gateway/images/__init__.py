@@ -46,7 +46,7 @@ def image_json_chunks(body):
 
 
 def image_response(job, kind):
-    """The job's images: one JSON body (DESIGN.md section 8), or with `stream: true` an event
+    """The job's images: one JSON body (docs/api.md), or with `stream: true` an event
     stream of `kind` events (image_generation or image_edit, section 11)."""
     if job.params.get("stream"):
         response = stream_response(job, kind)

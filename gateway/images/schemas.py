@@ -74,7 +74,7 @@ class ImageRequestSchema(Schema):
     user = fields.String(validate=validate.Length(max=NAME_LENGTH))
     safety_identifier = fields.String(validate=validate.Length(max=NAME_LENGTH))  # OpenAI's newer name for `user`
     moderation = fields.String(validate=one_of("auto", "low"))
-    stream = StrictBoolean(load_default=False)  # DESIGN.md section 11: server-sent events
+    stream = StrictBoolean(load_default=False)  # docs/api.md: server-sent events
     partial_images = StrictInteger(validate=validate.Range(min=0, max=3, error="must be between 0 and 3"))
 
     @pre_load

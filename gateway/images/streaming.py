@@ -1,5 +1,5 @@
 """`stream: true`: an ImageJob's events as server-sent events, OpenAI's image streaming shape
-(DESIGN.md section 11), which the official SDKs' `stream=True` reads."""
+(docs/api.md), which the official SDKs' `stream=True` reads."""
 import contextvars
 import itertools
 import time

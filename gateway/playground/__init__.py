@@ -10,3 +10,9 @@ bp = Blueprint("playground", __name__, static_folder="static", static_url_path="
 def playground():
     """The playground page (no key needed to load it; the key is typed into the page)."""
     return bp.send_static_file("index.html")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The page links its icon; this answers browsers that ask for it on their own (on a JSON page)."""
+    return bp.send_static_file("favicon.svg")

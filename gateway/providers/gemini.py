@@ -1,4 +1,4 @@
-"""The Gemini Developer API (DESIGN.md section 5): the neutral call as a generateContent body,
+"""The Gemini Developer API (docs/api.md): the neutral call as a generateContent body,
 the answer as a Generation, Google's errors as the neutral ones; the shared transport sends it."""
 import base64
 
@@ -141,7 +141,7 @@ def _upstream_message(response, secret):
 
 
 def error_for(response, secret="", subject=SUBJECT, credentials="GEMINI_API_KEY"):
-    """The neutral error for a non-2xx answer from Google (DESIGN.md section 6); `credentials`
+    """The neutral error for a non-2xx answer from Google (docs/api.md); `credentials`
     names what the operator should check when Google refuses them."""
     status = response.status_code
     message, reasons = _upstream_message(response, secret)

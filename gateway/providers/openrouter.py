@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat completions that answer with images (DESIGN.md section 10), the shape
+"""OpenAI-compatible chat completions that answer with images (docs/providers.md), the shape
 OpenRouter defined and llmgateway or a LiteLLM proxy also speak: the neutral call as a
 `chat/completions` body, the answer's `message.images` as a Generation, the error bodies
 (`{"error": {"code", "message"}}`) as the neutral errors; the shared transport sends it."""
@@ -108,7 +108,7 @@ def error_from(status, error, secret="", wait=None):
 
 
 def error_for(response, secret=""):
-    """The neutral error for a non-2xx answer (DESIGN.md sections 6 and 10)."""
+    """The neutral error for a non-2xx answer (docs/api.md and docs/providers.md)."""
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):

@@ -99,8 +99,8 @@ class Session(requests.Session):
     """The upstream session. `post_json` hands a request it prepared itself straight to the
     mounted adapter (requests' connection pools), skipping `Session.request`, which on every call
     reads the proxy variables from os.environ, looks for ~/.netrc, merges cookie jars, headers
-    and hooks, and watches for redirects: a third of a small call's CPU in requests (README
-    "Benchmark"). What differs, on purpose: the proxy and CA-bundle variables are read once per
+    and hooks, and watches for redirects: a third of a small call's CPU in requests
+    (docs/benchmarks.md). What differs, on purpose: the proxy and CA-bundle variables are read once per
     upstream origin (the environment does not change while the gateway runs); no cookie is kept,
     so one client's upstream cookies never ride along on another client's call; and a redirect is
     not followed (the API key header would go with it) but is an upstream error like any non-2xx

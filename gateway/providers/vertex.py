@@ -1,4 +1,4 @@
-"""Gemini on Vertex AI (DESIGN.md section 10): Google's generateContent body (every `contents[]`
+"""Gemini on Vertex AI (docs/providers.md): Google's generateContent body (every `contents[]`
 entry has its role, as Vertex requires) and answers, sent to the project's regional endpoint
 with an OAuth access token from google-auth instead of an API key."""
 import functools

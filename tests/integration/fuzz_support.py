@@ -266,8 +266,8 @@ def unauthenticated_is_401(ctx, response, case):
     return None
 
 
-# 400s that a schema-valid request may still get, by the documented design (README "Errors",
-# DESIGN.md sections 3, 4 and 7): things JSON Schema cannot express.
+# 400s that a schema-valid request may still get, by the documented design (docs/api.md "Errors",
+# docs/providers.md): things JSON Schema cannot express.
 DOCUMENTED_VALID_400 = (
     r"Invalid request parameters: model: unknown model ",
     r"Invalid request parameters: background: 'transparent' is not supported by ",
@@ -349,7 +349,7 @@ class FailureFilter:
 
 
 def _as_form_value(text, schema):
-    """A form string read as its declared type, like the gateway does (README: 'n=2 works')."""
+    """A form string read as its declared type, like the gateway does (docs/api.md: 'n=2 works')."""
     if schema.get("type") == "integer" and re.fullmatch(r"-?[0-9]{1,9}", text.strip()):
         return int(text)
     if schema.get("type") == "boolean" and text in ("true", "false"):

@@ -98,7 +98,7 @@ def load_schema(spec, gateway_url, https_images, path, media_type):
 
 
 def allow_null_for_optional_fields(schema):
-    """README: 'A JSON null counts as "not given"' (as in the OpenAI API), which the served
+    """docs/api.md: 'A JSON null counts as "not given"' (as in the OpenAI API), which the served
     description does not say; without this every `"style": null` would be a false failure."""
     for name, definition in schema["properties"].items():
         if name in schema.get("required", ()):

@@ -63,14 +63,15 @@ def test_thought_images_never_reach_the_client(sdk):
     assert image_of(result.data[0]).size == (1024, 1024)
 
 
-def test_bad_request_raises_bad_request_error_with_the_gateway_body(sdk):
+def test_bad_request_raises_bad_request_error_with_the_gateways_message(sdk):
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.images.generate(prompt="x", n=11)
     error = caught.value
     assert error.status_code == 400
-    assert str(error) == "Error code: 400"
-    assert error.response.json() == {"error": True, "status": 400,
-                                     "message": "Invalid request parameters: n: must be between 1 and 10"}
+    assert str(error) == "Error code: 400 - Invalid request parameters: n: must be between 1 and 10"
+    assert error.response.json() == {"error": {
+        "message": "Invalid request parameters: n: must be between 1 and 10", "type": "invalid_request_error",
+        "param": None, "code": "400"}}
 
 
 def test_wrong_key_raises_authentication_error(gateway_url):
@@ -83,7 +84,7 @@ def test_wrong_key_raises_authentication_error(gateway_url):
 def test_text_only_answer_raises_internal_server_error(sdk):
     with pytest.raises(openai.InternalServerError) as caught:
         sdk.images.generate(prompt="just talk [emulator: text_only=1]")
-    assert caught.value.response.json()["message"].startswith(
+    assert caught.value.message.endswith(
         "The model did not generate any images. Try a different model with image generation capabilities.")
 
 

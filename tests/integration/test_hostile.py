@@ -545,7 +545,7 @@ def test_prompt_of_32001_characters_in_multipart_is_a_400_naming_prompt(gateway_
 
 
 def test_multipart_form_field_of_a_megabyte_is_a_413(gateway_url, emulator_url, since):
-    """werkzeug's form-field memory limit (500 KB), as the README says."""
+    """werkzeug's form-field memory limit (500 KB), as docs/api.md says."""
     refused(post_multipart(gateway_url, upload("image", PNG), field("prompt", "p" * 1_048_576)), 413,
             "Request Entity Too Large")
     nothing_sent_upstream(emulator_url, since)

@@ -27,7 +27,7 @@ def start_nginx(gateway_url, certificate, work, openai_errors=False):
                      ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
                      ("/etc/ssl/certs/image-gateway.pem", str(certificate[0])),
                      ("/etc/ssl/private/image-gateway.key", str(certificate[1])),
-                     ("default 0;", "default 1;" if openai_errors else "default 0;")]:
+                     ('""      0;', '""      1;' if openai_errors else '""      0;')]:
         assert old in site, old
         site = site.replace(old, new)
     (work / "site.conf").write_text(site)
@@ -118,6 +118,14 @@ def test_plain_http_is_redirected_to_https(nginx):
     response = requests.get(nginx[1] + "/v1/models", allow_redirects=False, timeout=10)
     assert response.status_code == 301
     assert response.headers["Location"].startswith("https://")
+
+
+def test_nginx_own_errors_answer_openais_sdks_in_openais_body(nginx_url):
+    response = requests.post(f"{nginx_url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
+                             headers={**auth(), "Content-Type": "application/json", "X-Stainless-Lang": "python"},
+                             timeout=60)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_nginx_own_errors_follow_the_openai_format_when_told(gateway_url, tls_certificate, tmp_path):

@@ -1,5 +1,6 @@
 """The playground page in a real headless browser (Playwright driving Debian's Chromium) against
-the gateway under gunicorn and the emulator: generate, paint a mask and edit, a wrong key. A
+the gateway under gunicorn and the emulator: a first visit (type a key and a prompt, press
+Generate), two images, paint a mask and edit, a typed model id, the usage panel, a wrong key. A
 screenshot of the page is saved next to the test's logs when a test fails."""
 import base64
 import io
@@ -8,6 +9,7 @@ import shutil
 import pytest
 import requests
 from PIL import Image
+from playwright.sync_api import expect
 
 from tests.integration.conftest import CLIENT_KEY, start_gateway, stop
 from tests.support import png_bytes
@@ -49,7 +51,6 @@ def page(browser, gateway_url, request, screenshots):
 
 def use_key(page, key=CLIENT_KEY):
     page.get_by_label("Client key").fill(key)
-    page.get_by_role("button", name="Use key").click()
 
 
 def image_size(img):
@@ -61,6 +62,29 @@ def test_the_page_loads_without_a_key(gateway_url):
     response = requests.get(gateway_url + "/", timeout=10)
     assert response.status_code == 200 and "<title>Image gateway playground</title>" in response.text
     assert requests.get(gateway_url + "/playground/app.js", timeout=10).status_code == 200
+    assert requests.get(gateway_url + "/favicon.ico", timeout=10).headers["Content-Type"].startswith("image/svg+xml")
+
+
+def test_a_first_visit_types_a_key_and_a_prompt_and_sees_an_image(page):
+    missing = []
+    page.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
+    page.get_by_label("Client key").fill(CLIENT_KEY)
+    page.locator("#g-prompt").fill("a red bicycle [emulator: delay=1]")
+    generate = page.get_by_role("button", name="Generate")
+    generate.click()
+    expect(generate).to_be_disabled()  # one click, one request
+    assert page.locator("#message").inner_text() == ""  # progress is not an error
+    page.wait_for_selector("figure[data-state=done]", timeout=30000)
+    expect(generate).to_be_enabled()
+    assert page.locator("#message").inner_text() == ""
+    models = page.locator("#generate select[name=model] option")
+    expect(models).to_have_count(4)  # auto and each of the 3 models once
+    assert models.first.inner_text() == "auto (gemini-3-pro-image)"
+    assert page.locator("#generate select[name=model]").input_value() == ""  # auto is selected
+    assert "nano-banana" in models.nth(1).inner_text()  # an alias is folded into its model's label
+    assert not page.locator("#usage").is_visible()  # this gateway has no GET /v1/usage
+    assert [url for url in missing if not url.endswith("/v1/usage")] == []  # the favicon is there
+    assert len(missing) == 1  # a gateway without GET /v1/usage is asked once, not after every image
 
 
 def test_generate_two_images_shows_both_with_size_tokens_and_cost(page, screenshots):
@@ -80,7 +104,7 @@ def test_generate_two_images_shows_both_with_size_tokens_and_cost(page, screensh
         caption = figure.locator("figcaption").inner_text()
         assert "1344x768" in caption and "tokens" in caption and "$0.03" in caption
     assert page.locator("#message").inner_text() == ""
-    page.screenshot(path=str(screenshots / "playground.png"))  # the README's picture
+    page.screenshot(path=str(screenshots / "playground.png"))  # docs/playground.png, the README's picture
 
 
 def test_paint_a_mask_and_edit(page, tmp_path):
@@ -104,6 +128,28 @@ def test_paint_a_mask_and_edit(page, tmp_path):
         page.locator("figure[data-state=done] img").get_attribute("src").split(",", 1)[1]))).convert("RGB")
     assert result.size == (200, 150)  # a masked edit comes back at the source's size
     assert result.getpixel((5, 140)) == (255, 0, 0)  # outside the painted area: the source, pixel for pixel
+    source_box, result_box = page.locator("#source").bounding_box(), page.locator("figure img").bounding_box()
+    assert result_box["x"] >= source_box["x"] + source_box["width"]  # the result is beside its source
+    assert result_box["y"] < source_box["y"] + source_box["height"]
+
+
+def test_a_typed_model_id_wins_over_the_list(page):
+    use_key(page)
+    page.wait_for_selector("#key-status:has-text('models')")
+    page.get_by_label("or any model id").first.fill("openrouter/black-forest-labs/flux.2-pro")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#message:has-text('OPENROUTER_API_KEY')")  # reached the gateway as typed
+
+
+def test_the_usage_panel_shows_what_the_key_has_spent(page):
+    usage = {"name": "dev", "budget_usd": 10.0, "budget_period": "month", "spent_usd": 1.25, "remaining_usd": 8.75,
+             "rpm": None, "ipm": None, "max_concurrent": None, "models": None, "expires_at": None}
+    page.route("**/v1/usage", lambda route: route.fulfill(json=usage))  # the endpoint of managed keys
+    use_key(page)
+    expect(page.locator("#usage")).to_have_text("Spent $1.25 of $10.00 per month · $8.75 left")
+    usage.update(budget_usd=None, budget_period=None, remaining_usd=None)
+    page.get_by_role("button", name="Generate").click()  # the panel is read again after each request
+    expect(page.locator("#usage")).to_have_text("Spent $1.25 · no budget")
 
 
 def test_a_wrong_key_shows_the_gateways_message(page):

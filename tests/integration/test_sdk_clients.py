@@ -1,7 +1,7 @@
-"""What users of the official SDKs see (DESIGN.md section 12), with the Python SDK and the Node
+"""What users of the official SDKs see (docs/api.md, "Errors"), with the Python SDK and the Node
 SDK (tests/node, installed by `npm ci` from its lockfile): the gateway's message in the exception
-with GATEWAY_ERROR_FORMAT=openai, where it is kept with the default body, and SDK retries that
-never multiply the gateway's own upstream attempts."""
+with the default GATEWAY_ERROR_FORMAT (auto) and with `openai`, the gateway's own body for
+everyone else, and SDK retries that never multiply the gateway's own upstream attempts."""
 import json
 import subprocess
 import time
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from tests.integration.conftest import CLIENT_KEY, emulator_requests, start_gateway, stop
 
@@ -47,11 +48,19 @@ def test_python_sdk_shows_the_gateways_message_with_openai_errors(openai_format)
     assert error.value.type == "invalid_request_error" and error.value.code == "400"
 
 
-def test_python_sdk_keeps_the_default_body_in_the_response(gateway_url):
+def test_python_sdk_shows_the_gateways_message_by_default(gateway_url):
     with pytest.raises(openai.BadRequestError) as error:
         python_sdk(gateway_url).images.generate(prompt="a fox", model="dall-e-9")
-    assert str(error.value) == "Error code: 400"  # the SDK quotes only an `error` object's message
-    assert error.value.response.json()["message"].startswith(MESSAGE)
+    assert str(error.value).startswith(f"Error code: 400 - {MESSAGE}")
+    assert error.value.type == "invalid_request_error"
+
+
+def test_clients_other_than_the_sdks_get_the_gateways_own_body_by_default(gateway_url):
+    response = requests.post(gateway_url + "/v1/images/generations", json={"prompt": "a fox", "model": "dall-e-9"},
+                             headers={"Authorization": f"Bearer {CLIENT_KEY}", "User-Agent": "curl/8.5.0"}, timeout=60)
+    body = response.json()
+    assert (response.status_code, body["error"], body["status"]) == (400, True, 400)
+    assert body["message"].startswith(MESSAGE)
 
 
 def test_node_sdk_shows_the_gateways_message_with_openai_errors(openai_format):
@@ -63,9 +72,10 @@ def test_node_sdk_shows_the_gateways_message_with_openai_errors(openai_format):
     assert failed["error"]["type"] == "invalid_request_error"
 
 
-def test_node_sdk_with_the_default_body_sees_only_true(gateway_url):
+def test_node_sdk_shows_the_gateways_message_by_default(gateway_url):
     failed = node_sdk(gateway_url, "x" * 32001, retries=0)
-    assert (failed["status"], failed["message"], failed["error"]) == (400, "400 true", True)
+    assert failed["status"] == 400
+    assert failed["message"].startswith("400 Invalid request parameters: prompt: Longer than maximum length 32000")
 
 
 @pytest.mark.parametrize("client", ["python", "node"])

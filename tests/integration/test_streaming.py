@@ -1,4 +1,4 @@
-"""`stream: true` end to end (DESIGN.md section 11): the gateway under gunicorn against the
+"""`stream: true` end to end (docs/api.md): the gateway under gunicorn against the
 emulator, read by the official Python and Node SDKs, by raw HTTP, and through the real nginx."""
 import base64
 import io
@@ -206,7 +206,7 @@ def test_an_invalid_field_is_refused_as_json_before_the_stream(gateway_url):
 
 def test_an_upstream_refusal_before_the_first_image_is_json(gateway_url):
     response = post_stream(gateway_url, f"refused {time.time()} [emulator: fail=400]")
-    refused(response, 400, "emulated failure 400")  # the upstream's own message (DESIGN.md section 6)
+    refused(response, 400, "emulated failure 400")  # the upstream's own message (docs/api.md)
 
 
 def test_a_client_that_goes_away_frees_the_slots_of_calls_awaiting_an_answer(own_keepalive):

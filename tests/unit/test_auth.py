@@ -1,4 +1,4 @@
-"""Client keys (DESIGN.md §2): Bearer or x-api-key, compared against every configured key."""
+"""Client keys (docs/api.md): Bearer or x-api-key, compared against every configured key."""
 import dataclasses
 
 import pytest
@@ -66,6 +66,13 @@ def test_health_needs_no_key_and_shows_no_secret(client, settings):
                                           "openrouter": {"configured": False}}
     assert settings.gemini_api_key not in response.get_data(as_text=True)
     assert CLIENT_KEY not in response.get_data(as_text=True)
+
+
+def test_health_names_the_default_model_and_what_each_alias_means(client):
+    body = client.get("/health").json
+    assert body["default_model"] == "gemini-3-pro-image"
+    assert body["aliases"]["nano-banana"] == "gemini-2.5-flash-image"
+    assert body["aliases"]["dall-e-3"] == "gemini-3-pro-image"
 
 
 def test_health_is_a_503_naming_the_setting_when_no_provider_is_configured(settings):

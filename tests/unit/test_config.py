@@ -1,10 +1,14 @@
-"""Settings come from the environment once, with DESIGN.md §1's names and defaults."""
+"""Settings come from the environment once, with the names and defaults of docs/configuration.md."""
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
 from gateway import create_app
 from gateway.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults():
@@ -86,14 +90,37 @@ def test_resource_client_and_deploy_settings_are_read():
     assert (settings.client_header_timeout, settings.client_body_timeout) == (4, 9.5)
     assert (settings.error_format, settings.host) == ("openai", "127.0.0.1")
     assert settings.cors_allow_origins == ("https://a.example", "https://b.example")
-    assert settings.model_aliases == {"dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
+    assert settings.model_aliases == {
+        "dall-e-2": "auto", "dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
 
 
 @pytest.mark.parametrize("environ, named", [
-    ({"GATEWAY_ERROR_FORMAT": "xml"}, "GATEWAY_ERROR_FORMAT must be one of seed, openai"),
+    ({"GATEWAY_ERROR_FORMAT": "xml"}, "GATEWAY_ERROR_FORMAT must be one of auto, seed, openai"),
     ({"GATEWAY_MODEL_ALIASES": "dall-e-3"}, "GATEWAY_MODEL_ALIASES entries must look like alias=model"),
     ({"CLIENT_HEADER_TIMEOUT": "0"}, "CLIENT_HEADER_TIMEOUT must be at least 1"),
 ])
 def test_bad_new_settings_name_the_variable(environ, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(environ)
+
+
+def read_variables():
+    """Every environment variable the gateway and its gunicorn.conf.py read."""
+    sources = (ROOT / "gateway" / "config.py").read_text() + (ROOT / "gunicorn.conf.py").read_text()
+    return set(re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+|HOST|PORT)"', sources))
+
+
+@pytest.mark.parametrize("page", [".env.example", "docs/configuration.md"])
+def test_every_variable_read_is_listed_with_its_default(page):
+    listed = (ROOT / page).read_text()
+    assert len(read_variables()) > 40
+    assert [name for name in sorted(read_variables()) if name not in listed] == []
+
+
+def test_env_example_shows_the_defaults():
+    defaults = dict(re.findall(r"^# ([A-Z][A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    settings = Settings()
+    assert defaults["UPSTREAM_TIMEOUT"] == f"{settings.upstream_timeout:g}"
+    assert defaults["GATEWAY_ERROR_FORMAT"] == settings.error_format
+    assert defaults["GATEWAY_PROVIDERS"] == ",".join(settings.providers)
+    assert defaults["GATEWAY_DEFAULT_MODEL"] == settings.default_model

@@ -1,4 +1,4 @@
-"""CORS for browser apps (DESIGN.md section 12): only for the configured origins, on /v1/*."""
+"""CORS for browser apps (docs/api.md): only for the configured origins, on /v1/*."""
 import dataclasses
 
 import pytest
@@ -24,6 +24,16 @@ def test_a_preflight_from_an_allowed_origin_is_answered_without_a_key(settings):
     allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"authorization", "content-type"} <= allowed
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_a_preflight_for_the_node_sdks_own_headers_is_allowed(settings):
+    sdk_headers = "authorization, content-type, x-stainless-lang, x-stainless-package-version, x-stainless-os, " \
+                  "x-stainless-arch, x-stainless-runtime, x-stainless-runtime-version, x-stainless-retry-count, " \
+                  "x-stainless-timeout"
+    response = client_for(settings, (ORIGIN,)).options("/v1/images/generations", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": sdk_headers})
+    allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == set(sdk_headers.split(", "))
 
 
 def test_answers_to_an_allowed_origin_expose_the_gateways_headers(settings, auth):

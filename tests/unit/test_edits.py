@@ -1,5 +1,5 @@
 """POST /v1/images/edits: JSON data URLs and multipart uploads, what reaches Gemini, input
-checks, masks and the response (DESIGN.md sections 4, 6, 7 and 8). https image URLs are
+checks, masks and the response (docs/api.md). https image URLs are
 covered elsewhere; here every image is a data URL or an upload."""
 import base64
 import dataclasses
@@ -439,7 +439,7 @@ def test_masked_edit_returns_the_source_size_when_the_model_answers_another_size
 
 def test_a_masked_edits_images_are_composited_one_at_a_time(client, auth, upstream, monkeypatch):
     """Each composite holds several copies of the source's size, so one request's run one by one
-    whatever IMAGE_WORKERS allows (README "Resource safety, measured": two at once took a masked
+    whatever IMAGE_WORKERS allows (docs/operations.md "Resource safety, measured": two at once took a masked
     n=10 edit at the pixel limit from +497 to +720 MB)."""
     running, most = [], []
     composite = media.MaskedSource.composite

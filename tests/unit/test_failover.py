@@ -1,4 +1,4 @@
-"""Failover between providers (DESIGN.md section 10): after a provider's retries end in a 429,
+"""Failover between providers (docs/providers.md): after a provider's retries end in a 429,
 a 5xx, a timeout or a connection error, the next configured provider that serves the model takes
 the call, within the request's one deadline; the client's own errors, safety blocks and
 text-only answers stay where they are. Gemini then OpenRouter, both mocked."""

@@ -1,4 +1,4 @@
-"""SSRF-safe fetching of edit images (DESIGN.md section 7): `fetch_image` and `is_public`
+"""SSRF-safe fetching of edit images (docs/api.md): `fetch_image` and `is_public`
 directly, and the same policy seen through POST /v1/images/edits.
 
 HTTP is mocked with `responses` (it patches HTTPAdapter.send, which PinnedAdapter inherits) and

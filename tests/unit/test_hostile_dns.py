@@ -1,4 +1,4 @@
-"""DNS rebinding against the edit-image fetcher (DESIGN.md section 7): a host whose DNS answer
+"""DNS rebinding against the edit-image fetcher (docs/api.md): a host whose DNS answer
 changes between the check and the connection (public first, 127.0.0.1 on every later ask).
 
 The fetch must connect to the address it vetted, resolving each hop exactly once and never

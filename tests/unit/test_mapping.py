@@ -1,4 +1,4 @@
-"""OpenAI size / aspect_ratio / quality / style -> the call's aspect ratio, tier and prompt (DESIGN.md §4)."""
+"""OpenAI size / aspect_ratio / quality / style -> the call's aspect ratio, tier and prompt (docs/api.md)."""
 import dataclasses
 
 import pytest

@@ -1,11 +1,11 @@
-"""GET /v1/models and /v1/models/{id} (DESIGN.md section 10) and GATEWAY_MODEL_ALIASES."""
+"""GET /v1/models and /v1/models/{id} (docs/api.md) and GATEWAY_MODEL_ALIASES."""
 import dataclasses
 
 import pytest
 import responses
 
 from gateway import create_app
-from gateway.config import ConfigError
+from gateway.config import ConfigError, Settings
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE, sent_bodies
 
@@ -59,3 +59,35 @@ def test_an_alias_resolves_to_its_model_and_the_response_names_the_model(aliased
 def test_an_alias_to_an_unknown_model_stops_the_start(settings):
     with pytest.raises(ConfigError, match="GATEWAY_MODEL_ALIASES: dall-e-3 names an unknown model"):
         create_app(dataclasses.replace(settings, model_aliases={"dall-e-3": "dall-e-3"}))
+
+
+def test_dall_e_names_resolve_to_the_default_model_out_of_the_box(client, auth, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    response = client.post("/v1/images/generations", json={"prompt": "a fox", "model": "dall-e-2"}, headers=auth)
+    assert response.get_json()["model"] == "gemini-3-pro-image"
+    ids = [entry["id"] for entry in client.get("/v1/models", headers=auth).get_json()["data"]]
+    assert {"dall-e-2", "dall-e-3"} <= set(ids) and not any(name.startswith("gpt-image") for name in ids)
+
+
+def test_dall_e_follows_the_operators_default_model(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, default_model="nano-banana")).test_client()
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    response = client.post("/v1/images/generations", json={"prompt": "a fox", "model": "dall-e-3"}, headers=auth)
+    assert response.get_json()["model"] == "gemini-2.5-flash-image"
+
+
+def test_dall_e_aliases_can_be_pointed_elsewhere_or_removed():
+    aliases = Settings.from_env({"GATEWAY_MODEL_ALIASES": "dall-e-3=gemini-2.5-flash-image, dall-e-2="}).model_aliases
+    assert aliases == {"dall-e-3": "gemini-2.5-flash-image"}
+
+
+def test_a_removed_dall_e_name_is_an_unknown_model(settings, auth):
+    client = create_app(dataclasses.replace(settings, model_aliases={})).test_client()
+    response = client.post("/v1/images/generations", json={"prompt": "a fox", "model": "dall-e-3"}, headers=auth)
+    assert response.status_code == 400 and "unknown model 'dall-e-3'" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize("alias", ["gemini-3-pro-image", "nano-banana", "auto"])
+def test_an_alias_that_names_a_catalog_model_stops_the_start(settings, alias):
+    with pytest.raises(ConfigError, match=f"GATEWAY_MODEL_ALIASES: {alias} is a model of the catalog"):
+        create_app(dataclasses.replace(settings, model_aliases={alias: "gemini-2.5-flash-image"}))

@@ -102,8 +102,29 @@ def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, u
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1290]
 
 
-def test_metrics_content_type_is_prometheus_text(client):
-    assert client.get("/metrics").headers["Content-Type"].startswith("text/plain; version=")
+def test_metrics_content_type_is_prometheus_text_with_one_charset(client):
+    content_type = client.get("/metrics").headers["Content-Type"]
+    assert content_type.startswith("text/plain; version=") and content_type.count("charset") == 1
+
+
+def test_the_log_line_of_a_client_error_says_why(client, auth, json_lines):
+    post(client, auth, prompt="")
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert (line["status"], line["error"]) == (400, "Invalid request parameters: prompt: must not be empty")
+
+
+def test_the_log_line_quotes_a_long_error_message_cut_short(client, auth, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, status=400, json={"error": {"code": 400, "message": "no " * 400}})
+    post(client, auth)
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert line["status"] == 400 and len(line["error"]) == 303 and line["error"].endswith("...")
+
+
+def test_the_log_line_of_a_success_has_no_error(client, auth, upstream, json_lines):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    post(client, auth)
+    (line,) = [line for line in json_lines() if line["message"] == "request"]
+    assert line["status"] == 200 and "error" not in line
 
 
 def test_trusted_proxies_take_the_client_address_from_x_forwarded_for(settings, upstream, json_lines):

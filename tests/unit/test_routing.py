@@ -1,4 +1,4 @@
-"""Which provider serves a request (DESIGN.md section 10): GATEWAY_PROVIDERS order, the catalog's
+"""Which provider serves a request (docs/providers.md): GATEWAY_PROVIDERS order, the catalog's
 ids per provider, `openrouter/<vendor>/<model>`, and the x-gateway-provider header."""
 import base64
 import dataclasses

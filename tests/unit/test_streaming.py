@@ -1,4 +1,4 @@
-"""`stream: true` (DESIGN.md section 11): OpenAI's image events as server-sent events on both
+"""`stream: true` (docs/api.md): OpenAI's image events as server-sent events on both
 endpoints, partial images from Gemini 3's thought images, `n` > 1, errors after the stream
 started, keep-alive comments and the request's log line; and the one JSON body, unchanged."""
 import base64

@@ -1,4 +1,4 @@
-"""Every upstream failure of DESIGN.md section 6, with the Gemini API mocked: the status and
+"""Every upstream failure of docs/api.md's error table, with the Gemini API mocked: the status and
 message the client sees, the headers, and how many upstream calls were made (the settings
 fixture allows 2 retries with no delay, so a retried failure is 3 calls)."""
 import base64
@@ -9,6 +9,7 @@ import requests
 import responses
 
 from gateway import create_app
+from gateway.errors import GatewayError
 from tests.conftest import UPSTREAM_KEY
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
@@ -358,7 +359,7 @@ def test_a_model_no_configured_provider_serves_is_503_naming_the_settings(settin
     assert len(upstream.calls) == 0
 
 
-# -- what the SDKs may retry (DESIGN.md section 12) ---------------------------------------------
+# -- what the SDKs may retry (docs/api.md) ---------------------------------------------
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_an_upstream_failure_the_gateway_retried_tells_sdks_not_to_retry(client, auth, upstream, status):
@@ -413,3 +414,34 @@ def test_openai_error_types_for_the_gateways_own_errors(settings, path, headers,
     client = create_app(dataclasses.replace(settings, error_format="openai")).test_client()
     response = client.post(path, json={"prompt": "x"}, headers=headers)
     assert (response.status_code, response.get_json()["error"]["type"]) == (status, kind)
+
+
+@pytest.mark.parametrize("headers, body", [
+    ({"X-Stainless-Lang": "python"}, {"error": {"message": "upstream says no", "type": "invalid_request_error",
+                                                "param": None, "code": "400"}}),
+    ({"User-Agent": "curl/8.5.0"}, {"error": True, "status": 400, "message": "upstream says no"}),
+])
+def test_auto_answers_openais_sdks_in_openais_body_and_others_in_the_gateways(client, auth, upstream, headers, body):
+    fail(upstream, 400)
+    response = generate(client, {**auth, **headers})
+    assert (response.status_code, response.get_json()) == (400, body)
+
+
+@pytest.mark.parametrize("error_format", ["seed", "openai"])
+def test_seed_and_openai_force_their_body_whoever_asks(settings, auth, upstream, error_format):
+    client = create_app(dataclasses.replace(settings, error_format=error_format)).test_client()
+    fail(upstream, 400)
+    body = generate(client, {**auth, "X-Stainless-Lang": "js"}).get_json()
+    assert isinstance(body["error"], dict) == (error_format == "openai")
+
+
+def test_a_gateway_errors_code_names_it_in_openais_body(settings):
+    app = create_app(dataclasses.replace(settings, error_format="openai"))
+
+    def spent():
+        raise GatewayError(429, "Budget spent.", code="insufficient_quota")
+
+    app.add_url_rule("/spent", view_func=spent)
+    body = app.test_client().get("/spent").get_json()
+    assert body["error"] == {"message": "Budget spent.", "type": "insufficient_quota", "param": None,
+                             "code": "insufficient_quota"}  # OpenAI's own type for a spent quota

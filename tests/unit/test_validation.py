@@ -1,5 +1,5 @@
 """POST /v1/images/generations: every request the gateway refuses before calling Gemini
-(DESIGN.md sections 4 and 6). Each refusal is exactly {"error": true, "status": N, "message": ...}
+(docs/api.md). Each refusal is exactly {"error": true, "status": N, "message": ...}
 with the same HTTP status, and never reaches the upstream."""
 import dataclasses
 
@@ -70,8 +70,8 @@ def answer_with_an_image(upstream):
     pytest.param({"prompt": "a cat", "stream": True, "partial_images": 4}, "partial_images: must be between 0 and 3",
                  id="partial-images-4"),
     pytest.param({"prompt": "a cat", "foo": "bar"}, "foo: Unknown field", id="unknown-field"),
-    pytest.param({"prompt": "a cat", "model": "dall-e-3"},
-                 "model: unknown model 'dall-e-3'; supported models: "
+    pytest.param({"prompt": "a cat", "model": "dall-e-9"},
+                 "model: unknown model 'dall-e-9'; supported models: "
                  "auto, gemini-2.5-flash-image, gemini-3-pro-image, gemini-3.1-flash-image, "
                  "openrouter/<vendor>/<model>", id="model-unknown"),
 ])

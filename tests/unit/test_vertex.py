@@ -1,4 +1,4 @@
-"""Gemini on Vertex AI (DESIGN.md section 10): the regional URL, Google's body with a role on every
+"""Gemini on Vertex AI (docs/providers.md): the regional URL, Google's body with a role on every
 entry, OAuth access tokens from a service account (cached, refreshed, one refresh at a time,
 failures said without the key), and the provider behind the images endpoint."""
 import dataclasses

@@ -3,10 +3,13 @@
 const $ = (selector) => document.querySelector(selector);
 const KEY = "gateway-key";
 const message = $("#message");
+const progress = $("#progress");
 const results = $("#results");
 
-function key() { return localStorage.getItem(KEY) || ""; }
+function key() { return $("#key").value.trim(); }
+function authorization() { return { Authorization: `Bearer ${key()}` }; }
 function say(text) { message.textContent = text || ""; }
+function working(text) { progress.textContent = text || ""; }
 
 async function errorText(response) {
   // the gateway's JSON error, in either of its shapes
@@ -18,21 +21,60 @@ async function errorText(response) {
   }
 }
 
-async function loadModels() {
-  const response = await fetch("/v1/models", { headers: { Authorization: `Bearer ${key()}` } });
-  if (!response.ok) { say(await errorText(response)); $("#key-status").textContent = ""; return; }
-  const models = (await response.json()).data.map((model) => model.id);
-  for (const select of document.querySelectorAll("select.models")) {
-    select.replaceChildren(...models.map((id) => new Option(id, id)));
+function modelOptions(served, health) {
+  // `auto` first, then each model once, labelled with its other names; an operator's alias to a
+  // model outside the catalog (an OpenRouter passthrough) is listed under its own name
+  const aliases = health.aliases || {};
+  const options = [new Option(`auto (${health.default_model})`, "")];
+  for (const id of served.filter((name) => !(name in aliases) || !served.includes(aliases[name]))) {
+    const others = served.filter((name) => aliases[name] === id);
+    const target = aliases[id] ? ` → ${aliases[id]}` : "";
+    options.push(new Option(others.length ? `${id} (${others.join(", ")})` : `${id}${target}`, id));
   }
-  $("#key-status").textContent = `${models.length} models`;
+  return options;
+}
+
+async function loadModels() {
+  const response = await fetch("/v1/models", { headers: authorization() });
+  if (!response.ok) { say(await errorText(response)); $("#key-status").textContent = ""; return; }
+  const served = (await response.json()).data.map((model) => model.id);
+  const health = await (await fetch("/health")).json();
+  for (const select of document.querySelectorAll("select.models")) {
+    select.replaceChildren(...modelOptions(served, health));
+  }
+  $("#key-status").textContent = `${$("select.models").options.length - 1} models`;
   say("");
 }
 
-$("#key-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  localStorage.setItem(KEY, $("#key").value.trim());
-  loadModels();
+const money = (value) => `$${value.toFixed(2)}`;
+
+function usageText(usage) {
+  // GET /v1/usage's fields are null where the key has no limit
+  if (usage.budget_usd === null) return `Spent ${money(usage.spent_usd)} · no budget`;
+  const period = usage.budget_period ? ` per ${usage.budget_period}` : "";
+  return `Spent ${money(usage.spent_usd)} of ${money(usage.budget_usd)}${period} · ${money(usage.remaining_usd)} left`;
+}
+
+let usageMissing = false;
+
+async function loadUsage() {
+  // GET /v1/usage: what this key has spent of its budget. A gateway without it answers 404,
+  // once: the browser logs every 404 in its console, so it is not asked again.
+  if (usageMissing) return;
+  const response = await fetch("/v1/usage", { headers: authorization() });
+  const panel = $("#usage");
+  usageMissing = response.status === 404;
+  if (response.status !== 200) { panel.hidden = true; return; }
+  panel.textContent = usageText(await response.json());
+  panel.hidden = false;
+}
+
+let typing;
+$("#key").addEventListener("input", () => {
+  // the typed key is used as it is: kept for the next visit, models and usage loaded once typing stops
+  localStorage.setItem(KEY, key());
+  clearTimeout(typing);
+  typing = setTimeout(() => { if (key()) { loadModels(); loadUsage(); } }, 300);
 });
 
 for (const tab of document.querySelectorAll("[role=tab]")) {
@@ -42,6 +84,7 @@ for (const tab of document.querySelectorAll("[role=tab]")) {
       other.setAttribute("aria-selected", String(selected));
       document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
     }
+    document.querySelector("main").classList.toggle("editing", tab.id === "tab-edit");  // results beside the source
   });
 }
 
@@ -81,10 +124,26 @@ function show(data, kind) {
   caption.append(link);
 }
 
-async function stream(url, init) {
-  // POST with stream: true; server-sent events become figures as they come
+async function stream(form, url, init) {
+  // POST with stream: true; server-sent events become figures as they come. The form's button
+  // stays disabled until the request ends, so one click is one request.
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
   results.replaceChildren();
-  say("Working...");
+  say("");
+  working("Working...");
+  try {
+    await readEvents(url, init);
+  } catch (error) {
+    say(String(error));
+  } finally {
+    button.disabled = false;
+    working("");
+    loadUsage();
+  }
+}
+
+async function readEvents(url, init) {
   const response = await fetch(url, init);
   if (!response.ok) { say(await errorText(response)); return; }
   const reader = response.body.getReader();
@@ -104,17 +163,24 @@ async function stream(url, init) {
       show(event, event.type.endsWith("partial_image") ? "partial_image" : "completed");
     }
   }
-  say("");
+}
+
+function requestFields(form) {
+  // the form's non-empty fields, with a typed model id winning over the list
+  const fields = new FormData(form);
+  const typed = (fields.get("model_id") || "").trim();
+  fields.delete("model_id");
+  if (typed) fields.set("model", typed);
+  return [...fields].filter(([, value]) => value !== "");
 }
 
 $("#generate").addEventListener("submit", (event) => {
   event.preventDefault();
-  const form = new FormData(event.target);
   const body = { stream: true, partial_images: 2 };  // the gateway sends previews only for models that draw them
-  for (const [name, value] of form) if (value !== "") body[name] = name === "n" ? Number(value) : value;
-  stream("/v1/images/generations", {
+  for (const [name, value] of requestFields(event.target)) body[name] = name === "n" ? Number(value) : value;
+  stream(event.target, "/v1/images/generations", {
     method: "POST",
-    headers: { Authorization: `Bearer ${key()}`, "Content-Type": "application/json" },
+    headers: { ...authorization(), "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
 });
@@ -185,9 +251,10 @@ $("#edit").addEventListener("submit", async (event) => {
   const form = new FormData();
   for (const file of files) form.append(files.length > 1 ? "image[]" : "image", file, file.name);
   if (painted) form.append("mask", await maskBlob(), "mask.png");
-  for (const [name, value] of new FormData(event.target)) if (name !== "image" && value !== "") form.append(name, value);
+  for (const [name, value] of requestFields(event.target)) if (name !== "image") form.append(name, value);
   form.append("stream", "true");
-  stream("/v1/images/edits", { method: "POST", headers: { Authorization: `Bearer ${key()}` }, body: form });
+  stream(event.target, "/v1/images/edits", { method: "POST", headers: authorization(), body: form });
 });
 
-if (key()) { $("#key").value = key(); loadModels(); }
+$("#key").value = localStorage.getItem(KEY) || "";
+if (key()) { loadModels(); loadUsage(); }
