@@ -34,17 +34,33 @@ class Cancel:
     after `set()`, and an attempt waiting on the network is interrupted at once, wherever it
     waits (connecting, for the answer's head, or reading its body), so it frees its in-flight
     slot. Under gevent (production) the waiting greenlet gets the error thrown in; plain
-    threads (tests) can only have an answer's body cut off."""
+    threads (tests) can only have an answer's body cut off. A call waiting for a slot is woken."""
 
     def __init__(self):
         self.done, self.waiting, self.lock = False, {}, threading.Lock()  # waiting: waiter -> response
+        self.events = set()  # set when the calls are cancelled
 
     def set(self):
         with self.lock:
             self.done = True
-            waiting = list(self.waiting.items())
+            waiting, events = list(self.waiting.items()), list(self.events)
         for waiter, response in waiting:
             self._interrupt(waiter, response)
+        for event in events:
+            event.set()
+
+    @contextlib.contextmanager
+    def wakes(self, event):
+        """`event` (a threading.Event) is set when the calls are cancelled, while the block runs."""
+        with self.lock:
+            self.events.add(event)
+            if self.done:
+                event.set()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.events.discard(event)
 
     @contextlib.contextmanager
     def attempt(self):
