@@ -105,8 +105,7 @@ class Settings:
     upstream_max_retries: int = 2
     upstream_retry_base_delay: float = 1.0
     upstream_max_response_bytes: int = 134217728
-    upstream_max_in_flight: int = 1024  # per process; greenlets waiting on the network cost little
-    upstream_max_in_flight_per_key: int = 128  # per process and client key
+    upstream_max_in_flight: int = 1024  # per process, shared fairly between keys; waiting greenlets cost little
     upstream_queue_timeout: float = 30.0
     image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
     image_workers: int = 2  # per process: threads that decode, composite and encode images
@@ -158,8 +157,6 @@ class Settings:
             upstream_max_response_bytes=_number(
                 env, "UPSTREAM_MAX_RESPONSE_BYTES", cls.upstream_max_response_bytes, int, 1024),
             upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
-            upstream_max_in_flight_per_key=_number(
-                env, "UPSTREAM_MAX_IN_FLIGHT_PER_KEY", cls.upstream_max_in_flight_per_key, int, 1),
             upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
             image_max_pixels=_number(env, "IMAGE_MAX_PIXELS", cls.image_max_pixels, int, 1024),
             image_workers=_number(env, "IMAGE_WORKERS", cls.image_workers, int, 1),
