@@ -9,8 +9,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health/live")
 def live():
-    """Liveness: 200 while the process serves, so an orchestrator restarts only a process that
-    stopped answering."""
+    """Liveness: 200 while the process serves, draining or not, so an orchestrator restarts only
+    a process that stopped answering."""
     return {"status": "ok"}
 
 
@@ -18,7 +18,7 @@ def live():
 @bp.get("/health/ready")
 def ready():
     """Readiness: 200 when this instance can serve, else 503 naming why, so a load balancer
-    sends no traffic to an instance that could only answer 503."""
+    sends no traffic to an instance that could only answer 503 or is about to stop."""
     reasons = [reason for check in READINESS_CHECKS if (reason := check(current_app))]
     if reasons:
         raise GatewayError(503, "Not ready: " + "; ".join(reasons) + ".")
@@ -46,4 +46,8 @@ def no_provider(app):
     return None
 
 
-READINESS_CHECKS = (no_provider,)  # each returns why the instance is not ready, or None
+def draining(app):
+    return "draining before shutdown" if app.config["DRAIN"].draining else None
+
+
+READINESS_CHECKS = (no_provider, draining)  # each returns why the instance is not ready, or None

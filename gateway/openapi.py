@@ -84,7 +84,7 @@ def build_spec():
             "multipart/form-data": {"schema": _edit_form(plugin)}})})
     readiness = {"get": {"summary": "Readiness and configured providers", "responses": {
         "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-        "503": {"description": "no provider configured",
+        "503": {"description": "no provider configured, or draining before shutdown",
                 "content": {"application/json": {"schema": "Error"}}}}}}
     spec.path("/health/ready", operations=readiness)
     spec.path("/health", operations=readiness)

@@ -131,6 +131,7 @@ def start_gateway(emulator_url, log_path, **env):
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_MAX_REQUESTS": "0",  # no worker recycling mid-test (tests that want it say so)
+        "GATEWAY_DRAIN_SECONDS": "0",  # stop at once (tests/integration/test_drain.py drains)
         "PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{Path(log_path).with_suffix('.db')}",
         **env,
