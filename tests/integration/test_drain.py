@@ -13,8 +13,8 @@ from tests.integration.test_streaming import in_flight, post_stream, read_stream
 
 pytestmark = pytest.mark.integration
 
-DRAIN = 1.5  # seconds; the in-flight calls take 3 s, so they outlast the drain and finish during the stop
-SLOW = "[emulator: delay=3]"
+DRAIN = 2.5  # seconds; the in-flight calls take 4 s, so they outlast the drain and finish during the stop
+SLOW = "[emulator: delay=4]"
 
 
 def until(condition, seconds):
@@ -60,8 +60,8 @@ def test_sigterm_drains_finishes_in_flight_work_then_exits(draining_gateway):
     process.send_signal(signal.SIGTERM)
     terminated = time.monotonic()
 
-    assert until(lambda: requests.get(url + "/health/ready", timeout=5).status_code == 503, 0.5)
-    for _ in range(6):  # new connections, taken by either worker
+    assert until(lambda: requests.get(url + "/health/ready", timeout=5).status_code == 503, 1)
+    for _ in range(4):  # new connections, taken by either worker
         refused(requests.get(url + "/health/ready", timeout=5), 503, "draining before shutdown")
         assert requests.get(url + "/health/live", timeout=5).status_code == 200
     during = generate(url, "a new request during the drain")

@@ -2,26 +2,24 @@
 the one place that reaches into gunicorn's arbiter, with the assumptions it rests on checked
 here so a gunicorn upgrade that breaks them fails loudly instead of silently not draining."""
 import inspect
+import logging
 import os
 import signal
 import time
 
 import pytest
-from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from gateway.config import ConfigError, Settings
 from gateway.drain import DrainFlag, drain_on_sigterm
 
 
-class NoApp(BaseApplication):
-    """The smallest gunicorn application, to build a real Arbiter (never run) around."""
-
-    def load_config(self):
-        pass
-
-    def load(self):
-        return None
+def bare_arbiter():
+    """gunicorn's Arbiter without its __init__, which would configure logging and the environment
+    of this whole test process; the handlers under test use only `log`."""
+    arbiter = Arbiter.__new__(Arbiter)
+    arbiter.log = logging.getLogger("tests.drain")
+    return arbiter
 
 
 def test_the_drain_setting_defaults_to_5_seconds_and_is_read():
@@ -53,11 +51,11 @@ def test_gunicorns_main_loop_calls_the_handler_named_after_the_signal():
 
 def test_gunicorns_term_handler_stops_by_raising_stop_iteration():
     with pytest.raises(StopIteration):
-        Arbiter(NoApp()).handle_term()
+        bare_arbiter().handle_term()
 
 
 def test_sigterm_sets_the_flag_then_waits_then_stops():
-    arbiter, flag = Arbiter(NoApp()), DrainFlag()
+    arbiter, flag = bare_arbiter(), DrainFlag()
     drain_on_sigterm(arbiter, 0.2, flag)
     started = time.monotonic()
     with pytest.raises(StopIteration):
