@@ -4,7 +4,8 @@
 #   docker build -t image-gateway .
 #   docker run -p 8000:8000 -e GATEWAY_API_KEYS=... -e GEMINI_API_KEY=... image-gateway
 # It runs with a read-only root filesystem when /tmp and /app/var are writable mounts (see
-# deploy/kubernetes/deployment.yaml). Checked statically by tests/unit/test_container.py.
+# deploy/kubernetes/deployment.yaml). Checked statically by tests/unit/test_container.py, and run
+# under those constraints without a container engine by tests/integration/test_container_layout.py.
 FROM python:3.11-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
