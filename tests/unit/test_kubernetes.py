@@ -53,6 +53,11 @@ def test_kustomization_applies_everything_but_the_secret_example():
     assert sorted(resources) == sorted(set(MANIFESTS) - {"secret.example.yaml"})
 
 
+def test_kustomization_names_the_deployments_image(container):
+    (image,) = manifest("kustomization.yaml")["images"]
+    assert container["image"] == f"{image['name']}:{image['newTag']}"
+
+
 def test_three_replicas_and_the_autoscaler_starts_from_them():
     deployment, hpa = manifest("deployment.yaml"), manifest("hpa.yaml")
     assert deployment["spec"]["replicas"] == hpa["spec"]["minReplicas"] == 3
