@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway.config import Settings
 from tests.integration.conftest import generate, metric, start_gateway, stop
 
 pytestmark = [
@@ -24,16 +25,17 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-# $1: the copied build context, $2: the image's uid; the rest is the command. /srv stands for the
-# image's /app (a directory that exists here, hidden only inside the namespace).
+# $1: the copied build context, $2: a directory for its var/, $3: the image's uid; the rest is
+# the command. /srv stands for the image's /app (a directory that exists here, hidden only inside
+# the namespace).
 CONFINE = """set -e
 mount --bind -o ro "$1" /srv
-mount -t tmpfs -o size=64m,uid="$2",gid="$2",mode=0755 var /srv/var
+mount --bind "$2" /srv/var
 mount -t tmpfs -o size=64m,mode=1777 tmp /tmp
 mount -o remount,bind,ro /
 cd /srv
-uid="$2"
-shift 2
+uid="$3"
+shift 3
 exec setpriv --reuid "$uid" --regid "$uid" --clear-groups "$@"
 """
 
@@ -61,11 +63,15 @@ def copy_build_context(destination):
 
 @pytest.fixture
 def confined_gateway(emulator_url, tmp_path):
-    context = copy_build_context(tmp_path / "app")
+    context, var = copy_build_context(tmp_path / "app"), tmp_path / "var"
+    var.mkdir()
+    os.chown(var, int(image_uid()), int(image_uid()))  # as the Dockerfile's chown, or the pod's fsGroup
     wrapper = ("unshare", "--mount", "--propagation", "private", "sh", "-c", CONFINE, "confine", str(context),
-               image_uid())
-    process, url = start_gateway(emulator_url, tmp_path / "gateway.log", wrapper=wrapper)
-    yield process, url, tmp_path / "gateway.log"
+               str(var), image_uid())
+    # The default database, as in the image: a SQLite file in the working directory's var/
+    process, url = start_gateway(emulator_url, tmp_path / "gateway.log", wrapper=wrapper,
+                                 GATEWAY_DATABASE_URL=Settings.database_url)
+    yield process, url, tmp_path / "gateway.log", var
     if process.poll() is None:
         stop(process)
 
@@ -77,7 +83,7 @@ def test_the_build_context_leaves_out_history_environments_and_data(tmp_path):
 
 
 def test_the_gateway_serves_as_the_images_user_on_a_read_only_root(confined_gateway):
-    process, url, log = confined_gateway
+    process, url, log, var = confined_gateway
     (uids,) = re.findall(r"^Uid:\s+(.*)$", Path(f"/proc/{process.pid}/status").read_text(), re.M)
     assert set(uids.split()) == {image_uid()}  # gunicorn's master itself, exec'd by the wrapper
     assert requests.get(url + "/health/ready", timeout=5).status_code == 200
@@ -88,5 +94,6 @@ def test_the_gateway_serves_as_the_images_user_on_a_read_only_root(confined_gate
     assert served == 4
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+    assert (var / "gateway.db").stat().st_uid == int(image_uid())  # the image's default database, made at start
     text = log.read_text()
     assert "Read-only file system" not in text and "Permission denied" not in text, text[-3000:]
