@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import observability
 from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
+from .drain import DRAINING
 from .errors import InvalidRequest, register_error_handlers
 from .health import bp as health_bp
 
@@ -72,6 +73,7 @@ def create_app(settings=None):
     app.config["PROVIDERS"] = providers
     app.config["KEYS"], app.config["STORE"] = keys, keys.store
     app.config["ACCOUNTS"] = Accounts(keys.store, settings)
+    app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     if settings.trusted_proxies:

@@ -94,7 +94,7 @@ def _request_done(endpoint, fields, started):
     seconds = time.monotonic() - started
     REQUESTS.labels(endpoint, str(fields["status"]), fields["key_name"]).inc()
     REQUEST_SECONDS.labels(endpoint).observe(seconds)
-    if endpoint in ("/metrics", "/health"):
+    if endpoint in ("/metrics", "/health", "/health/live", "/health/ready"):  # scraped and probed often
         return
     stats = STATS.get()
     log.info("request", extra={"fields": {

@@ -25,7 +25,8 @@ function modelOptions(served, health) {
   // `auto` first, then each model once, labelled with its other names; an operator's alias to a
   // model outside the catalog (an OpenRouter passthrough) is listed under its own name
   const aliases = health.aliases || {};
-  const options = [new Option(`auto (${health.default_model})`, "")];
+  // a gateway that is not ready answers /health with an error body, without default_model
+  const options = [new Option(health.default_model ? `auto (${health.default_model})` : "auto", "")];
   for (const id of served.filter((name) => !(name in aliases) || !served.includes(aliases[name]))) {
     const others = served.filter((name) => aliases[name] === id);
     const target = aliases[id] ? ` → ${aliases[id]}` : "";
