@@ -10,7 +10,6 @@ from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
 from .drain import DRAINING
 from .errors import InvalidRequest, register_error_handlers
-from .health import bp as health_bp
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,7 @@ def create_app(settings=None):
     # after gevent has patched ssl and sockets.
     from .accounting import RATE_LIMIT_HEADERS, Accounts
     from .admin import bp as admin_bp
+    from .health import bp as health_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp

@@ -332,6 +332,10 @@ class Accounts:
         self.ledger = Ledger(store, lease_seconds)
         self.down_until, self.backlog, self.lock = 0.0, deque(maxlen=BACKLOG), threading.Lock()
 
+    @property
+    def store_failing(self):
+        return time.monotonic() < self.down_until
+
     def admit(self, client, model, n, estimate, request_id):
         """Admit `client`'s request for `n` images of `model` costing up to `estimate` USD, or refuse it."""
         policy = client.policy

@@ -1,8 +1,13 @@
 """GET /health/live, GET /health/ready and GET /health: cheap, unauthenticated, and free of secrets."""
+import logging
+
 from flask import Blueprint, current_app
 
 from .catalog import MODELS, listed_models
 from .errors import GatewayError
+from .store import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -29,6 +34,7 @@ def ready():
         "default_model": settings.default_model,
         "models": [model.id for model in MODELS],
         "aliases": _aliases(settings),
+        "database": "unreachable" if current_app.config["ACCOUNTS"].store_failing else "ok",
     }
 
 
@@ -50,4 +56,19 @@ def draining(app):
     return "draining before shutdown" if app.config["DRAIN"].draining else None
 
 
-READINESS_CHECKS = (no_provider, draining)  # each returns why the instance is not ready, or None
+def database_unreached(app):
+    """Not ready until the schema has been applied once; an outage after that leaves the instance
+    ready (every instance shares the database, and docs/keys-and-budgets.md says how requests
+    behave meanwhile)."""
+    store = app.config["STORE"]
+    if store.schema_applied:
+        return None
+    try:
+        store.upgrade()
+    except StoreUnavailable as error:
+        log.warning("the database is still unreachable (%s)", error)
+        return "the database has not been reached since start (GATEWAY_DATABASE_URL)"
+    return None
+
+
+READINESS_CHECKS = (no_provider, draining, database_unreached)  # each returns why the instance is not ready, or None

@@ -129,6 +129,7 @@ class Store:
             self.start = text("SELECT set_config('synchronous_commit', :commit, true), pg_advisory_xact_lock(:lock), "
                               "extract(epoch from clock_timestamp())")
         self.upsert = sqlite.insert if self.sqlite else postgresql.insert
+        self.schema_applied = False
 
     @contextlib.contextmanager
     def read(self):
@@ -175,6 +176,7 @@ class Store:
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+        self.schema_applied = True
 
     @contextlib.contextmanager
     def _migration_lock(self):
