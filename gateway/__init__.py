@@ -38,6 +38,7 @@ def create_app(settings=None):
     from .health import bp as health_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
+    from .images.files import bp as files_bp
     from .images.generations import bp as generations_bp
     from .keys import Keys
     from .models import bp as models_bp
@@ -45,6 +46,7 @@ def create_app(settings=None):
     from .playground import bp as playground_bp
     from .policies import static_policies
     from .providers import build_providers
+    from .storage import storage_for
     from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
@@ -73,6 +75,7 @@ def create_app(settings=None):
     app.config["PROVIDERS"] = providers
     app.config["KEYS"], app.config["STORE"] = keys, keys.store
     app.config["ACCOUNTS"] = Accounts(keys.store, settings)
+    app.config["STORAGE"] = storage_for(settings)  # images answered as URLs
     app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
@@ -94,6 +97,8 @@ def create_app(settings=None):
     app.register_blueprint(generations_bp)
     app.register_blueprint(edits_bp)
     app.register_blueprint(models_bp)
+    if app.config["STORAGE"].serves_files:
+        app.register_blueprint(files_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(admin_bp)
     if settings.playground:

@@ -77,6 +77,25 @@ def _json_object(environ, name):
         raise ConfigError(f"{name} must be JSON: {error}") from None
 
 
+STORAGE_URL = re.compile(r"file:.+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+
+
+def _storage_url(environ):
+    """GATEWAY_STORAGE_URL: a directory (`file:`) or an S3-compatible bucket (`s3://bucket/prefix`)."""
+    url = (environ.get("GATEWAY_STORAGE_URL") or "").strip() or Settings.storage_url
+    if not STORAGE_URL.fullmatch(url):
+        raise ConfigError(f"GATEWAY_STORAGE_URL must be file:///abs/path, file:relative/path or s3://bucket/prefix, "
+                          f"got {url!r}")
+    return url
+
+
+def _public_url(environ):
+    url = (environ.get("GATEWAY_PUBLIC_URL") or "").strip().rstrip("/")
+    if url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url):
+        raise ConfigError(f"GATEWAY_PUBLIC_URL must be an http(s) URL like https://images.example.com, got {url!r}")
+    return url
+
+
 def _choice(environ, name, default, choices):
     value = (environ.get(name) or default).strip().lower()
     if value not in choices:
@@ -129,6 +148,12 @@ class Settings:
     budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
     drain_seconds: float = 5.0  # after SIGTERM: readiness is 503 but requests are still served
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
+    # Images answered as URLs (docs/long-generations.md)
+    storage_url: str = "file:var/images"  # GATEWAY_STORAGE_URL: a directory, or s3://bucket/prefix
+    image_ttl_seconds: int = 3600  # how long stored images and their URLs live
+    public_url: str = ""  # GATEWAY_PUBLIC_URL: the root of the gateway's own image URLs; empty = the request's
+    url_signing_key: str = ""  # GATEWAY_URL_SIGNING_KEY; empty = derived from the admin or first client key
+    s3_region: str = ""  # AWS_REGION (else botocore's AWS_DEFAULT_REGION)
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
 
@@ -181,6 +206,11 @@ class Settings:
             admin_key=(env.get("GATEWAY_ADMIN_KEY") or "").strip(),
             key_policies=_json_object(env, "GATEWAY_KEY_POLICIES"),
             budget_fail_open=_choice(env, "GATEWAY_BUDGET_FAIL_OPEN", "false", ("true", "false")) == "true",
+            storage_url=_storage_url(env),
+            image_ttl_seconds=_number(env, "GATEWAY_IMAGE_TTL_SECONDS", cls.image_ttl_seconds, int, 1),
+            public_url=_public_url(env),
+            url_signing_key=(env.get("GATEWAY_URL_SIGNING_KEY") or "").strip(),
+            s3_region=(env.get("AWS_REGION") or "").strip(),
             host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),
         )

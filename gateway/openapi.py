@@ -101,6 +101,7 @@ def build_spec():
         **_read("One model or alias", model),
         "parameters": [{"name": "model", "in": "path", "required": True, "schema": text}]}})
     _admin_paths(spec)
+    _files_path(spec)
     return spec.to_dict()
 
 
@@ -110,6 +111,27 @@ def _read(summary, schema, errors=(("401", "missing or wrong API key"), ("404", 
     return {"summary": summary, "security": [{"bearer": []}, {"apiKey": []}],
             "responses": {status: {"description": "done", "content": {"application/json": {"schema": schema}}},
                           **errors}}
+
+
+def _files_path(spec):
+    """The images answered as URLs with directory storage (docs/long-generations.md): no key, the
+    URL's signature is the permission."""
+    text = {"type": "string"}
+    parameters = [{"name": "name", "in": "path", "required": True, "schema": {
+        "type": "string", "pattern": r"^[A-Za-z0-9_-]{32}\.(png|jpeg|webp)$"}},
+        {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"},
+         "description": "Unix time after which the URL is 410"},
+        {"name": "sig", "in": "query", "required": True, "schema": text,
+         "description": "HMAC-SHA256 of the path and expiry, hex"}]
+    image = {"schema": {"type": "string", "format": "binary"}}
+    error = {"content": {"application/json": {"schema": "Error"}}}
+    spec.path("/v1/images/files/{name}", operations={"get": {
+        "summary": "An image answered with response_format url, until its URL expires", "security": [],
+        "parameters": parameters,
+        "responses": {"200": {"description": "the image; Cache-Control: max-age = the seconds its URL has left",
+                              "content": {f"image/{kind}": image for kind in ("png", "jpeg", "webp")}},
+                      "403": {"description": "the signature is wrong or missing, or no such image", **error},
+                      "410": {"description": "the URL has expired, or the image was deleted", **error}}}})
 
 
 ADMIN_ERRORS = (("400", "a field is wrong (the message names it)"), ("401", "not the admin key"),

@@ -1,10 +1,13 @@
 """The HTTP layer: one blueprint per endpoint, sharing the request loader and the response."""
+import json
+
 from flask import Request, Response, current_app, request
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import GatewayError, InvalidRequest
 from ..jsonchunks import json_chunks
+from ..storage import with_urls
 from .streaming import stream_response
 
 FAILED_HEADER, PROVIDER_HEADER = "x-gateway-images-failed", "x-gateway-provider"
@@ -69,10 +72,20 @@ def then(body, done):
 
 def _json_response(job):
     result = job.result()
-    chunks = image_json_chunks(result.body)
+    if job.params.get("response_format") == "url":
+        chunks = [json.dumps(_with_urls(result.body)).encode()]
+    else:
+        chunks = image_json_chunks(result.body)
     response = Response(chunks, mimetype="application/json")
     response.headers["Content-Length"] = str(sum(map(len, chunks)))
     response.headers[PROVIDER_HEADER] = result.provider
     if result.failed:
         response.headers[FAILED_HEADER] = str(result.failed)
     return response
+
+
+def _with_urls(body):
+    """The body naming each image by URL: the gateway's own (under GATEWAY_PUBLIC_URL, else this
+    request's root) or the bucket's."""
+    config = current_app.config
+    return with_urls(body, config["STORAGE"], config["SETTINGS"].public_url or request.url_root.rstrip("/"))

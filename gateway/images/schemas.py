@@ -1,7 +1,7 @@
 """Request schemas: every field an OpenAI images client may send, validated by name."""
 import re
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from ..errors import InvalidRequest
 from ..fields import StrictInteger, flatten_messages
@@ -66,8 +66,7 @@ class ImageRequestSchema(Schema):
     n = StrictInteger(load_default=1, validate=validate.Range(min=1, max=10, error="must be between 1 and 10"))
     size = fields.String(validate=SIZE)
     aspect_ratio = fields.String(validate=ASPECT_RATIO)
-    response_format = fields.String(validate=validate.OneOf(
-        ["b64_json"], error="only 'b64_json' is supported; this gateway does not host images at URLs"))
+    response_format = fields.String(validate=one_of("b64_json", "url"))  # url: docs/long-generations.md
     output_format = fields.String(load_default="png", validate=one_of("png", "jpeg", "webp"))
     output_compression = StrictInteger(validate=validate.Range(min=0, max=100, error="must be between 0 and 100"))
     background = fields.String(validate=one_of("auto", "opaque", "transparent"))
@@ -84,6 +83,13 @@ class ImageRequestSchema(Schema):
         if self.form:
             data = {key: _form_value(value, self.fields.get(key)) for key, value in data.items()}
         return data
+
+    @validates_schema
+    def urls_are_not_streamed(self, data, **kwargs):
+        """An event stream carries each image as it comes; a URL names an image stored whole."""
+        if data.get("stream") and data.get("response_format") == "url":
+            raise ValidationError("'url' cannot be streamed: use 'b64_json' with stream: true, or url without it",
+                                  "response_format")
 
 
 def _form_value(text, field):
@@ -130,7 +136,9 @@ def load(schema, data):
 
 
 class ImageDataSchema(Schema):
-    b64_json = fields.String(required=True, metadata={"description": "the image, base64"})
+    b64_json = fields.String(metadata={"description": "the image, base64 (response_format b64_json, the default)"})
+    url = fields.String(metadata={"description": "response_format url: where to fetch the image until it expires "
+                                                "(GATEWAY_IMAGE_TTL_SECONDS)"})
     revised_prompt = fields.String(required=True, metadata={
         "description": "the model's own text for the image, else the prompt sent upstream"})
 
