@@ -178,7 +178,8 @@ class S3Storage:
                 import boto3
                 from botocore.config import Config
                 self._client = boto3.client("s3", region_name=self.region, config=Config(
-                    connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3}))
+                    signature_version="s3v4", connect_timeout=5, read_timeout=30,
+                    retries={"mode": "standard", "max_attempts": 3}))
             return self._client
 
     def put(self, data, extension):
