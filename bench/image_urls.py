@@ -63,7 +63,8 @@ def main():
         print("|---|---|---|---|")
         for response_format, seen in runs.items():
             size, answered, total = (statistics.median(column) for column in zip(*seen, strict=True))
-            print(f"| `{response_format}` | {size / 1e6:.2f} MB | {answered * 1000:.0f} ms | {total * 1000:.0f} ms |")
+            shown = f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+            print(f"| `{response_format}` | {shown} | {answered * 1000:.0f} ms | {total * 1000:.0f} ms |")
     finally:
         for process in (gateway, emulator):
             process.terminate()

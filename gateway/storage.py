@@ -2,7 +2,6 @@
 whose files the gateway serves under signed URLs, or an S3-compatible bucket whose presigned URLs
 clients fetch directly. Images are written whole or not at all, under random names that no client
 chooses, and swept once they expire."""
-import base64
 import contextlib
 import hashlib
 import hmac
@@ -15,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pybase64
 
 from .config import ConfigError
 from .errors import GatewayError
@@ -232,7 +233,7 @@ def storage_for(settings):
 def with_urls(body, storage, base_url):
     """The images body with every image stored and named by its URL instead of its base64: each
     is stored whole before the answer says it exists."""
-    names = [storage.put(base64.b64decode(item["b64_json"]), body["output_format"]) for item in body["data"]]
+    names = [storage.put(pybase64.b64decode(item["b64_json"]), body["output_format"]) for item in body["data"]]
     data = [{"url": storage.url_for(name, base_url), "revised_prompt": item["revised_prompt"]}
             for name, item in zip(names, body["data"], strict=True)]
     return {**body, "data": data}
