@@ -135,6 +135,7 @@ def start_gateway(emulator_url, log_path, wrapper=(), **env):
         "GATEWAY_DRAIN_SECONDS": "0",  # stop at once (tests/integration/test_drain.py drains)
         "PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{Path(log_path).with_suffix('.db')}",
+        "GATEWAY_STORAGE_URL": f"file://{Path(log_path).with_suffix('.images')}",  # response_format url
         **env,
     }
     command = [*wrapper, sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import jsonschema_rs
+import requests
 from PIL import Image
 from schemathesis.transport.serialization import Binary  # how schemathesis holds a multipart file
 from werkzeug.formparser import FormDataParser
@@ -271,6 +272,7 @@ def unauthenticated_is_401(ctx, response, case):
 DOCUMENTED_VALID_400 = (
     r"Invalid request parameters: model: unknown model ",
     r"Invalid request parameters: background: 'transparent' is not supported by ",
+    r"Invalid request parameters: response_format: 'url' cannot be streamed",
     r"Invalid request parameters: images: \S+ takes at most \d+ input images",
     r"Invalid request parameters: image: Required \(send at least one input image\)",
     r"(images\[\d+\]|mask)\.image_url must be an https URL or a base64 data URL$",
@@ -292,7 +294,8 @@ def valid_requests_are_served(ctx, response, case):
 
 
 def images_as_asked(ctx, response, case):
-    """A 200 has exactly `n` images, each really base64 of the asked `output_format`."""
+    """A 200 has exactly `n` images, each really base64 of the asked `output_format` (or, with
+    response_format url, a URL that serves one)."""
     if response.status_code != 200 or not isinstance(case.body, dict) or not is_post(case):
         return None
     wanted_n = _form_int(case.body.get("n"), 1)
@@ -308,7 +311,8 @@ def images_as_asked(ctx, response, case):
     assert re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", body["size"]), body["size"]
     for item in body["data"]:
         assert item.get("output_format", output_format) == output_format, item
-        head = base64.b64decode(item["b64_json"][:64])
+        head = (requests.get(item["url"], timeout=30).content[:48] if "url" in item
+                else base64.b64decode(item["b64_json"][:64]))
         assert head.startswith(SIGNATURES[output_format]), f"not {output_format}: {head[:12]!r}"
     return None
 
