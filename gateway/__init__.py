@@ -35,11 +35,13 @@ def create_app(settings=None):
     # after gevent has patched ssl and sockets.
     from .accounting import RATE_LIMIT_HEADERS, Accounts
     from .admin import bp as admin_bp
+    from .asyncjobs import Jobs
     from .health import bp as health_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.files import bp as files_bp
     from .images.generations import bp as generations_bp
+    from .images.jobs import bp as jobs_bp
     from .keys import Keys
     from .models import bp as models_bp
     from .openapi import bp as openapi_bp
@@ -75,7 +77,8 @@ def create_app(settings=None):
     app.config["PROVIDERS"] = providers
     app.config["KEYS"], app.config["STORE"] = keys, keys.store
     app.config["ACCOUNTS"] = Accounts(keys.store, settings)
-    app.config["STORAGE"] = storage_for(settings)  # images answered as URLs
+    app.config["STORAGE"] = storage_for(settings)  # images answered as URLs, and those of jobs
+    app.config["JOBS"] = Jobs(keys.store, app.config["STORAGE"], settings)
     app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
@@ -89,7 +92,7 @@ def create_app(settings=None):
         CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
              send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
                                                     r"X-Stainless-.*"],  # the Node SDK in a browser
-             expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
+             expose_headers=["X-Request-ID", "Location", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
                              "x-should-retry", *RATE_LIMIT_HEADERS],
              max_age=600)
 
@@ -97,6 +100,7 @@ def create_app(settings=None):
     app.register_blueprint(generations_bp)
     app.register_blueprint(edits_bp)
     app.register_blueprint(models_bp)
+    app.register_blueprint(jobs_bp)
     if app.config["STORAGE"].serves_files:
         app.register_blueprint(files_bp)
     app.register_blueprint(openapi_bp)

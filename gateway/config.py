@@ -154,6 +154,7 @@ class Settings:
     public_url: str = ""  # GATEWAY_PUBLIC_URL: the root of the gateway's own image URLs; empty = the request's
     url_signing_key: str = ""  # GATEWAY_URL_SIGNING_KEY; empty = derived from the admin or first client key
     s3_region: str = ""  # AWS_REGION (else botocore's AWS_DEFAULT_REGION)
+    max_jobs_per_key: int = 100  # GATEWAY_MAX_JOBS_PER_KEY: asynchronous jobs not yet finished; more is a 429
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
 
@@ -211,6 +212,7 @@ class Settings:
             public_url=_public_url(env),
             url_signing_key=(env.get("GATEWAY_URL_SIGNING_KEY") or "").strip(),
             s3_region=(env.get("AWS_REGION") or "").strip(),
+            max_jobs_per_key=_number(env, "GATEWAY_MAX_JOBS_PER_KEY", cls.max_jobs_per_key, int, 1),
             host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),
         )

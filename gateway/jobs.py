@@ -3,6 +3,7 @@ on its own), and each image is finished (re-encoded, composited under a mask) as
 answers. The HTTP layer streams the events (docs/api.md) or collects them into one body
 (section 8): one service, two renderings."""
 import base64
+import contextlib
 import contextvars
 import logging
 import queue
@@ -17,6 +18,10 @@ from .metrics import UPSTREAM_IN_FLIGHT, record_cost, record_failover, record_im
 from .providers import Usage, transport
 
 log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """An asynchronous job was cancelled by its key while its calls ran."""
 
 
 @dataclass
@@ -218,15 +223,20 @@ class ImageJob:
             return 200
         return first_failure(self.failures).status if self.failures else 499
 
-    def result(self):
+    def result(self, cancelled=None, every=5.0):
         """The section 8 body of every image made (never more than `n`), in call order; the
-        first failure when none could be made."""
+        first failure when none could be made. `cancelled()`, asked every `every` seconds, stops
+        the calls of an asynchronous job that its key cancelled (JobCancelled)."""
         completed, failed = [], []
-        for event in self.events():
-            if isinstance(event, Completed):
-                completed.append(event)
-            elif isinstance(event, Failed):
-                failed.append(event)
+        events = self.events(idle=every if cancelled else None)
+        with contextlib.closing(events):  # closing it cancels the calls still running
+            for event in events:
+                if event is None and cancelled():
+                    raise JobCancelled()
+                if isinstance(event, Completed):
+                    completed.append(event)
+                elif isinstance(event, Failed):
+                    failed.append(event)
         if not completed:
             raise first_failure(failed)
         completed.sort(key=lambda event: event.index)  # stable: a call's images keep their order

@@ -128,10 +128,18 @@ class DirectoryStorage:
                                      "the images were made but cannot be answered as URLs.") from None
         return name
 
-    def url_for(self, name, base_url, now=None):
-        expires = int(now if now is not None else time.time()) + self.ttl
+    def url_for(self, name, base_url, stored_at=None):
+        """The image's URL, expiring a lifetime after it was stored (now, unless said)."""
+        expires = int(stored_at if stored_at is not None else time.time()) + self.ttl
         path = FILES_PATH + name
         return f"{base_url}{path}?expires={expires}&sig={self.signer.signature(path, expires)}"
+
+    def get(self, name):
+        """The image's bytes, or None once it was swept."""
+        try:
+            return self.path_for(name).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def path_for(self, name):
         """The file of a checked NAME (letters, digits, `_`, `-` and the format: no separator, no dot
@@ -199,9 +207,24 @@ class S3Storage:
                                      "the images were made but cannot be answered as URLs.") from None
         return name
 
-    def url_for(self, name, base_url=None, now=None):
+    def url_for(self, name, base_url=None, stored_at=None):
+        """A presigned GET URL, expiring a lifetime after the image was stored (now, unless said)."""
+        left = self.ttl - (time.time() - stored_at) if stored_at is not None else self.ttl
         return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + name}, ExpiresIn=self.ttl)
+            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + name}, ExpiresIn=max(1, int(left)))
+
+    def get(self, name):
+        """The image's bytes, or None once it was swept."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+        except ClientError as error:
+            if error.response["Error"].get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StorageUnavailable(f"The image store refused a read ({error.response['Error'].get('Code')}).",
+                                     502) from None
+        except BotoCoreError as error:
+            raise StorageUnavailable(f"The image store cannot be reached ({type(error).__name__}).") from None
 
     def sweep(self, now=None):
         """Delete the prefix's objects older than the lifetime (the bucket's lifecycle rule is the
@@ -230,10 +253,15 @@ def storage_for(settings):
     return DirectoryStorage(url.path, settings.image_ttl_seconds, URLSigner.for_settings(settings))
 
 
-def with_urls(body, storage, base_url):
-    """The images body with every image stored and named by its URL instead of its base64: each
-    is stored whole before the answer says it exists."""
+def stored(body, storage):
+    """The images body with every image stored whole and named by its name in the storage."""
     names = [storage.put(pybase64.b64decode(item["b64_json"]), body["output_format"]) for item in body["data"]]
-    data = [{"url": storage.url_for(name, base_url), "revised_prompt": item["revised_prompt"]}
-            for name, item in zip(names, body["data"], strict=True)]
-    return {**body, "data": data}
+    return {**body, "data": [{"name": name, "revised_prompt": item["revised_prompt"]}
+                             for name, item in zip(names, body["data"], strict=True)]}
+
+
+def with_urls(body, storage, base_url, stored_at=None):
+    """A stored body (`stored`) with each image named by its URL: every image is stored before
+    the answer says it exists."""
+    return {**body, "data": [{"url": storage.url_for(item["name"], base_url, stored_at),
+                              "revised_prompt": item["revised_prompt"]} for item in body["data"]]}

@@ -89,6 +89,20 @@ ledger = Table(
     Index("ix_ledger_created", "created_at"),
 )
 
+image_jobs = Table(  # asynchronous requests (docs/long-generations.md); their images are in the image storage
+    "image_jobs", metadata,
+    Column("id", String(48), primary_key=True),  # imgjob_ and 192 random bits
+    Column("key_name", String(NAME_LENGTH), nullable=False),  # only this key sees the job
+    Column("status", String(16), nullable=False),  # queued, in_progress, completed, failed, cancelled
+    Column("created_at", Float, nullable=False),  # Unix seconds, the database's clock, as below
+    Column("completed_at", Float),
+    Column("expires_at", Float),  # completed_at + GATEWAY_IMAGE_TTL_SECONDS: then the job is gone
+    Column("result", JSON),  # the response body, each image named by its name in the storage
+    Column("error", JSON),  # {"status", "message"}
+    Index("ix_image_jobs_key_status", "key_name", "status"),
+    Index("ix_image_jobs_expires", "expires_at"),
+)
+
 
 class StoreUnavailable(GatewayError):
     """The database could not be reached or used; `detail` says how, for the log."""

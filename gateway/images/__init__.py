@@ -7,7 +7,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import GatewayError, InvalidRequest
 from ..jsonchunks import json_chunks
-from ..storage import with_urls
+from ..storage import stored, with_urls
+from .files import public_root
+from .jobs import accepted, prefers_async
 from .streaming import stream_response
 
 FAILED_HEADER, PROVIDER_HEADER = "x-gateway-images-failed", "x-gateway-provider"
@@ -50,9 +52,12 @@ def image_json_chunks(body):
 
 def image_response(job, kind):
     """The job's images: one JSON body (docs/api.md), or with `stream: true` an event
-    stream of `kind` events (image_generation or image_edit). The request's ledger row and budget
+    stream of `kind` events (image_generation or image_edit), or with `Prefer: respond-async` a
+    202 and a job to poll (docs/long-generations.md). The request's ledger row and budget
     settlement are written once the response has been sent (or at once, if it fails first)."""
     try:
+        if prefers_async():
+            return accepted(job)
         response = stream_response(job, kind) if job.params.get("stream") else _json_response(job)
     except BaseException:
         job.admission.settle()
@@ -88,4 +93,4 @@ def _with_urls(body):
     """The body naming each image by URL: the gateway's own (under GATEWAY_PUBLIC_URL, else this
     request's root) or the bucket's."""
     config = current_app.config
-    return with_urls(body, config["STORAGE"], config["SETTINGS"].public_url or request.url_root.rstrip("/"))
+    return with_urls(stored(body, config["STORAGE"]), config["STORAGE"], public_root())

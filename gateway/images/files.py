@@ -8,6 +8,11 @@ from ..storage import CONTENT_TYPES, FILES_PATH, remaining_seconds
 bp = Blueprint("files", __name__)
 
 
+def public_root():
+    """The root of the gateway's own URLs: GATEWAY_PUBLIC_URL, else this request's."""
+    return current_app.config["SETTINGS"].public_url or request.url_root.rstrip("/")
+
+
 @bp.get(FILES_PATH + "<name>")
 def image_file(name):
     """One stored image, while its signed URL lasts; cacheable for as long as it has left."""

@@ -42,7 +42,7 @@ def test_a_stored_image_is_a_file_under_a_random_name(store):
 
 def test_a_url_is_signed_over_its_path_and_expiry(store):
     name = store.put(b"png", "png")
-    url = store.url_for(name, "https://gw.example", now=NOW)
+    url = store.url_for(name, "https://gw.example", stored_at=NOW)
     assert url.startswith(f"https://gw.example{FILES_PATH}{name}?expires={NOW + 3600}&sig=")
     assert remaining_seconds(SIGNER, *url_parts(url), now=NOW) == 3600
 
@@ -60,7 +60,7 @@ def test_a_url_is_signed_over_its_path_and_expiry(store):
 ], ids=["wrong", "empty", "missing", "later-expiry", "no-expiry", "made-up-id", "other-format", "uppercase",
         "non-ascii"])
 def test_a_wrong_or_missing_signature_is_403(store, tamper):
-    url = store.url_for(store.put(b"png", "png"), "http://h", now=NOW)
+    url = store.url_for(store.put(b"png", "png"), "http://h", stored_at=NOW)
     with pytest.raises(GatewayError) as error:
         remaining_seconds(SIGNER, *tamper(*url_parts(url)), now=NOW)
     assert error.value.status == 403
@@ -73,14 +73,14 @@ def test_a_made_up_id_with_a_valid_looking_signature_is_403():
 
 
 def test_an_expired_url_is_410(store):
-    url = store.url_for(store.put(b"png", "png"), "http://h", now=NOW)
+    url = store.url_for(store.put(b"png", "png"), "http://h", stored_at=NOW)
     with pytest.raises(GatewayError) as error:
         remaining_seconds(SIGNER, *url_parts(url), now=NOW + 3600)
     assert error.value.status == 410
 
 
 def test_another_signing_key_does_not_verify(store):
-    url = store.url_for(store.put(b"png", "png"), "http://h", now=NOW)
+    url = store.url_for(store.put(b"png", "png"), "http://h", stored_at=NOW)
     with pytest.raises(GatewayError):
         remaining_seconds(URLSigner(b"o" * 32), *url_parts(url), now=NOW)
 
