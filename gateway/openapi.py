@@ -40,6 +40,11 @@ SSE_EVENT = {  # one server-sent event; `data` is one line of JSON whose `type` 
     ] + ["error"]}, "data": {"type": "string"}}}
 
 
+ACCEPTED = {"description": "with the header `Prefer: respond-async` (RFC 7240), the queued job to poll",
+            "headers": {"Location": {"description": "/v1/images/jobs/<id>", "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ImageJob"}}}}
+
+
 def _operation(summary, request_body):
     errors = {code: {"description": text, "content": {"application/json": {"schema": "Error"}}}
               for code, text in ERROR_STATUSES.items()}
@@ -52,7 +57,8 @@ def _operation(summary, request_body):
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
                                         "schema": {"type": "integer"}}, **LIMIT_HEADERS},
             "content": {"application/json": {"schema": "ImagesResponse"},
-                        "text/event-stream": {"schema": SSE_EVENT}}}, **errors},
+                        "text/event-stream": {"schema": SSE_EVENT}}},
+            "202": ACCEPTED, **errors},
     }
 
 
@@ -102,6 +108,7 @@ def build_spec():
         "parameters": [{"name": "model", "in": "path", "required": True, "schema": text}]}})
     _admin_paths(spec)
     _files_path(spec)
+    _job_paths(spec)
     return spec.to_dict()
 
 
@@ -132,6 +139,29 @@ def _files_path(spec):
                               "content": {f"image/{kind}": image for kind in ("png", "jpeg", "webp")}},
                       "403": {"description": "the signature is wrong or missing, or no such image", **error},
                       "410": {"description": "the URL has expired, or the image was deleted", **error}}}})
+
+
+JOB_STATUSES = ["queued", "in_progress", "completed", "failed", "cancelled"]
+
+
+def _job_paths(spec):
+    """Asynchronous requests (docs/long-generations.md): the job and its paths (the 202 is in `_operation`)."""
+    text, number = {"type": "string"}, {"type": "integer"}
+    spec.components.schema("ImageJob", {"type": "object", "required": ["id", "object", "status", "created_at"],
+                                        "properties": {
+        "id": text, "object": {"type": "string", "enum": ["image.job"]},
+        "status": {"type": "string", "enum": JOB_STATUSES}, "created_at": number,
+        "completed_at": {"type": "integer", "nullable": True},
+        "result": {"allOf": [{"$ref": "#/components/schemas/ImagesResponse"}], "nullable": True},
+        "error": {"type": "object", "nullable": True, "description": "the error body a synchronous request gets"}}})
+    job = {"$ref": "#/components/schemas/ImageJob"}
+    errors = (("401", "missing or wrong API key"), ("404", "no such job for this key, or it has expired"),
+              ("503", "the database cannot be reached"))
+    name = [{"name": "id", "in": "path", "required": True, "schema": text}]
+    spec.path("/v1/images/jobs/{id}", operations={
+        "get": {**_read("An asynchronous job: its status, then its result or error", job, errors), "parameters": name},
+        "delete": {**_read("Cancel a job not yet finished (a finished one is returned unchanged)", job, errors),
+                   "parameters": name}})
 
 
 ADMIN_ERRORS = (("400", "a field is wrong (the message names it)"), ("401", "not the admin key"),

@@ -171,3 +171,12 @@ def test_a_multipart_edit_can_be_a_job(client, auth, upstream):
                                "prompt": "bluer", "image": (io.BytesIO(png_bytes()), "in.png")})
     assert response.status_code == 202
     assert finished(client, auth, response.json["id"])["status"] == "completed"
+
+
+def test_the_api_description_has_the_202_and_the_job_paths(client):
+    spec = client.get("/openapi.json").json
+    assert spec["paths"]["/v1/images/edits"]["post"]["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ImageJob"}
+    assert set(spec["paths"]["/v1/images/jobs/{id}"]) == {"get", "delete"}
+    assert spec["components"]["schemas"]["ImageJob"]["properties"]["status"]["enum"] == [
+        "queued", "in_progress", "completed", "failed", "cancelled"]
