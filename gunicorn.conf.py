@@ -5,6 +5,7 @@ patch ssl and sockets in each worker before urllib3 is first imported."""
 import functools
 import glob
 import os
+import sys
 import tempfile
 
 from gunicorn import util
@@ -73,6 +74,14 @@ def on_starting(server):
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
+
+
+def worker_exit(server, worker):
+    """A stopping worker lets its asynchronous jobs finish first (gateway/asyncjobs.py); a worker
+    that never took one never imported the module."""
+    jobs = sys.modules.get("gateway.asyncjobs")
+    if jobs is not None:
+        jobs.wait_for_running(settings.upstream_timeout + 15)
 
 
 def child_exit(server, worker):

@@ -9,6 +9,7 @@ import contextvars
 import logging
 import secrets
 import threading
+import time
 
 from sqlalchemy import delete, func, select, update
 
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 ACTIVE = ("queued", "in_progress")
 LOST = ("The gateway instance that ran this job stopped before it finished; no image was delivered. "
         "Send the request again.")
+
+
+RUNNING = set()  # this process's job threads, which its worker lets finish before it exits
+
+
+def wait_for_running(seconds):
+    """Let this process's jobs finish, up to `seconds`: gunicorn's worker_exit hook, so a deploy's
+    SIGTERM (within gunicorn's graceful_timeout) loses no job that was running."""
+    deadline = time.monotonic() + seconds
+    for thread in list(RUNNING):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def new_job_id():
@@ -55,8 +67,10 @@ class Jobs:
             return now
 
         created = self.store.run(queue, f"jobs:{client.name}")
-        threading.Thread(target=contextvars.copy_context().run, args=(self.run, job_id, job), daemon=True,
-                         name=f"job-{job_id[-6:]}").start()
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(self.run, job_id, job), daemon=True,
+                                  name=f"job-{job_id[-6:]}")
+        RUNNING.add(thread)
+        thread.start()
         return {"id": job_id, "object": "image.job", "status": "queued", "created_at": int(created)}
 
     def run(self, job_id, job):
@@ -78,6 +92,7 @@ class Jobs:
             self._end(job_id, "failed", error={"status": error.status, "message": error.message})
         finally:
             job.admission.settle()
+            RUNNING.discard(threading.current_thread())
 
     def _status(self, job_id):
         with self.store.read() as conn:

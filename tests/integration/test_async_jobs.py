@@ -103,3 +103,16 @@ def test_a_job_whose_instance_was_killed_is_failed_by_another(emulator_url, tmp_
         db.execute("UPDATE image_jobs SET created_at = created_at - ? WHERE id = ?", (UPSTREAM_TIMEOUT + 61, job_id))
     job = requests.get(f"{survivor}/v1/images/jobs/{job_id}", headers=AUTH, timeout=10).json()
     assert job["status"] == "failed" and "stopped before it finished" in job["error"]["message"]
+
+
+def test_a_job_running_when_its_instance_is_stopped_finishes_first(emulator_url, tmp_path_factory, shared,
+                                                                    instances):
+    environ, _ = shared
+    process, stopping = start_gateway(emulator_url, tmp_path_factory.mktemp("stopped") / "gateway.log",
+                                      WEB_CONCURRENCY="1", **environ)
+    job_id = submit(stopping, "a job outliving a deploy [emulator: delay=3]").json()["id"]
+    time.sleep(0.5)
+    process.terminate()  # a deploy's SIGTERM
+    process.wait(timeout=30)
+    job = requests.get(f"{instances[0]}/v1/images/jobs/{job_id}", headers=AUTH, timeout=10).json()
+    assert job["status"] == "completed" and job["result"]["data"][0]["b64_json"]
