@@ -33,8 +33,9 @@ def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
     # after gevent has patched ssl and sockets.
-    from .accounting import RATE_LIMIT_HEADERS, Accounts
+    from .accounting import Accounts
     from .admin import bp as admin_bp
+    from .counters import RATE_LIMIT_HEADERS, shared_counters
     from .health import bp as health_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
@@ -52,7 +53,7 @@ def create_app(settings=None):
     observability.configure_logging()
     if settings.admin_key and settings.admin_key in settings.api_keys:
         raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
-    keys = Keys(settings, Store(settings.database_url), static_policies(
+    keys = Keys(settings, Store(settings.database_url, settings.database_pool_size), static_policies(
         settings.key_policies, Keys.static_names(settings), settings.default_model,
         settings.model_aliases))
     try:
@@ -72,7 +73,7 @@ def create_app(settings=None):
     app.config["SETTINGS"] = settings
     app.config["PROVIDERS"] = providers
     app.config["KEYS"], app.config["STORE"] = keys, keys.store
-    app.config["ACCOUNTS"] = Accounts(keys.store, settings)
+    app.config["ACCOUNTS"] = Accounts(keys.store, settings, shared_counters(settings))
     app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False

@@ -127,6 +127,9 @@ class Settings:
     admin_key: str = ""  # GATEWAY_ADMIN_KEY: turns the admin API on
     key_policies: dict = field(default_factory=dict)  # GATEWAY_KEY_POLICIES: static key name -> policy (JSON)
     budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
+    database_pool_size: int = 10  # database connections per process
+    redis_url: str = ""  # GATEWAY_REDIS_URL / REDIS_URL: the shared rate and concurrency counters
+    redis_prefix: str = "gateway"  # the start of every Redis key the gateway writes
     drain_seconds: float = 5.0  # after SIGTERM: readiness is 503 but requests are still served
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
@@ -181,6 +184,9 @@ class Settings:
             admin_key=(env.get("GATEWAY_ADMIN_KEY") or "").strip(),
             key_policies=_json_object(env, "GATEWAY_KEY_POLICIES"),
             budget_fail_open=_choice(env, "GATEWAY_BUDGET_FAIL_OPEN", "false", ("true", "false")) == "true",
+            database_pool_size=_number(env, "GATEWAY_DATABASE_POOL_SIZE", cls.database_pool_size, int, 1),
+            redis_url=(env.get("GATEWAY_REDIS_URL") or env.get("REDIS_URL") or "").strip(),
+            redis_prefix=(env.get("GATEWAY_REDIS_PREFIX") or cls.redis_prefix).strip(),
             host=(env.get("HOST") or cls.host).strip(),
             port=_number(env, "PORT", cls.port, int, 1),
         )

@@ -34,8 +34,16 @@ def ready():
         "default_model": settings.default_model,
         "models": [model.id for model in MODELS],
         "aliases": _aliases(settings),
-        "database": "unreachable" if current_app.config["ACCOUNTS"].store_failing else "ok",
+        **_stores(current_app.config["ACCOUNTS"]),
     }
+
+
+def _stores(accounts):
+    """Each shared store and whether it answers (an outage after start leaves the instance ready)."""
+    stores = {"database": "unreachable" if accounts.failing("database") else "ok"}
+    if accounts.shared is not None:
+        stores["redis"] = "unreachable" if accounts.failing("redis") else "ok"
+    return stores
 
 
 def _aliases(settings):
