@@ -128,6 +128,7 @@ class Settings:
     admin_key: str = ""  # GATEWAY_ADMIN_KEY: turns the admin API on
     key_policies: dict = field(default_factory=dict)  # GATEWAY_KEY_POLICIES: static key name -> policy (JSON)
     budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
+    tracing: bool = False  # an OTLP endpoint is set: export traces (docs/operations.md#tracing)
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
@@ -173,6 +174,8 @@ class Settings:
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
             image_fetch_timeout=_number(env, "IMAGE_FETCH_TIMEOUT", cls.image_fetch_timeout, float, 1),
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
+            tracing=bool((env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                          or "").strip()),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
             error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("auto", "seed", "openai")),
