@@ -11,6 +11,7 @@ import requests
 
 from tests.integration.conftest import AUTH, CLIENT_KEY, UPSTREAM_KEY, generate, ok, start_gateway, stop
 from tests.otlp import Receiver
+from tests.secrets import WATCH
 
 GENAI = {"gen_ai.operation.name": "generate_content", "gen_ai.provider.name": "gemini",
          "gen_ai.request.model": "gemini-3-pro-image", "gen_ai.output.type": "image"}
@@ -53,7 +54,10 @@ def served(url, prompt):
 
 
 def assert_nothing_secret(receiver, *texts):
+    """No watched key (tests/secrets.py), none of `texts` (a prompt, a piece of an image), and
+    no run of base64 in anything exported."""
     for body in receiver.bodies:
+        WATCH.check("exported spans", body)
         for text in (CLIENT_KEY, UPSTREAM_KEY, *texts):
             assert text.encode() not in body
         assert not BASE64_RUN.search(body)
