@@ -13,7 +13,7 @@ from gunicorn import util
 # any worker imports prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
 
-from gateway import serving  # noqa: E402  (after the environment above is complete)
+from gateway import drain, serving  # noqa: E402  (after the environment above is complete)
 from gateway.config import Settings  # noqa: E402
 
 settings = Settings.from_env()
@@ -32,7 +32,7 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 # keepalive_timeout is shorter). Bodies have their own deadline (pre_request below).
 keepalive = settings.client_header_timeout
 timeout = 30  # a worker that stops answering its heartbeat for 30 s is replaced
-graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests finish after SIGTERM
+graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests finish after SIGTERM and the drain
 # Workers are replaced after 2,000-2,400 served image requests (jitter keeps them from retiring
 # together), so memory that Python or the C allocator keeps after a burst is given back. Counted
 # in post_request, not by gunicorn's max_requests, which a flood of cheap requests would trip.
@@ -60,6 +60,7 @@ def post_worker_init(worker):
 
 def pre_request(worker, req):
     serving.limit_body(req, settings.client_body_timeout)
+    drain.close_after_response(req)
 
 
 def post_request(worker, req, environ, resp):
@@ -67,7 +68,9 @@ def post_request(worker, req, environ, resp):
 
 
 def on_starting(server):
-    """Start metrics from zero: remove the metric files an earlier run left in the directory."""
+    """Start metrics from zero (remove the metric files an earlier run left in the directory), and
+    drain on SIGTERM before stopping (gateway/drain.py)."""
+    drain.drain_on_sigterm(server, settings.drain_seconds)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):

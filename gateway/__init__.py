@@ -8,8 +8,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import observability
 from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
+from .drain import DRAINING
 from .errors import InvalidRequest, register_error_handlers
-from .health import bp as health_bp
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def create_app(settings=None):
     # after gevent has patched ssl and sockets.
     from .accounting import RATE_LIMIT_HEADERS, Accounts
     from .admin import bp as admin_bp
+    from .health import bp as health_bp
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp
@@ -72,6 +73,7 @@ def create_app(settings=None):
     app.config["PROVIDERS"] = providers
     app.config["KEYS"], app.config["STORE"] = keys, keys.store
     app.config["ACCOUNTS"] = Accounts(keys.store, settings)
+    app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     if settings.trusted_proxies:

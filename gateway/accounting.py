@@ -13,12 +13,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from .errors import GatewayError, InvalidRequest
 from .keys import naive
 from .metrics import LEDGER_ERRORS, LIMITER_ERRORS
-from .store import StoreUnavailable, leases, ledger, rate_hits, reservations, spend
+from .store import StoreUnavailable, leases, ledger, rate_buckets, reservations, spend
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +67,30 @@ def window_headers(windows):
     return headers
 
 
-def decide(policy, hits, held, n, now):
-    """The windows after admitting a request of `n` images, or the RateLimited refusal. `hits` are
-    the (time, images) admitted in the last minute, oldest first; `held` the calls in flight."""
-    waits, windows, used = [], [], sum(images for _, images in hits)
-    oldest = hits[0][0] if hits else now
+def decide(policy, buckets, held, n, now):
+    """The windows after admitting a request of `n` images, or the RateLimited refusal. `buckets`
+    are the (second, requests, images) counted in the last minute, oldest first; `held` the calls
+    in flight. A bucket leaves the window 60 s after its second began."""
+    waits, windows = [], []
+    requests, images = sum(bucket[1] for bucket in buckets), sum(bucket[2] for bucket in buckets)
+    reset = (buckets[0][0] if buckets else now) + WINDOW - now
+
+    def leaving(excess, column):
+        """Seconds until the oldest buckets holding `excess` of `column` have left the window."""
+        for bucket in buckets:
+            excess -= bucket[column]
+            if excess <= 0:
+                return bucket[0] + WINDOW - now
+        return WINDOW
+
     if policy.rpm is not None:
-        if len(hits) + 1 > policy.rpm:
-            waits.append((hits[len(hits) - policy.rpm][0] + WINDOW - now, f"{policy.rpm} requests per minute"))
-        windows.append(("requests", Window(policy.rpm, max(0, policy.rpm - len(hits) - 1), oldest + WINDOW - now)))
+        if requests + 1 > policy.rpm:
+            waits.append((leaving(requests + 1 - policy.rpm, 1), f"{policy.rpm} requests per minute"))
+        windows.append(("requests", Window(policy.rpm, max(0, policy.rpm - requests - 1), reset)))
     if policy.ipm is not None:
-        if used + n > policy.ipm:
-            excess, leaving = used + n - policy.ipm, now
-            for at, images in hits:
-                excess, leaving = excess - images, at
-                if excess <= 0:
-                    break
-            waits.append((leaving + WINDOW - now, f"{policy.ipm} images per minute"))
-        windows.append(("images", Window(policy.ipm, max(0, policy.ipm - used - n), oldest + WINDOW - now)))
+        if images + n > policy.ipm:
+            waits.append((leaving(images + n - policy.ipm, 2), f"{policy.ipm} images per minute"))
+        windows.append(("images", Window(policy.ipm, max(0, policy.ipm - images - n), reset)))
     if policy.max_concurrent is not None and held + n > policy.max_concurrent:
         waits.append((CONCURRENCY_RETRY_AFTER, f"{policy.max_concurrent} image calls in flight ({held} running)"))
     if waits:
@@ -99,41 +105,51 @@ def decide(policy, hits, held, n, now):
 class Grant:
     windows: list
     lease: str | None = None
-    local: bool = False  # counted by the per-process fallback
+    local: bool = False  # counted by this process alone (the shared store was down)
 
 
 class SqlCounters:
-    """Rate windows and concurrency leases in the database, one key's at a time under its lock."""
+    """Rate windows (a row per key and second) and concurrency leases in the database, checked
+    and counted inside the caller's transaction, which holds the key's lock."""
 
     def __init__(self, store, lease_seconds):
-        self.store, self.lease_seconds = store, lease_seconds
+        self.lease_seconds = lease_seconds
+        bucket, lease = rate_buckets.c, leases.c
+        name, since = bindparam("name"), bindparam("since")
+        self.buckets = select(bucket.second, bucket.requests, bucket.images).where(
+            bucket.key_name == name, bucket.second > since).order_by(bucket.second)
+        self.old_buckets = delete(rate_buckets).where(bucket.key_name == name, bucket.second <= since)
+        count = store.upsert(rate_buckets).values(key_name=name, second=bindparam("second"), requests=1,
+                                                  images=bindparam("n"))
+        self.count = count.on_conflict_do_update(index_elements=["key_name", "second"], set_={
+            "requests": bucket.requests + 1, "images": bucket.images + count.excluded.images})
+        self.held = select(func.coalesce(func.sum(lease.calls), 0)).where(lease.key_name == name,
+                                                                          lease.expires_at > bindparam("now"))
+        self.old_leases = delete(leases).where(lease.key_name == name, lease.expires_at <= bindparam("now"))
+        self.lease = insert(leases).values(id=bindparam("id"), key_name=name, calls=bindparam("n"),
+                                           expires_at=bindparam("expires"))
+        self.release = delete(leases).where(lease.id == bindparam("id"))
 
-    def acquire(self, name, policy, n):
-        with self.store.write(name) as conn:
-            now = self.store.now(conn)
-            hits, held = [], 0
-            if policy.limits_rate:
-                conn.execute(delete(rate_hits).where(rate_hits.c.key_name == name, rate_hits.c.at <= now - WINDOW))
-                hits = [tuple(row) for row in conn.execute(
-                    select(rate_hits.c.at, rate_hits.c.images).where(rate_hits.c.key_name == name)
-                    .order_by(rate_hits.c.at))]
-            if policy.max_concurrent is not None:
-                conn.execute(delete(leases).where(leases.c.key_name == name, leases.c.expires_at <= now))
-                held = conn.scalar(select(func.coalesce(func.sum(leases.c.calls), 0))
-                                   .where(leases.c.key_name == name))
-            windows = decide(policy, hits, held, n, now)
-            if policy.limits_rate:
-                conn.execute(insert(rate_hits).values(key_name=name, at=now, images=n))
-            lease = None
-            if policy.max_concurrent is not None:
-                lease = uuid.uuid4().hex
-                conn.execute(insert(leases).values(id=lease, key_name=name, calls=n,
-                                                   expires_at=now + self.lease_seconds))
+    def acquire(self, conn, name, policy, n, now):
+        buckets, held = [], 0
+        if policy.limits_rate:
+            buckets = [tuple(row) for row in conn.execute(self.buckets, {"name": name,
+                                                                         "since": math.floor(now) - WINDOW})]
+        if policy.max_concurrent is not None:
+            held = conn.scalar(self.held, {"name": name, "now": now})
+        windows = decide(policy, buckets, held, n, now)
+        if policy.limits_rate:
+            conn.execute(self.count, {"name": name, "second": math.floor(now), "n": n})
+        lease = None
+        if policy.max_concurrent is not None:
+            lease = uuid.uuid4().hex
+            conn.execute(self.lease, {"id": lease, "name": name, "n": n, "expires": now + self.lease_seconds})
         return Grant(windows, lease)
 
-    def release(self, name, lease):
-        with self.store.write() as conn:
-            conn.execute(delete(leases).where(leases.c.id == lease))
+    def forget(self, conn, name, now):
+        """Delete the key's buckets that left the window and its leases that expired."""
+        conn.execute(self.old_buckets, {"name": name, "since": math.floor(now) - WINDOW})
+        conn.execute(self.old_leases, {"name": name, "now": now})
 
 
 class MemoryCounters:
@@ -142,51 +158,26 @@ class MemoryCounters:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.hits, self.held = defaultdict(deque), defaultdict(int)
+        self.buckets, self.held = defaultdict(deque), defaultdict(int)
 
     def acquire(self, name, policy, n):
         with self.lock:
-            now, hits = time.time(), self.hits[name]
-            while hits and hits[0][0] <= now - WINDOW:
-                hits.popleft()
-            windows = decide(policy, list(hits), self.held[name], n, now)
+            now, buckets = time.time(), self.buckets[name]
+            while buckets and buckets[0][0] <= math.floor(now) - WINDOW:
+                buckets.popleft()
+            windows = decide(policy, list(buckets), self.held[name], n, now)
             if policy.limits_rate:
-                hits.append((now, n))
-            self.held[name] += n if policy.max_concurrent is not None else 0
-        return Grant(windows, f"{n}" if policy.max_concurrent is not None else None, local=True)
+                if buckets and buckets[-1][0] == math.floor(now):
+                    buckets[-1] = (buckets[-1][0], buckets[-1][1] + 1, buckets[-1][2] + n)
+                else:
+                    buckets.append((math.floor(now), 1, n))
+            concurrent = policy.max_concurrent is not None
+            self.held[name] += n if concurrent else 0
+        return Grant(windows, str(n) if concurrent else None, local=True)
 
     def release(self, name, lease):
         with self.lock:
             self.held[name] -= int(lease)
-
-
-class Counters:
-    """The shared counters, falling back to per-process counting (with a log line and
-    gateway_limiter_errors_total) while the shared store fails."""
-
-    def __init__(self, shared, retry_seconds=5.0):
-        self.shared, self.local, self.retry_seconds = shared, MemoryCounters(), retry_seconds
-        self.down_until = 0.0
-
-    def acquire(self, name, policy, n):
-        if time.monotonic() >= self.down_until:
-            try:
-                return self.shared.acquire(name, policy, n)
-            except StoreUnavailable as error:
-                self.down_until = time.monotonic() + self.retry_seconds
-                LIMITER_ERRORS.inc()
-                log.error("the shared limit counters failed (%s); counting per process for %gs", error,
-                          self.retry_seconds)
-        return self.local.acquire(name, policy, n)
-
-    def release(self, name, grant):
-        if grant.lease is None:
-            return
-        try:
-            (self.local if grant.local else self.shared).release(name, grant.lease)
-        except StoreUnavailable as error:  # the lease expires on its own
-            LIMITER_ERRORS.inc()
-            log.error("a concurrency lease could not be released (%s); it expires by itself", error)
 
 
 def period_start(period, today):
@@ -238,44 +229,36 @@ class Entry:
 
 
 class Ledger:
-    """Budgets and the ledger in the database. A row that cannot be written waits in a bounded
-    backlog and is written with the next one that can."""
+    """Budgets, settlements and the ledger in the database, with their statements built once."""
 
-    def __init__(self, store, reservation_seconds, fail_open):
-        self.store, self.reservation_seconds, self.fail_open = store, reservation_seconds, fail_open
-        self.backlog, self.lock = deque(maxlen=BACKLOG), threading.Lock()
+    def __init__(self, store, reservation_seconds):
+        self.reservation_seconds = reservation_seconds
+        held, name, now = reservations.c, bindparam("name"), bindparam("now")
+        self.expired = delete(reservations).where(held.key_name == name, held.expires_at <= now)
+        reserved = select(func.coalesce(func.sum(held.micro_usd), 0)).where(held.key_name == name,
+                                                                            held.expires_at > now)
+        self.balance = select(spent_query().scalar_subquery(), reserved.scalar_subquery())
+        self.hold = insert(reservations).values(id=bindparam("id"), key_name=name, micro_usd=bindparam("micro"),
+                                                expires_at=bindparam("expires"))
+        self.release = delete(reservations).where(held.id == bindparam("id"))
+        add = store.upsert(spend).values(key_name=name, day=bindparam("day"), micro_usd=bindparam("micro"))
+        self.add_spend = add.on_conflict_do_update(index_elements=["key_name", "day"], set_={
+            "micro_usd": spend.c.micro_usd + add.excluded.micro_usd})
+        self.add_row = insert(ledger)
 
-    @staticmethod
-    def spent(conn, name, period, today):
-        return conn.scalar(select(func.coalesce(func.sum(spend.c.micro_usd), 0))
-                           .where(spend.c.key_name == name, spend.c.day >= period_start(period, today)))
-
-    def reserve(self, client, estimate):
-        """Hold `estimate` USD of the key's budget for a request; its id, or the 429 that says
-        what was spent and when the budget resets."""
-        policy, today = client.policy, datetime.now(UTC).date()
-        try:
-            with self.store.write(client.name) as conn:
-                now = self.store.now(conn)
-                conn.execute(delete(reservations).where(reservations.c.key_name == client.name,
-                                                        reservations.c.expires_at <= now))
-                spent = self.spent(conn, client.name, policy.budget_period, today)
-                held = conn.scalar(select(func.coalesce(func.sum(reservations.c.micro_usd), 0))
-                                   .where(reservations.c.key_name == client.name))
-                if spent + held + micro_usd(estimate) > micro_usd(policy.budget_usd):
-                    raise BudgetSpent(self._spent_message(policy, spent, held, estimate, today))
-                reservation = uuid.uuid4().hex
-                conn.execute(insert(reservations).values(id=reservation, key_name=client.name,
-                                                         micro_usd=micro_usd(estimate),
-                                                         expires_at=now + self.reservation_seconds))
-                return reservation
-        except StoreUnavailable:
-            if self.fail_open:
-                log.error("the budget store cannot be reached; serving %s without its budget "
-                          "(GATEWAY_BUDGET_FAIL_OPEN)", client.name)
-                return None
-            raise GatewayError(503, "This API key has a budget and the gateway's budget store (its database) "
-                                    "cannot be reached; try again shortly.", {"Retry-After": "5"}) from None
+    def reserve(self, conn, client, estimate, now):
+        """Hold `estimate` USD of the key's budget for a request (in the caller's transaction, which
+        holds the key's lock): the reservation's id, or the 429 that says what was spent and when
+        the budget resets."""
+        policy, today, name = client.policy, datetime.now(UTC).date(), client.name
+        spent, held = conn.execute(self.balance, {"name": name, "now": now,
+                                                  "since": period_start(policy.budget_period, today)}).one()
+        if spent + held + micro_usd(estimate) > micro_usd(policy.budget_usd):
+            raise BudgetSpent(self._spent_message(policy, spent, held, estimate, today))
+        reservation = uuid.uuid4().hex
+        conn.execute(self.hold, {"id": reservation, "name": name, "micro": micro_usd(estimate),
+                                 "expires": now + self.reservation_seconds})
+        return reservation
 
     @staticmethod
     def _spent_message(policy, spent, held, estimate, today):
@@ -285,68 +268,73 @@ class Ledger:
         return (f"This API key's {policy.budget_period} budget of ${policy.budget_usd:.2f} is spent: "
                 f"${spent / MICRO:.6f} used{in_flight}, and this request may cost up to ${estimate:.6f}; {when}.")
 
-    def record(self, entry, reservation=None):
-        """Settle the reservation with the real cost and write the ledger row, in one transaction."""
-        with self.lock:
-            self.backlog.append((entry, reservation))
-            pending = list(self.backlog)
-            self.backlog.clear()
-        try:
-            while pending:
-                self._write(*pending[0])
-                pending.pop(0)
-        except StoreUnavailable as error:
-            LEDGER_ERRORS.inc()
-            log.error("ledger rows could not be written (%s); %d kept to write later", error, len(pending))
-            with self.lock:
-                self.backlog.extendleft(reversed(pending))
-
-    def _write(self, entry, reservation):
+    def settle(self, conn, entry, reservation, now):
+        """Release the reservation, add the real cost, write the ledger row, and delete the key's
+        reservations that expired."""
         row = entry.row()
-        with self.store.write(entry.key_name) as conn:
-            if reservation is not None:
-                conn.execute(delete(reservations).where(reservations.c.id == reservation))
-            if row["micro_usd"]:
-                upsert = self.store.upsert(spend).values(key_name=entry.key_name, day=row["day"],
-                                                         micro_usd=row["micro_usd"])
-                conn.execute(upsert.on_conflict_do_update(
-                    index_elements=["key_name", "day"], set_={"micro_usd": spend.c.micro_usd + row["micro_usd"]}))
-            conn.execute(insert(ledger).values(**row))
+        if reservation is not None:
+            conn.execute(self.release, {"id": reservation})
+        conn.execute(self.expired, {"name": entry.key_name, "now": now})
+        if row["micro_usd"]:
+            conn.execute(self.add_spend, {"name": entry.key_name, "day": row["day"], "micro": row["micro_usd"]})
+        conn.execute(self.add_row, row)
+
+
+def spent_query():
+    return select(func.coalesce(func.sum(spend.c.micro_usd), 0)).where(
+        spend.c.key_name == bindparam("name"), spend.c.day >= bindparam("since"))
 
 
 @dataclass
 class Admission:
-    """What admitting one request holds: its lease, its reservation, and its ledger row to fill."""
+    """What admitting one request holds: its lease, its reservation, and its ledger row to fill.
+    `finish` releases the lease as soon as the request's calls end; `settle` writes the rest, once,
+    after the response has been sent (the HTTP layer calls it when the response closes)."""
     accounts: "Accounts"
     client: object
     grant: Grant | None
     reservation: str | None
     entry: Entry
     started: float = field(default_factory=time.monotonic)
+    settled: bool = False
 
     @property
     def headers(self):
         return window_headers(self.grant.windows) if self.grant else {}
 
     def finish(self, images, usage, providers, status):
-        """Release the lease and settle the budget with what the request really made and cost."""
-        if self.grant is not None:
-            self.accounts.counters.release(self.client.name, self.grant)
+        """What the request really made and cost, and its lease released."""
         entry = self.entry
         entry.n_made, entry.providers, entry.status = images, providers, status
         entry.input_tokens, entry.output_tokens = usage.input_tokens, usage.output_tokens
         entry.cost_usd = usage.cost or 0.0
         entry.duration_ms = round((time.monotonic() - self.started) * 1000)
-        self.accounts.ledger.record(entry, self.reservation)
+        if self.grant is not None and self.grant.lease is not None:
+            self.accounts.release(self.client.name, self.grant)
+
+    def settle(self):
+        if not self.settled:
+            self.settled = True
+            self.accounts.settle(self)
 
 
 class Accounts:
-    """Admission and accounting for every image request."""
+    """Admission and settlement of every image request, each one transaction under the key's lock.
+    While the database fails (and for RETRY_SECONDS after), limits are counted per process
+    (logged, gateway_limiter_errors_total), keys with a budget are refused with a 503 (or served,
+    GATEWAY_BUDGET_FAIL_OPEN), and ledger rows wait in a bounded backlog."""
+    RETRY_SECONDS = 5.0
 
     def __init__(self, store, settings):
         lease_seconds = settings.upstream_timeout + 60  # a dead instance's leases and reservations expire
-        self.counters = Counters(SqlCounters(store, lease_seconds))
-        self.ledger = Ledger(store, lease_seconds, settings.budget_fail_open)
+        self.store, self.fail_open = store, settings.budget_fail_open
+        self.counters, self.local = SqlCounters(store, lease_seconds), MemoryCounters()
+        self.ledger = Ledger(store, lease_seconds)
+        self.down_until, self.backlog, self.lock = 0.0, deque(maxlen=BACKLOG), threading.Lock()
+
+    @property
+    def store_failing(self):
+        return time.monotonic() < self.down_until
 
     def admit(self, client, model, n, estimate, request_id):
         """Admit `client`'s request for `n` images of `model` costing up to `estimate` USD, or refuse it."""
@@ -357,17 +345,78 @@ class Accounts:
         for limit, name in ((policy.ipm, "images per minute (ipm)"), (policy.max_concurrent, "calls in flight")):
             if limit is not None and n > limit:
                 raise InvalidRequest.field("n", f"{n} is more than this API key's limit of {limit} {name}")
-        grant = self.counters.acquire(client.name, policy, n) if policy.counted else None
-        reservation = None
-        if policy.budget_usd is not None:
+        grant = reservation = None
+        if policy.counted or policy.budget_usd is not None:
             try:
-                reservation = self.ledger.reserve(client, estimate)
-            except GatewayError:
-                if grant is not None:
-                    self.counters.release(client.name, grant)
-                raise
-        entry = Entry(request_id, datetime.now(UTC), client.name, model.id, n)
-        return Admission(self, client, grant, reservation, entry)
+                grant, reservation = self._take(client, n, estimate)
+            except StoreUnavailable as error:
+                grant, reservation = self._without_store(client, n, error)
+        return Admission(self, client, grant, reservation,
+                         Entry(request_id, datetime.now(UTC), client.name, model.id, n))
+
+    def _take(self, client, n, estimate):
+        if time.monotonic() < self.down_until:
+            raise StoreUnavailable("failed moments ago")
+        policy = client.policy
+
+        def take(conn, now):
+            grant = self.counters.acquire(conn, client.name, policy, n, now) if policy.counted else None
+            reservation = (self.ledger.reserve(conn, client, estimate, now) if policy.budget_usd is not None
+                           else None)
+            return grant, reservation
+
+        return self.store.run(take, client.name, durable=False)
+
+    def _without_store(self, client, n, error):
+        """Admission while the database fails: per-process limits, and the budget's rule."""
+        if time.monotonic() >= self.down_until:
+            self.down_until = time.monotonic() + self.RETRY_SECONDS
+            log.error("the database failed (%s): limits count per process, budgets are %s, for %gs", error,
+                      "not checked" if self.fail_open else "refused", self.RETRY_SECONDS)
+        grant = None
+        if client.policy.counted:
+            LIMITER_ERRORS.inc()
+            grant = self.local.acquire(client.name, client.policy, n)
+        if client.policy.budget_usd is not None and not self.fail_open:
+            if grant is not None:
+                self.release(client.name, grant)
+            raise GatewayError(503, "This API key has a budget and the gateway's budget store (its database) "
+                                    "cannot be reached; try again shortly.", {"Retry-After": "5"})
+        return grant, None
+
+    def release(self, name, grant):
+        """A request's concurrency lease, given back as soon as its calls end."""
+        if grant.local:
+            self.local.release(name, grant.lease)
+            return
+        try:
+            self.store.run(lambda conn, now: conn.execute(self.counters.release, {"id": grant.lease}), name,
+                           durable=False)
+        except StoreUnavailable as error:  # it expires by itself
+            LIMITER_ERRORS.inc()
+            log.error("a concurrency lease could not be released (%s); it expires by itself", error)
+
+    def settle(self, admission):
+        """The request's settlement, with any that waited for the database before it."""
+        with self.lock:
+            self.backlog.append((admission.entry, admission.reservation))
+            pending = list(self.backlog)
+            self.backlog.clear()
+        try:
+            while pending:
+                entry, reservation = pending[0]
+
+                def write(conn, now, entry=entry, reservation=reservation):
+                    self.ledger.settle(conn, entry, reservation, now)
+                    self.counters.forget(conn, entry.key_name, now)
+
+                self.store.run(write, entry.key_name)
+                pending.pop(0)
+        except StoreUnavailable as error:
+            LEDGER_ERRORS.inc()
+            log.error("ledger rows could not be written (%s); %d kept to write later", error, len(pending))
+            with self.lock:
+                self.backlog.extendleft(reversed(pending))
 
 
 GROUPS = {"key": ledger.c.key_name, "model": ledger.c.model, "provider": ledger.c.providers, "day": ledger.c.day}
@@ -394,6 +443,7 @@ def usage(store, group_by, key=None, model=None, since=None, until=None):
 
 def spent_usd(store, name, period):
     """What a key spent in its budget's current period (all time without one), in USD."""
+    since = period_start(period or "total", datetime.now(UTC).date())
     with store.read() as conn:
-        micro = Ledger.spent(conn, name, period or "total", datetime.now(UTC).date())
+        micro = conn.scalar(spent_query(), {"name": name, "since": since})
     return round(int(micro) / MICRO, 6)

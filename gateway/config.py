@@ -105,8 +105,7 @@ class Settings:
     upstream_max_retries: int = 2
     upstream_retry_base_delay: float = 1.0
     upstream_max_response_bytes: int = 134217728
-    upstream_max_in_flight: int = 1024  # per process; greenlets waiting on the network cost little
-    upstream_max_in_flight_per_key: int = 128  # per process and client key
+    upstream_max_in_flight: int = 1024  # per process, shared fairly between keys; waiting greenlets cost little
     upstream_queue_timeout: float = 30.0
     image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
     image_workers: int = 2  # per process: threads that decode, composite and encode images
@@ -129,6 +128,7 @@ class Settings:
     key_policies: dict = field(default_factory=dict)  # GATEWAY_KEY_POLICIES: static key name -> policy (JSON)
     budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
     tracing: bool = False  # an OTLP endpoint is set: export traces (docs/operations.md#tracing)
+    drain_seconds: float = 5.0  # after SIGTERM: readiness is 503 but requests are still served
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
     port: int = 8000
@@ -159,8 +159,6 @@ class Settings:
             upstream_max_response_bytes=_number(
                 env, "UPSTREAM_MAX_RESPONSE_BYTES", cls.upstream_max_response_bytes, int, 1024),
             upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
-            upstream_max_in_flight_per_key=_number(
-                env, "UPSTREAM_MAX_IN_FLIGHT_PER_KEY", cls.upstream_max_in_flight_per_key, int, 1),
             upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
             image_max_pixels=_number(env, "IMAGE_MAX_PIXELS", cls.image_max_pixels, int, 1024),
             image_workers=_number(env, "IMAGE_WORKERS", cls.image_workers, int, 1),
@@ -176,6 +174,7 @@ class Settings:
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
             tracing=bool((env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                           or "").strip()),
+            drain_seconds=_number(env, "GATEWAY_DRAIN_SECONDS", cls.drain_seconds, float, 0),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
             error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("auto", "seed", "openai")),

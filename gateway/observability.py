@@ -98,7 +98,7 @@ def _request_done(endpoint, fields, started, traced):
     tracing.end_server_span(traced, fields["status"])
     REQUESTS.labels(endpoint, str(fields["status"]), fields["key_name"]).inc()
     REQUEST_SECONDS.labels(endpoint).observe(seconds)
-    if endpoint in ("/metrics", "/health"):
+    if endpoint in ("/metrics", "/health", "/health/live", "/health/ready"):  # scraped and probed often
         return
     stats = STATS.get()
     log.info("request", extra={"fields": {

@@ -82,10 +82,14 @@ def build_spec():
         "Edit or combine images with a prompt", {
             "application/json": {"schema": "EditRequest"},
             "multipart/form-data": {"schema": _edit_form(plugin)}})})
-    spec.path("/health", operations={"get": {"summary": "Readiness and configured providers", "responses": {
+    readiness = {"get": {"summary": "Readiness and configured providers", "responses": {
         "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-        "503": {"description": "no provider configured", "content": {"application/json": {
-            "schema": {"type": "object"}}}}}}})
+        "503": {"description": "no provider configured, or draining before shutdown",
+                "content": {"application/json": {"schema": "Error"}}}}}}
+    spec.path("/health/ready", operations=readiness)
+    spec.path("/health", operations=readiness)
+    spec.path("/health/live", operations={"get": {"summary": "Liveness: the process serves", "responses": {
+        "200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
     text, number = {"type": "string"}, {"type": "integer"}
     spec.components.schema("Model", {"type": "object", "required": ["id", "object", "created", "owned_by"],
                                      "properties": {"id": text, "object": text, "created": number, "owned_by": text}})

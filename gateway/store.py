@@ -21,9 +21,6 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    func,
-    literal_column,
-    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,13 +55,12 @@ reservations = Table(  # budget held for requests in flight; expires if its inst
     Column("micro_usd", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False),  # Unix seconds, the database's clock
 )
-rate_hits = Table(  # requests admitted in the last minute, for rpm and ipm
-    "rate_hits", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key_name", String(NAME_LENGTH), nullable=False),
-    Column("at", Float, nullable=False),
+rate_buckets = Table(  # requests and images admitted per key and second, for rpm and ipm
+    "rate_buckets", metadata,
+    Column("key_name", String(NAME_LENGTH), primary_key=True),
+    Column("second", BigInteger, primary_key=True, autoincrement=False),  # Unix seconds, the database's clock
+    Column("requests", Integer, nullable=False),
     Column("images", Integer, nullable=False),
-    Index("ix_rate_hits_key_at", "key_name", "at"),
 )
 leases = Table(  # upstream calls in flight, for max_concurrent; expires if its instance dies
     "leases", metadata,
@@ -115,42 +111,51 @@ def engine_url(url):
 
 
 class Store:
-    """One engine per process (connections are not shared across gunicorn's fork), with the
-    transaction helpers the accounting needs: `write(name)` serializes writers of one key on every
-    worker and instance (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock
-    on the name), and `now(conn)` is the database's clock, the same for every instance."""
+    """One engine per process (connections are not shared across gunicorn's fork), and `run`, the
+    transaction every write goes through."""
 
     def __init__(self, url):
         self.url = make_url(engine_url(url))
         self.sqlite = self.url.get_backend_name() == "sqlite"
         if self.sqlite and self.url.database not in (None, "", ":memory:"):
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        options = {"pool_pre_ping": True} if not self.sqlite else {}
-        if not self.sqlite:
-            options["connect_args"] = {"connect_timeout": 3}
+        options = {} if self.sqlite else {"connect_args": {"connect_timeout": 3}, "pool_recycle": 1800}
         self.engine = create_engine(self.url, pool_size=10, max_overflow=40, pool_timeout=10, **options)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-        self.clock = (literal_column("(julianday('now') - 2440587.5) * 86400.0") if self.sqlite
-                      else func.extract("epoch", func.clock_timestamp()))
+            self.start = text("SELECT (julianday('now') - 2440587.5) * 86400.0")
+        else:  # one round trip: the commit's durability, the key's lock, the clock
+            self.start = text("SELECT set_config('synchronous_commit', :commit, true), pg_advisory_xact_lock(:lock), "
+                              "extract(epoch from clock_timestamp())")
         self.upsert = sqlite.insert if self.sqlite else postgresql.insert
+        self.schema_applied = False
 
     @contextlib.contextmanager
     def read(self):
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
-    @contextlib.contextmanager
-    def write(self, name=None):
-        """A transaction that commits at the end; with `name`, the only one for that key at a time."""
-        with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
-            if name is not None and not self.sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _lock_id(name)})
-            yield conn
+    def run(self, work, name=None, durable=True):
+        """`work(conn, now)` in one transaction, committed when it returns. With `name` it is the only
+        one for that key at a time on every worker and instance (SQLite: BEGIN IMMEDIATE, which
+        takes the write lock; PostgreSQL: a transaction-scoped advisory lock on the name), and `now`
+        is the database's clock, the same for every instance (else None). `durable=False` lets
+        PostgreSQL confirm the commit before it is on disk (counters and reservations, which expire
+        by themselves). A connection the database had closed (a restart) is retried once."""
+        for attempt in (1, 2):
+            try:
+                with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                    return work(conn, self._now(conn, name, durable) if name is not None else None)
+            except StoreUnavailable as error:
+                if attempt == 2 or not getattr(error.__cause__, "connection_invalidated", False):
+                    raise
 
-    def now(self, conn):
-        return float(conn.scalar(select(self.clock)))
+    def _now(self, conn, name, durable):
+        if self.sqlite:
+            return float(conn.scalar(self.start))
+        row = conn.execute(self.start, {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
+        return float(row[2])
 
     @contextlib.contextmanager
     def _errors(self):
@@ -171,6 +176,7 @@ class Store:
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+        self.schema_applied = True
 
     @contextlib.contextmanager
     def _migration_lock(self):

@@ -82,8 +82,7 @@ def postgres_database():
 def postgres_url(postgres_database):
     """The throwaway PostgreSQL database, emptied for this test."""
     store = Store(postgres_database)
-    with store.write() as conn:
-        conn.execute(text("TRUNCATE " + ", ".join(table.name for table in metadata.sorted_tables)))
+    store.run(lambda conn, now: conn.execute(text("TRUNCATE " + ", ".join(t.name for t in metadata.sorted_tables))))
     store.close()
     return postgres_database
 

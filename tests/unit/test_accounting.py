@@ -48,18 +48,18 @@ def own_usage(client, key):
 
 # --- the moving windows, as a pure function ---------------------------------------------------
 
-def test_a_request_over_rpm_waits_for_the_oldest_counted_one_to_leave_the_window():
+def test_a_request_over_rpm_waits_for_the_oldest_counted_second_to_leave_the_window():
     with pytest.raises(Exception) as refused:
-        decide(Policy(rpm=2), [(100.0, 1), (130.0, 1)], 0, 1, now=140.0)
+        decide(Policy(rpm=2), [(100, 1, 1), (130, 1, 1)], 0, 1, now=140.0)
     assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "20"
     assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 def test_ipm_counts_images_and_frees_as_many_as_the_request_needs():
-    hits = [(100.0, 2), (110.0, 2), (120.0, 2)]
-    assert decide(Policy(ipm=8), hits, 0, 2, now=125.0) == [("images", Window(8, 0, 35.0))]
+    buckets = [(100, 1, 2), (110, 1, 2), (120, 1, 2)]  # (second, requests, images)
+    assert decide(Policy(ipm=8), buckets, 0, 2, now=125.0) == [("images", Window(8, 0, 35.0))]
     with pytest.raises(Exception) as refused:
-        decide(Policy(ipm=8), hits, 0, 6, now=125.0)  # needs the first two hits gone: at 170
+        decide(Policy(ipm=8), buckets, 0, 6, now=125.0)  # needs the first two buckets gone: at 170
     assert refused.value.headers["Retry-After"] == "45"
 
 
@@ -191,13 +191,14 @@ def test_only_images_made_are_charged_and_a_failure_frees_its_reservation(client
 def test_a_reservation_left_by_a_dead_worker_expires(client, database_url):
     key = key_with(client, budget_usd=0.2)
     store = Store(database_url)
-    with store.write() as conn:
-        now = store.now(conn)
-        conn.execute(insert(reservations).values(id="dead", key_name="team-a", micro_usd=150_000, expires_at=now + 60))
-        conn.execute(insert(reservations).values(id="gone", key_name="team-a", micro_usd=150_000, expires_at=now - 1))
-    refused = generate_as(client, key)  # $0.15 is still held by a live reservation
-    with store.write() as conn:
-        conn.execute(reservations.delete().where(reservations.c.id == "dead"))
+
+    def hold(conn, now):  # one left by a worker that is still running, one by a worker that died
+        conn.execute(insert(reservations).values(id="live", key_name="team-a", micro_usd=150_000, expires_at=now + 60))
+        conn.execute(insert(reservations).values(id="dead", key_name="team-a", micro_usd=150_000, expires_at=now - 1))
+
+    store.run(hold, "team-a")
+    refused = generate_as(client, key)  # $0.15 is still held by the live reservation
+    store.run(lambda conn, now: conn.execute(reservations.delete().where(reservations.c.id == "live")))
     store.close()
     assert refused.status_code == 429 and "held by requests in flight" in refused.json["message"]
 

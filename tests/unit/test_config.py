@@ -81,12 +81,12 @@ def test_an_unexpected_exception_is_a_generic_500_without_details(client, auth, 
 def test_resource_client_and_deploy_settings_are_read():
     settings = Settings.from_env({
         "IMAGE_MAX_PIXELS": "4000000", "IMAGE_WORKERS": "3", "IMAGE_QUEUE_TIMEOUT": "5",
-        "UPSTREAM_MAX_IN_FLIGHT_PER_KEY": "7", "CLIENT_HEADER_TIMEOUT": "4", "CLIENT_BODY_TIMEOUT": "9.5",
+        "UPSTREAM_MAX_IN_FLIGHT": "7", "CLIENT_HEADER_TIMEOUT": "4", "CLIENT_BODY_TIMEOUT": "9.5",
         "GATEWAY_ERROR_FORMAT": "OpenAI", "CORS_ALLOW_ORIGINS": "https://a.example, https://b.example",
         "HOST": "127.0.0.1", "GATEWAY_MODEL_ALIASES": "dall-e-3=gemini-3-pro-image, gpt-image-1=nano-banana-2",
     })
     assert (settings.image_max_pixels, settings.image_workers, settings.image_queue_timeout) == (4000000, 3, 5.0)
-    assert settings.upstream_max_in_flight_per_key == 7
+    assert settings.upstream_max_in_flight == 7
     assert (settings.client_header_timeout, settings.client_body_timeout) == (4, 9.5)
     assert (settings.error_format, settings.host) == ("openai", "127.0.0.1")
     assert settings.cors_allow_origins == ("https://a.example", "https://b.example")

@@ -14,6 +14,8 @@ import responses
 from gateway import create_app
 from gateway.images.streaming import sse
 from gateway.jobs import ImageJob
+from gateway.limits import upstream_slots
+from gateway.providers.transport import Cancel
 from tests.support import decode, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE, STREAM, sent_bodies
 
@@ -226,3 +228,18 @@ def test_the_json_body_lists_images_in_call_order_with_usage_summed(client, auth
     assert [item["b64_json"] for item in body["data"]] == [b64(png) for png in pngs]
     assert body["usage"] == {"input_tokens": 30, "input_tokens_details": {"text_tokens": 30, "image_tokens": 0},
                              "output_tokens": 300, "total_tokens": 330, "cost": 0.26806}
+
+
+def test_a_client_that_goes_away_takes_its_calls_waiting_for_a_slot_out_of_the_queue(settings, auth, upstream):
+    settings = dataclasses.replace(settings, upstream_max_in_flight=1, upstream_queue_timeout=30, stream_keepalive=0.1)
+    client, slots = create_app(settings).test_client(), upstream_slots(1)
+    with slots.hold("another key", 0, Cancel()):
+        response = client.post("/v1/images/generations", json={"prompt": "a fox", "n": 2, "stream": True},
+                               headers=auth, buffered=False)
+        assert next(response.response).startswith(b": keep-alive")
+        assert sum(len(calls) for calls in slots.waiting.values()) == 2
+        started = time.monotonic()
+        response.close()
+        assert time.monotonic() - started < 2  # not the 30 s of UPSTREAM_QUEUE_TIMEOUT
+        assert slots.waiting == {}
+    assert (slots.in_use, len(upstream.calls)) == (0, 0)
