@@ -84,7 +84,8 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    """Export the worker's queued spans before it goes (a no-op when tracing is off)."""
+    """Export the worker's queued spans before it goes; a no-op where tracing was not started (off,
+    or in the master, which calls this for a worker that was already gone)."""
     from gateway import tracing
 
     tracing.stop()
