@@ -1,8 +1,8 @@
 """Tracing under real gunicorn (docs/operations.md#tracing), exported over OTLP/HTTP to a real
 receiver (tests/otlp.py): the server span continues the caller's `traceparent`, each upstream
-attempt is a client span under it with the GenAI attributes, a stream's span ends with the
-stream, a worker's queued spans are exported when it exits, and no key, prompt or image is in
-anything exported."""
+attempt (retries and failover included) is a client span under it with the GenAI attributes,
+a stream's span ends with the stream, a worker's queued spans are exported when it exits, and
+no key, prompt or image is in anything exported."""
 import re
 import uuid
 
@@ -28,7 +28,9 @@ def receiver():
 @pytest.fixture(scope="module")
 def traced_url(emulator_url, receiver, tmp_path_factory):
     process, url = start_gateway(emulator_url, tmp_path_factory.mktemp("tracing") / "gateway.log",
-                                 OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="50")
+                                 OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="50",
+                                 GATEWAY_PROVIDERS="gemini,openrouter", OPENROUTER_API_KEY=UPSTREAM_KEY,
+                                 OPENROUTER_BASE_URL=emulator_url + "/api/v1")
     yield url
     stop(process)
 
@@ -88,6 +90,19 @@ def test_a_generation_continues_the_callers_trace_with_a_client_span_per_attempt
     assert answered.attributes["gen_ai.usage.input_tokens"] == body["usage"]["input_tokens"] > 0
     assert answered.attributes["gen_ai.usage.output_tokens"] == body["usage"]["output_tokens"] > 0
     assert_nothing_secret(receiver, prompt.split(" [")[0], body["data"][0]["b64_json"][:64])
+
+
+def test_a_failover_shows_each_providers_attempts(traced_url, receiver):
+    trace_id = uuid.uuid4().hex
+    response = requests.post(traced_url + "/v1/images/generations", timeout=60,
+                             json={"prompt": f"an outage {uuid.uuid4().hex} [emulator: fail=503 only=gemini]"},
+                             headers={**AUTH, "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
+    ok(response)
+
+    server, clients = traced(receiver, trace_id, clients=4)
+    attempts = sorted((c.attributes["gen_ai.provider.name"], c.attributes.get("error.type", "ok")) for c in clients)
+    assert attempts == [("gemini", "upstream_503")] * 3 + [("openrouter", "ok")]
+    assert {client.parent_id for client in clients} == {server.span_id}
 
 
 def test_a_request_without_traceparent_starts_a_trace(traced_url, receiver):
