@@ -13,6 +13,7 @@ from tests.integration.conftest import AUTH, CLIENT_KEY, UPSTREAM_KEY, generate,
 from tests.otlp import Receiver
 from tests.secrets import WATCH
 
+pytestmark = pytest.mark.integration
 GENAI = {"gen_ai.operation.name": "generate_content", "gen_ai.provider.name": "gemini",
          "gen_ai.request.model": "gemini-3-pro-image", "gen_ai.output.type": "image"}
 BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{200,}")  # a fragment of an image; ids and names are far shorter
