@@ -54,6 +54,8 @@ serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_fli
 def post_worker_init(worker):
     serving.return_freed_memory()
     serving.start_recycling_count(worker, image_requests_per_worker)
+    from gateway import tracing  # here, in the worker: its exporter imports requests (gevent patches first)
+    tracing.start(settings)
 
 
 def pre_request(worker, req):
@@ -79,3 +81,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Export the worker's queued spans before it goes; a no-op where tracing was not started (off,
+    or in the master, which calls this for a worker that was already gone)."""
+    from gateway import tracing
+
+    tracing.stop()

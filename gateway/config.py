@@ -130,6 +130,7 @@ class Settings:
     database_pool_size: int = 10  # database connections per process
     redis_url: str = ""  # GATEWAY_REDIS_URL / REDIS_URL: the shared rate and concurrency counters
     redis_prefix: str = "gateway"  # the start of every Redis key the gateway writes
+    tracing: bool = False  # an OTLP endpoint is set: export traces (docs/operations.md#tracing)
     drain_seconds: float = 5.0  # after SIGTERM: readiness is 503 but requests are still served
     prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
     host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
@@ -174,6 +175,8 @@ class Settings:
             image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
             image_fetch_timeout=_number(env, "IMAGE_FETCH_TIMEOUT", cls.image_fetch_timeout, float, 1),
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
+            tracing=bool((env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                          or "").strip()),
             drain_seconds=_number(env, "GATEWAY_DRAIN_SECONDS", cls.drain_seconds, float, 0),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
