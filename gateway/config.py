@@ -222,6 +222,12 @@ class Settings:
     # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it.
     host: str = setting("HOST", str, "0.0.0.0")
     port: int = setting("PORT", integer(at_least=1), 8000)
+    # gunicorn worker processes.
+    workers: int = setting("WEB_CONCURRENCY", integer(at_least=1), 2)
+    # Connections one gunicorn worker holds at once (gevent greenlets).
+    worker_connections: int = setting("GUNICORN_WORKER_CONNECTIONS", integer(at_least=1), 10000)
+    # A worker is replaced after this many served image requests, plus up to 20 % (0: never).
+    image_requests_per_worker: int = setting("GUNICORN_MAX_REQUESTS", integer(at_least=0), 2000)
 
     @classmethod
     def from_env(cls, environ=None):
