@@ -117,21 +117,31 @@ def test_every_variable_read_is_listed_with_its_default(page):
     assert [name for name in sorted(read_variables()) if name not in listed] == []
 
 
-def shown(default):
-    """A default as .env.example writes it."""
-    if isinstance(default, tuple):
-        return ",".join(default)
-    return f"{default:g}" if isinstance(default, float) else str(default)
+def shown_defaults():
+    """(first variable, default as the docs write it) of every setting whose default is text or a
+    number or a list, not a switch or a mapping."""
+    def shown(default):
+        if isinstance(default, tuple):
+            return ",".join(default)
+        return f"{default:g}" if isinstance(default, float) else str(default)
+
+    return [(item.metadata["variables"][0], shown(item.default)) for item in fields(Settings)
+            if item.metadata and isinstance(item.default, str | int | float | tuple)
+            and not isinstance(item.default, bool)]
 
 
 def test_env_example_shows_the_defaults():
     listed = dict(re.findall(r"^# ([A-Z][A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
-    declared = [(item.metadata["variables"][0], item.default) for item in fields(Settings)
-                if item.metadata and isinstance(item.default, str | int | float | tuple)
-                and not isinstance(item.default, bool)]
-    assert len(declared) > 35
-    assert [(name, listed.get(name), shown(default)) for name, default in declared
-            if listed.get(name) != shown(default)] == []
+    assert len(shown_defaults()) > 35
+    assert [(name, listed.get(name), default) for name, default in shown_defaults()
+            if listed.get(name) != default] == []
+
+
+def test_the_configuration_page_shows_the_defaults():
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    listed = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`[^|]*\| ([^|]*) \|", page, re.M))
+    assert [(name, listed.get(name), default) for name, default in shown_defaults()
+            if default and listed.get(name) != f"`{default}`"] == []
 
 
 def test_no_two_settings_share_a_default_dict():
