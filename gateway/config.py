@@ -138,15 +138,20 @@ def key_names(raw):
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the gateway and of its gunicorn.conf.py; tests build one with only the
+    fields they need, the process reads one with `from_env`."""
+
     # Client keys, each bare or `name:key`; none = every /v1 request is a 401.
     api_keys: tuple = setting("GATEWAY_API_KEYS", client_keys, ())
     # Key -> its name, from the `name:key` entries of GATEWAY_API_KEYS.
     client_names: dict = setting("GATEWAY_API_KEYS", key_names, {})
     # Google AI Studio key of the gemini provider; none = that provider is off.
     gemini_api_key: str = setting(("GEMINI_API_KEY", "GOOGLE_API_KEY"), str, "")
+    # Root of the Gemini API.
     gemini_base_url: str = setting("GEMINI_BASE_URL", url, "https://generativelanguage.googleapis.com")
     # Google Cloud project of the vertex provider; none = that provider is off.
     vertex_project: str = setting("VERTEX_PROJECT", str, "")
+    # Vertex AI location (global, us-central1, europe-west4, ...).
     vertex_location: str = setting("VERTEX_LOCATION", str, "global")
     # Empty: Vertex's endpoint for vertex_location.
     vertex_base_url: str = setting("VERTEX_BASE_URL", url, "")
@@ -154,6 +159,7 @@ class Settings:
     google_application_credentials: str = setting("GOOGLE_APPLICATION_CREDENTIALS", str, "")
     # Key of the openrouter provider (any OpenAI-compatible chat endpoint); none = that provider is off.
     openrouter_api_key: str = setting("OPENROUTER_API_KEY", str, "")
+    # That endpoint's root; /chat/completions is appended.
     openrouter_base_url: str = setting("OPENROUTER_BASE_URL", url, "https://openrouter.ai/api/v1")
     # The providers in use, in the order requests try them.
     providers: tuple = setting("GATEWAY_PROVIDERS", lowercase_list, ("gemini", "vertex", "openrouter"))
@@ -165,7 +171,8 @@ class Settings:
     model_aliases: dict = setting("GATEWAY_MODEL_ALIASES", aliases, OPENAI_ALIASES)
     # Seconds for all upstream work of one request, retries and failover included.
     upstream_timeout: float = setting("UPSTREAM_TIMEOUT", number(at_least=1), 180.0)
-    upstream_connect_timeout: float = 10.0  # not a setting: an upstream that takes 10 s to accept is down
+    upstream_connect_timeout: float = 10.0  # fixed, not read from the environment (docs/configuration.md)
+    # Retries of 429/5xx, connection errors and malformed answers.
     upstream_max_retries: int = setting("UPSTREAM_MAX_RETRIES", integer(at_least=0), 2)
     # Seconds; backoff is base * 2^attempt, jittered, unless the upstream sends Retry-After.
     upstream_retry_base_delay: float = setting("UPSTREAM_RETRY_BASE_DELAY", number(at_least=0), 1.0)
@@ -221,6 +228,7 @@ class Settings:
     prometheus_multiproc_dir: str = setting("PROMETHEUS_MULTIPROC_DIR", str, "")
     # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it.
     host: str = setting("HOST", str, "0.0.0.0")
+    # Listen port.
     port: int = setting("PORT", integer(at_least=1), 8000)
     # gunicorn worker processes.
     workers: int = setting("WEB_CONCURRENCY", integer(at_least=1), 2)
