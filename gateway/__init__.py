@@ -1,15 +1,10 @@
 """An OpenAI-compatible images API served by image models reached as chat models (Gemini, OpenRouter)."""
 import logging
 
-from flask import Flask
-from flask_cors import CORS
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from . import observability
 from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
 from .drain import DRAINING
-from .errors import InvalidRequest, register_error_handlers
+from .errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +27,18 @@ def _check_models(settings):
 def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
-    # after gevent has patched ssl and sockets.
+    # after gevent has patched ssl and sockets. Flask too, so that the exceptions and the
+    # providers are imported without the web framework.
+    from flask import Flask
+    from flask_cors import CORS
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from . import observability
     from .accounting import Accounts
     from .admin import bp as admin_bp
     from .counters import RATE_LIMIT_HEADERS, shared_counters
     from .health import bp as health_bp
+    from .http_errors import register_error_handlers
     from .images import GatewayRequest
     from .images.edits import bp as edits_bp
     from .images.generations import bp as generations_bp
