@@ -120,7 +120,8 @@ class Ledger:
 
     def settle(self, conn, entry, reservation, now):
         """Release the reservation, add the real cost, write the ledger row, and delete the key's
-        reservations that expired."""
+        reservations that expired. It needs no lock on the key: `reserve` reads the spend and the
+        reservations in one statement, which sees this whole transaction or none of it."""
         row = entry.row()
         if reservation is not None:
             conn.execute(self.release, {"id": reservation})
@@ -279,7 +280,7 @@ class Accounts:
                     self.ledger.settle(conn, entry, reservation, now)
                     self.sql.forget(conn, entry.key_name, now)
 
-                self.store.run(write, entry.key_name)
+                self.store.run(write, entry.key_name, locked=False)
                 pending.pop(0)
         except StoreUnavailable as error:
             LEDGER_ERRORS.inc()

@@ -132,6 +132,8 @@ class Store:
         else:  # one round trip: the commit's durability, the key's lock, the clock
             self.start = text("SELECT set_config('synchronous_commit', :commit, true), pg_advisory_xact_lock(:lock), "
                               "extract(epoch from clock_timestamp())")
+            self.start_unlocked = text("SELECT set_config('synchronous_commit', :commit, true), :lock, "
+                                       "extract(epoch from clock_timestamp())")
         self.upsert = sqlite.insert if self.sqlite else postgresql.insert
         self.schema_applied = False
 
@@ -140,31 +142,33 @@ class Store:
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
-    def run(self, work, name=None, durable=True):
-        """`work(conn, now)` in one transaction, committed when it returns. With `name` it is the only
-        one for that key at a time on every worker and instance (SQLite: BEGIN IMMEDIATE, which
-        takes the write lock; PostgreSQL: a transaction-scoped advisory lock on the name), and `now`
-        is the database's clock, the same for every instance (else None). `durable=False` lets
-        PostgreSQL confirm the commit before it is on disk (counters and reservations, which expire
-        by themselves). A connection the database had closed (a restart) is retried once."""
+    def run(self, work, name=None, durable=True, locked=True):
+        """`work(conn, now)` in one transaction, committed when it returns. With `name`, `now` is the
+        database's clock, the same for every instance (else None), and unless `locked` is False the
+        transaction is the only locked one for that key at a time on every worker and instance
+        (PostgreSQL: a transaction-scoped advisory lock on the name; SQLite's BEGIN IMMEDIATE takes
+        its one write lock anyway). `durable=False` lets PostgreSQL confirm the commit before it is
+        on disk (counters and reservations, which expire by themselves). A connection the database
+        had closed (a restart) is retried once."""
         reconnected, deadline = False, time.monotonic() + BUSY_SECONDS
         while True:
             try:
                 with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
-                    return work(conn, self._now(conn, name, durable) if name is not None else None)
+                    return work(conn, self._now(conn, name, durable, locked) if name is not None else None)
             except StoreUnavailable as error:
                 if _busy(error) and time.monotonic() < deadline:
-                    time.sleep(random.uniform(0.0002, 0.002))  # cooperative under gevent, unlike SQLite's own wait
+                    time.sleep(random.uniform(0.0001, 0.001))  # cooperative under gevent, unlike SQLite's own wait
                 elif getattr(error.__cause__, "connection_invalidated", False) and not reconnected:
                     reconnected = True
                 else:
                     raise
 
-    def _now(self, conn, name, durable):
+    def _now(self, conn, name, durable, locked):
         if self.sqlite:
             return float(conn.scalar(self.start))
-        row = conn.execute(self.start, {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
-        return float(row[2])
+        row = conn.execute(self.start if locked else self.start_unlocked,
+                           {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
+        return float(row[-1])
 
     @contextlib.contextmanager
     def _errors(self):
