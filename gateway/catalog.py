@@ -28,21 +28,30 @@ class Model:
     passthrough: bool = False  # an `openrouter/<vendor>/<model>` name, not a catalog entry
     image_price: dict = None  # USD per output image by resolution tier ("1K" for a model without tiers)
     input_price: float = 0.0  # USD per million input tokens (text and images)
+    output_price: float = 0.0  # USD per million output tokens not priced per image: text and thinking
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
 
     def estimate(self, tier, images, input_images, prompt_chars):
         """The most a request may cost, reserved from a budget before its calls: the price table's
-        per image (for a model without prices, the catalog's highest), and its input counted
-        generously: a token per prompt character plus 1,000 for instructions, 1,290 per input image."""
+        per image (for a model without a per-image price, the catalog's highest), its text
+        and thinking output at THINKING_TOKENS an image, and its input counted generously: a token
+        per prompt character plus 1,000 for instructions, 1,290 per input image."""
         per_image = self.image_price[tier or "1K"] if self.image_price else UNPRICED_IMAGE_USD
         input_tokens = prompt_chars + 1000 + 1290 * input_images
-        return round(images * per_image + input_tokens * self.input_price / 1e6, 6)
+        tokens_usd = (input_tokens * self.input_price + images * THINKING_TOKENS * self.output_price) / 1e6
+        return round(images * per_image + tokens_usd, 6)
 
-    def cost(self, tier, images, input_tokens):
-        """USD for one call's images and input by the price table, or None without prices."""
-        if not self.image_price:
+    def cost(self, tier, images, usage):
+        """USD for one call by the price table: its images per image and its text and thinking
+        output per token (all its output per token for a model without a per-image price), plus
+        its input; None for a model without prices."""
+        if not (self.image_price or self.input_price or self.output_price):
             return None
-        return round(images * self.image_price[tier or "1K"] + input_tokens * self.input_price / 1e6, 6)
+        if self.image_price:
+            output = images * self.image_price[tier or "1K"] + usage.output_text_tokens * self.output_price / 1e6
+        else:
+            output = usage.output_tokens * self.output_price / 1e6
+        return round(output + usage.input_tokens * self.input_price / 1e6, 6)
 
     @property
     def label(self):
@@ -57,8 +66,9 @@ def _google(google_id, openrouter_id):
 
 
 # Google's list prices (ai.google.dev/gemini-api/docs/pricing and cloud.google.com/vertex-ai pricing,
-# the same on both; read 2026-11): output per image by tier, input per million tokens. OpenRouter
-# reports what it charged (`usage.cost`), which wins over this table.
+# the same on both; read 2026-11): output per image by tier, input per million tokens. The text and
+# thinking output prices per million tokens were not read there (docs/providers.md says which are estimates).
+# OpenRouter reports what it charged (`usage.cost`), which wins over this table.
 MODELS = (
     Model(
         id="gemini-2.5-flash-image",
@@ -70,6 +80,7 @@ MODELS = (
         created=1759363200,  # 2025-10-02, general availability
         image_price={"1K": 0.039},
         input_price=0.30,
+        output_price=2.50,
     ),
     Model(
         id="gemini-3-pro-image",
@@ -82,6 +93,7 @@ MODELS = (
         interim_images=True,
         image_price={"1K": 0.134, "2K": 0.134, "4K": 0.24},
         input_price=2.00,
+        output_price=12.00,
     ),
     Model(
         id="gemini-3.1-flash-image",
@@ -94,10 +106,12 @@ MODELS = (
         interim_images=True,
         image_price={"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
         input_price=0.50,
+        output_price=3.00,
     ),
 )
 
 UNPRICED_IMAGE_USD = max(price for model in MODELS for price in model.image_price.values())
+THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Gemini 3 thinks before drawing)
 _BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
 
 

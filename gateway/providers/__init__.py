@@ -64,6 +64,7 @@ class Usage:
     input_image_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    output_text_tokens: int = 0  # of output_tokens, the text and thinking ones (priced per token, not per image)
     total_tokens: int = 0
     cost: float | None = None  # what the upstream charged, when it says (OpenRouter does, in credits)
 
