@@ -33,7 +33,7 @@ class Model:
 
     def estimate(self, tier, images, input_images, prompt_chars):
         """The most a request may cost, reserved from a budget before its calls: the price table's
-        per image (for a model without a per-image price, the catalog's highest), its text
+        per image (for a model without a per-image price, the built-in catalog's highest), its text
         and thinking output at THINKING_TOKENS an image, and its input counted generously: a token
         per prompt character plus 1,000 for instructions, 1,290 per input image."""
         per_image = self.image_price[tier or "1K"] if self.image_price else UNPRICED_IMAGE_USD
@@ -112,7 +112,6 @@ MODELS = (
 
 UNPRICED_IMAGE_USD = max(price for model in MODELS for price in model.image_price.values())
 THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Gemini 3 thinks before drawing)
-_BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
 
 
 def _passthrough(name):
@@ -126,29 +125,65 @@ def _passthrough(name):
                  image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
 
 
+class Catalog:
+    """A set of models by id and alias: the built-in MODELS, or those with the models file's
+    entries added or overriding by id (gateway.catalog_file)."""
+
+    def __init__(self, models):
+        self.models = tuple(models)
+        self.by_name = {name: model for model in self.models for name in (model.id, *model.aliases)}
+
+    def is_name(self, name):
+        return name == "auto" or name in self.by_name
+
+    def resolve(self, name, default_model, aliases=None):
+        requested = name or "auto"
+        wanted = (aliases or {}).get(requested, requested)
+        wanted = default_model if wanted == "auto" else wanted
+        model = self.by_name.get(wanted) or _passthrough(wanted)
+        if model is None:
+            supported = ", ".join(["auto"] + [m.id for m in self.models] + ["openrouter/<vendor>/<model>"])
+            raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
+        return model
+
+    def listed(self, aliases, default_model):
+        return ([(model.id, model) for model in self.models]
+                + [(alias, model) for model in self.models for alias in model.aliases]
+                + [(alias, self.resolve(target, default_model)) for alias, target in aliases.items()])
+
+
+BUILT_IN = Catalog(MODELS)
+_installed = BUILT_IN  # the process's catalog, set by create_app before any request
+
+
+def install(catalog):
+    """Make `catalog` the one every request resolves names in. A registry rather than an argument
+    because the catalog is fixed for the process's life, like its providers, and every caller
+    (the service, policies, /v1/models, health) would otherwise carry it through each call."""
+    global _installed
+    _installed = catalog
+
+
+def models():
+    """The installed catalog's models, built-in and from the models file."""
+    return _installed.models
+
+
 def is_catalog_name(name):
     """Whether `name` is a catalog id or alias, or `auto`: names an operator's alias may not take."""
-    return name == "auto" or name in _BY_NAME
+    return _installed.is_name(name)
 
 
 def resolve_model(name, default_model, aliases=None):
     """The catalog entry for a client's model name: an operator's alias (GATEWAY_MODEL_ALIASES)
     first, then the catalog's ids and aliases, then `openrouter/...`; `auto` (or none) means the
     default, also as an alias's target."""
-    requested = name or "auto"
-    wanted = (aliases or {}).get(requested, requested)
-    wanted = default_model if wanted == "auto" else wanted
-    model = _BY_NAME.get(wanted) or _passthrough(wanted)
-    if model is None:
-        supported = ", ".join(["auto"] + [m.id for m in MODELS] + ["openrouter/<vendor>/<model>"])
-        raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
-    return model
+    return _installed.resolve(name, default_model, aliases)
 
 
 def listed_models(aliases, default_model):
     """(name, catalog model) for GET /v1/models: every model, its aliases, then the operator's."""
-    return ([(model.id, model) for model in MODELS] + [(alias, model) for model in MODELS for alias in model.aliases]
-            + [(alias, resolve_model(target, default_model)) for alias, target in aliases.items()])
+    return _installed.listed(aliases, default_model)
 
 
 def upstream_id(model, provider, overrides):
