@@ -5,8 +5,9 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import observability
+from . import catalog, observability
 from .catalog import is_catalog_name, resolve_model
+from .catalog_file import load_catalog
 from .config import ConfigError, Settings
 from .drain import DRAINING
 from .errors import InvalidRequest, register_error_handlers
@@ -44,10 +45,11 @@ def create_app(settings=None):
     from .openapi import bp as openapi_bp
     from .playground import bp as playground_bp
     from .policies import static_policies
-    from .providers import build_providers
+    from .providers import build_providers, provider_types
     from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
+    catalog.install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
     _check_models(settings)
     observability.configure_logging()
     if settings.admin_key and settings.admin_key in settings.api_keys:

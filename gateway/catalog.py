@@ -7,6 +7,7 @@ from .errors import InvalidRequest, shorten
 TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 TALL_AND_WIDE = ("1:4", "4:1", "1:8", "8:1")
 TIERS = ("1K", "2K", "4K")
+ALL_TIERS = ("512", *TIERS)
 GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
 PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
 # OpenRouter models that answer with images only, so they must be asked for `"modalities": ["image"]`
@@ -30,6 +31,7 @@ class Model:
     input_price: float = 0.0  # USD per million input tokens (text and images)
     output_price: float = 0.0  # USD per million output tokens not priced per image: text and thinking
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
+    sizes: tuple = ()  # pixel sizes of a model that takes OpenAI's sizes; its aspect_ratios are theirs
 
     def estimate(self, tier, images, input_images, prompt_chars):
         """The most a request may cost, reserved from a budget before its calls: the price table's

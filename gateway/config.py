@@ -100,6 +100,7 @@ class Settings:
     default_model: str = "gemini-3-pro-image"
     upstream_models: dict = field(default_factory=dict)  # "[provider:]model" -> upstream id
     model_aliases: dict = field(default_factory=lambda: dict(OPENAI_ALIASES))  # e.g. dall-e-3=gemini-3-pro-image
+    models_file: str = ""  # GATEWAY_MODELS_FILE: catalog entries added or overridden (docs/providers.md)
     upstream_timeout: float = 180.0
     upstream_connect_timeout: float = 10.0
     upstream_max_retries: int = 2
@@ -151,6 +152,7 @@ class Settings:
             default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
             upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "[provider:]model=upstream-id"),
             model_aliases=_aliases(env),
+            models_file=(env.get("GATEWAY_MODELS_FILE") or "").strip(),
             upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
             upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
             upstream_retry_base_delay=_number(
