@@ -2,7 +2,9 @@
 built-in catalog by id, checked at start, listed by /v1/models and routed like built-in models."""
 import dataclasses
 import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import responses
@@ -83,6 +85,13 @@ def test_an_override_changes_only_the_fields_it_gives(write):
     assert model.image_price == {"1K": 0.1, "2K": 0.1, "4K": 0.2}
     assert (model.input_price, model.output_price, model.tiers) == (2.00, 12.00, catalog.TIERS)
     assert model.aliases == ("gemini-3-pro-image-preview", "nano-banana-pro")
+
+
+def test_the_example_of_the_docs_loads(write):
+    docs = (Path(__file__).parents[2] / "docs" / "providers.md").read_text()
+    example = re.search(r"## The models file.*?```yaml\n(.*?)```", docs, re.S)[1]
+    pro = loaded(write(example), {}).resolve("nano-banana-pro", "auto")
+    assert pro.served_by["openrouter"] == "google/gemini-3-pro-image" and pro.image_price["4K"] == 0.22
 
 
 def test_a_json_file_works_the_same(write):
