@@ -5,8 +5,8 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import catalog, observability
-from .catalog import is_catalog_name, resolve_model
+from . import observability
+from .catalog import install, is_catalog_name, resolve_model
 from .catalog_file import load_catalog
 from .config import ConfigError, Settings
 from .drain import DRAINING
@@ -49,7 +49,7 @@ def create_app(settings=None):
     from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
-    catalog.install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
+    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
     _check_models(settings)
     observability.configure_logging()
     if settings.admin_key and settings.admin_key in settings.api_keys:

@@ -21,7 +21,8 @@ RATIO = re.compile(r"[1-9]\d{0,2}:[1-9]\d{0,2}\Z")
 SIZE = re.compile(r"([1-9]\d{1,4})x([1-9]\d{1,4})\Z")
 MAX_INPUT_IMAGES = 64
 MAX_PARTIAL_IMAGES = 3
-# A new model's capabilities when the file does not give them: what every Gemini image model takes
+# A new model's capabilities when the file does not give them: the ten ratios every Gemini image
+# model takes, no tier sent, and the fewest input images any takes
 NEW_MODEL = {"aspect_ratios": TEN_RATIOS, "tiers": (), "max_input_images": 3, "created": 0}
 
 
@@ -167,15 +168,25 @@ def _check_prices(model, origin):
 
 
 def _check_names(catalog, origins, operator_aliases):
-    """Every id and alias names one model, and none is also an operator's alias or `auto`."""
+    """Every id and alias names one model, and none of the file's is `auto` or an operator's alias."""
     owners = {}
     for model in catalog.models:
         for name in (model.id, *model.aliases):
             owner = owners.setdefault(name, model)
             if owner is not model:
                 culprit, other = (model, owner) if model.id in origins else (owner, model)
-                field = "id" if name == culprit.id else "aliases"
-                raise ConfigError(f"{origins[culprit.id]}: {field}: {name!r} is already a name of {other.id}")
-            if model.id in origins and (name == "auto" or name in operator_aliases):
-                raise ConfigError(f"{origins[model.id]}: {'id' if name == model.id else 'aliases'}: {name!r} is "
-                                  "taken by GATEWAY_MODEL_ALIASES (`auto` is always)")
+                _refuse(origins[culprit.id], culprit, name, f"is already a name of {other.id}")
+            if model.id in origins and (reason := _reserved(name, operator_aliases)):
+                _refuse(origins[model.id], model, name, reason)
+
+
+def _reserved(name, operator_aliases):
+    if name == "auto":
+        return "is reserved: it means GATEWAY_DEFAULT_MODEL"
+    if name in operator_aliases:
+        return f"is an alias of GATEWAY_MODEL_ALIASES or its defaults (`{name}=` there removes it)"
+    return None
+
+
+def _refuse(origin, model, name, reason):
+    raise ConfigError(f"{origin}: {'id' if name == model.id else 'aliases'}: {name!r} {reason}")

@@ -139,9 +139,9 @@ ERRORS = [
      "models[0] acme-image-1: prices.per_image: no price for tier 2K (the model's tiers: 1K, 2K)"),
     ("aliases: [nano-banana]", "models[0] acme-image-1: aliases: 'nano-banana' is already a name of "
                                "gemini-2.5-flash-image"),
-    ("aliases: [dall-e-3]", "models[0] acme-image-1: aliases: 'dall-e-3' is taken by GATEWAY_MODEL_ALIASES"),
-    ("aliases: [auto]", "models[0] acme-image-1: aliases: 'auto' is taken by GATEWAY_MODEL_ALIASES (`auto` is "
-                        "always)"),
+    ("aliases: [dall-e-3]", "models[0] acme-image-1: aliases: 'dall-e-3' is an alias of GATEWAY_MODEL_ALIASES or "
+                            "its defaults (`dall-e-3=` there removes it)"),
+    ("aliases: [auto]", "models[0] acme-image-1: aliases: 'auto' is reserved: it means GATEWAY_DEFAULT_MODEL"),
 ]
 
 
@@ -156,6 +156,7 @@ def test_a_mistake_names_the_entry_and_the_field(write, fields, message):
 @pytest.mark.parametrize(("text", "message"), [
     ("models: [{id: acme-image-1}]", "models[0] acme-image-1: providers: Missing data for required field"),
     ("models: [{providers: {gemini: x}}]", "models[0]: id: Missing data for required field"),
+    ("models: [{id: auto, providers: {gemini: x}}]", "models[0] auto: id: 'auto' is reserved"),
     ("models: [{id: nano-banana, providers: {gemini: x}}]",
      "models[0] nano-banana: id: 'nano-banana' is already a name of gemini-2.5-flash-image"),
     ("models: [{id: a-1, providers: {gemini: x}}, {id: a-1, providers: {gemini: y}}]",
