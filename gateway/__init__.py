@@ -24,6 +24,15 @@ def _check_models(settings):
             raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
 
 
+def _install_catalog(settings):
+    """The process's catalog: the built-in models and GATEWAY_MODELS_FILE's (checked here)."""
+    from .catalog import install
+    from .catalog_file import load_catalog
+    from .providers import provider_types
+
+    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
+
+
 def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
@@ -37,6 +46,7 @@ def create_app(settings=None):
     from .images import GatewayRequest
 
     settings = settings or Settings.from_env()
+    _install_catalog(settings)
     _check_models(settings)
     observability.configure_logging()
     app = Flask(__name__)

@@ -169,6 +169,8 @@ class Settings:
     upstream_models: dict = setting("GATEWAY_UPSTREAM_MODELS", pairs("[provider:]model=upstream-id"), {})
     # Extra model names over OPENAI_ALIASES, e.g. dall-e-3=gemini-3-pro-image.
     model_aliases: dict = setting("GATEWAY_MODEL_ALIASES", aliases, OPENAI_ALIASES)
+    # A YAML or JSON file of catalog entries added or overridden (docs/providers.md#the-models-file).
+    models_file: str = setting("GATEWAY_MODELS_FILE", str, "")
     # Seconds for all upstream work of one request, retries and failover included.
     upstream_timeout: float = setting("UPSTREAM_TIMEOUT", number(at_least=1), 180.0)
     upstream_connect_timeout: float = 10.0  # fixed, not read from the environment (docs/configuration.md)

@@ -3,7 +3,7 @@ import logging
 
 from flask import Blueprint, current_app
 
-from .catalog import MODELS, listed_models
+from .catalog import listed_models, models
 from .errors import GatewayError
 from .store import StoreUnavailable
 
@@ -32,7 +32,7 @@ def ready():
         "status": "ok",
         "providers": {name: {"configured": provider.configured} for name, provider in providers.items()},
         "default_model": settings.default_model,
-        "models": [model.id for model in MODELS],
+        "models": [model.id for model in models()],
         "aliases": _aliases(settings),
         **_stores(current_app.config["ACCOUNTS"]),
     }
