@@ -3,7 +3,8 @@ GET / DELETE /v1/images/jobs/<id> for the key that made it."""
 from flask import Blueprint, current_app, jsonify, request
 
 from ..auth import current_client, require_api_key
-from ..errors import InvalidRequest, error_body, error_format_for
+from ..errors import InvalidRequest, error_body
+from ..http_errors import error_format_for
 from ..providers import Usage
 from .files import public_root
 

@@ -10,23 +10,32 @@ import responses
 from sqlalchemy import insert, select
 
 from gateway import create_app
-from gateway.accounting import Window, decide, reset_text
+from gateway.counters import Window, decide, reset_text
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
-from tests.conftest import CLIENT_KEY, STORES
+from tests.conftest import CLIENT_KEY, REDIS_URL, STORES
 from tests.support import ADMIN, ADMIN_KEY, create_key, gemini_answer, generate_as, metric
 from tests.unit.conftest import GENERATE
 
 PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the mock's 10 input tokens
 
 
-@pytest.fixture(params=STORES)
-def database_url(request):
-    return request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(params=[*STORES, "sqlite+redis"])
+def backend(request):
+    """Where the counters live: the database (SQLite or PostgreSQL), or Redis."""
+    return request.param
 
 
 @pytest.fixture
-def settings(settings):
+def database_url(request, backend):
+    return request.getfixturevalue(f"{backend.split('+')[0]}_url")
+
+
+@pytest.fixture
+def settings(request, settings, backend):
+    if "redis" in backend:
+        prefix = request.getfixturevalue("redis_prefix")
+        settings = dataclasses.replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
     return dataclasses.replace(settings, admin_key=ADMIN_KEY)
 
 
