@@ -4,12 +4,9 @@ a message naming its variable.
 
 Nothing here may import `requests` (nor urllib3): the master imports this file, and gevent must
 patch ssl and sockets in each worker before urllib3 is first imported."""
-import functools
 import glob
 import os
 import tempfile
-
-from gunicorn import util
 
 # Metrics from every worker are summed through files in one directory; it must be known before
 # any worker imports prometheus_client.
@@ -44,7 +41,7 @@ logconfig_dict = serving.LOG_CONFIG
 control_socket_disable = True
 
 # workers fork from this process and share the patches
-util.write_error = functools.partial(serving.write_json_error, error_format=settings.error_format)
+serving.answer_refusals_as_json(settings.error_format)
 serving.bound_writes(settings.client_send_timeout)
 serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 

@@ -23,6 +23,7 @@ from .. import tracing
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..jsonchunks import loads_carving
 from ..metrics import record_attempt
+from ..patches.urllib3 import read_available
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ class Transport:
                                       cause="connect_timeout") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
             raise self._late() from None
-        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
+        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from the read
             if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
                 raise self._late() from None
             raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
@@ -276,7 +277,6 @@ class Transport:
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()
             raise too_large
-        connection = response.raw.connection
         decode = "Content-Encoding" in response.headers  # only if compressed all the same
         chunks, size = [], 0
         while True:
@@ -284,9 +284,7 @@ class Transport:
             if remaining <= 0:
                 response.close()
                 raise self._late()
-            if connection is not None and connection.sock is not None:
-                connection.sock.settimeout(remaining)
-            chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
+            chunk = read_available(response, READ_CHUNK, within=remaining, decode=decode)
             if not chunk:
                 return events.close() if events else b"".join(chunks)
             size += len(chunk)
