@@ -49,4 +49,4 @@ def close_after_response(req, flag=DRAINING):
     on a kept-alive connection reconnects, through the load balancer, to an instance that is
     not stopping (an L4 balancer such as a Kubernetes Service only balances new connections)."""
     if flag.draining:
-        req.force_close()
+        gunicorn_patches.close_after_response(req)

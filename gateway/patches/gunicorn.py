@@ -36,6 +36,13 @@ def replace_error_page(write_error):
     util.write_error = write_error
 
 
+def close_after_response(req):
+    """In the pre_request hook: `req`'s response goes out with `Connection: close` and the
+    connection is closed after it (the drain sends kept-alive clients elsewhere). Relies on
+    `Request.force_close()`, which gunicorn's Response reads back through `req.should_close()`."""
+    req.force_close()
+
+
 def before_sigterm_stop(arbiter, before):
     """In the on_starting hook: on SIGTERM the master runs `before()` (the drain), then gunicorn's
     own stop. gunicorn has no hook between the master's SIGTERM and its stopping of the workers.

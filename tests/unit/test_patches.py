@@ -132,6 +132,20 @@ def test_the_error_page_is_replaced_on_the_module(monkeypatch):
     assert pages == [("sock", 400, "Bad Request", "Invalid header")]
 
 
+# --- gunicorn: Connection: close while draining (close_after_response) --------------------------
+
+def test_gunicorn_closes_a_connection_that_pre_request_marked():
+    req, server, client = parsed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with server, client:
+        assert not req.should_close()
+        gunicorn_patches.close_after_response(req)
+        assert req.should_close(), changed(GUNICORN, "Request.force_close() no longer makes should_close() true")
+        response = gunicorn.http.wsgi.Response(req, server, Config())
+        assert response.should_close(), changed(GUNICORN, "Response no longer closes when its request must close")
+        assert "Connection: close\r\n" in response.default_headers(), changed(
+            GUNICORN, "Response no longer sends Connection: close for a request that must close")
+
+
 # --- gunicorn: the drain between SIGTERM and the stop (before_sigterm_stop) ----------------------
 
 def bare_arbiter():
