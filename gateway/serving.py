@@ -13,7 +13,7 @@ import random
 import resource
 import time
 
-from gunicorn import glogging, util
+from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
 from .patches import gunicorn as gunicorn_patches
@@ -30,15 +30,6 @@ LOG_CONFIG = {  # gunicorn's own log lines (refusals, worker starts and exits) a
                 "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}},
     "root": {"level": "INFO", "handlers": []},  # the app adds its own (observability.configure_logging)
 }
-
-
-class Logger(glogging.Logger):
-    """gunicorn's logger without its access log: the gateway logs one JSON line per request
-    itself. gunicorn would otherwise build its access-log fields for every request (LOG_CONFIG
-    turns that on) only for the "gunicorn.access" logger to drop them."""
-
-    def access(self, resp, req, environ, request_time):
-        pass
 
 
 class BodyReader:
