@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import gunicorn.http.wsgi
 import gunicorn.workers.base
@@ -24,6 +25,7 @@ from gunicorn.http.parser import RequestParser
 from gateway.patches import gunicorn as gunicorn_patches
 from gateway.patches import urllib3 as urllib3_patches
 
+ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = f"gunicorn {gunicorn_patches.PINNED} (gateway/patches/gunicorn.py)"
 URLLIB3 = f"urllib3 {urllib3_patches.PINNED} (gateway/patches/urllib3.py)"
 
@@ -34,6 +36,8 @@ def changed(library, what):
 
 @pytest.mark.parametrize("name, pinned", [("gunicorn", gunicorn_patches.PINNED), ("urllib3", urllib3_patches.PINNED)])
 def test_the_patched_libraries_are_the_versions_the_patches_were_written_for(name, pinned):
+    assert f"{name}=={pinned}" in (ROOT / "requirements.txt").read_text().split(), (
+        f"requirements.txt does not pin {name}=={pinned}, the version gateway/patches/{name}.py was written for")
     assert version(name) == pinned, (
         f"{name} is {version(name)}, but gateway/patches/{name}.py was written and checked against {pinned}: "
         f"run tests/unit/test_patches.py, fix what fails, then change its PINNED and requirements.txt together.")
@@ -120,6 +124,8 @@ def test_wrapped_writes_are_what_gunicorn_calls(monkeypatch):
 def test_gunicorn_writes_its_refusals_with_util_write_error():
     assert parameters(util.write_error) == ["sock", "status_int", "reason", "mesg"], changed(
         GUNICORN, "util.write_error's signature")
+    assert parameters(util.write_nonblock) == ["sock", "data", "chunked"], changed(
+        GUNICORN, "util.write_nonblock's signature (serving.write_json_error writes the JSON page with it)")
     assert "util.write_error(client, status_int, reason, mesg)" in source(gunicorn.workers.base.Worker.handle_error), \
         changed(GUNICORN, "Worker.handle_error no longer writes its page with util.write_error")
 
