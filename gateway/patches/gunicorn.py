@@ -1,8 +1,8 @@
 """Where the gateway reaches into gunicorn's internals (gunicorn==27.0.1, pinned in
 requirements.txt). None of these is a speed-up: each gives a deadline, a JSON page or a drain
-that gunicorn has no public hook for. tests/unit/test_patches.py checks what each relies on."""
-from gunicorn import util
-
+that gunicorn has no public hook for. tests/unit/test_patches.py checks what each relies on.
+gunicorn itself is imported only by the patches that need its module: gateway/drain.py imports
+this one, and the package (with its providers) must not import gunicorn."""
 PINNED = "27.0.1"
 
 
@@ -24,6 +24,8 @@ def wrap_response_writes(wrap):
     none, so a client that stops reading would hold its connection for as long as TCP keeps it.
     Relies on gunicorn's Response writing through these two module functions, looked up on the
     module at each call."""
+    from gunicorn import util
+
     for name in ("write", "write_chunk"):
         setattr(util, name, wrap(getattr(util, name)))
 
@@ -33,6 +35,8 @@ def replace_error_page(write_error):
     status_int, reason, mesg)` instead of gunicorn's HTML page, so every error the gateway's
     port answers is in the one JSON shape. Relies on the worker's `handle_error` calling
     `gunicorn.util.write_error`, looked up on the module."""
+    from gunicorn import util
+
     util.write_error = write_error
 
 
