@@ -1,6 +1,6 @@
 """The floor under the gateway's numbers: the least an app built to the design card can do per
 image call. A Flask view that reads the client's JSON, POSTs the upstream body with requests'
-adapter (as gateway/providers/transport.py does) and hands the upstream's answer back unread,
+`Session.post` (as gateway/providers/transport.py does) and hands the upstream's answer back unread,
 under the same gunicorn worker class. No key check, validation, image check, log line or
 metrics. bench/run.py measures it next to the gateway, so on any machine the gateway's CPU
 and added latency can be read against what Flask, gunicorn and requests cost by themselves.
@@ -30,8 +30,7 @@ def health():  # for bench/run.py's wait_for
 def generate():
     body = json.dumps({"contents": [{"role": "user", "parts": [{"text": request.get_json()["prompt"]}]}],
                        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}).encode()
-    call = requests.PreparedRequest()
-    call.prepare(method="POST", url=UPSTREAM_URL, data=body,
-                 headers={"x-goog-api-key": os.environ.get("UPSTREAM_KEY", ""), "Content-Type": "application/json"})
-    answer = session.get_adapter(UPSTREAM_URL).send(call, stream=True, timeout=(5, 60))
+    answer = session.post(UPSTREAM_URL, data=body, stream=True, allow_redirects=False, timeout=(5, 60),
+                          headers={"x-goog-api-key": os.environ.get("UPSTREAM_KEY", ""),
+                                   "Content-Type": "application/json"})
     return Response(answer.raw.read(), status=answer.status_code, mimetype="application/json")

@@ -15,6 +15,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from .errors import InvalidRequest
+from .patches.urllib3 import read_available
 
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -140,7 +141,7 @@ def _read_body(response, max_bytes, deadline):
             raise FetchRefused(f"the image is larger than {max_bytes} bytes")
         body = bytearray()
         try:
-            while chunk := response.raw.read1(CHUNK):  # returns as soon as some bytes arrive
+            while chunk := read_available(response, CHUNK):  # returns as soon as some bytes arrive
                 body += chunk
                 if len(body) > max_bytes:
                     raise FetchRefused(f"the image is larger than {max_bytes} bytes")

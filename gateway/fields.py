@@ -5,15 +5,11 @@ from .errors import shorten
 
 
 class StrictInteger(fields.Integer):
-    """An integer that refuses booleans, floats and numeric strings."""
+    """An integer that refuses booleans, floats and numeric strings (marshmallow's strict
+    Integer: its numbers refuse booleans themselves since marshmallow 4)."""
 
     def __init__(self, **kwargs):
         super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
 
 
 def _field_name(prefix, key):

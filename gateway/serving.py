@@ -13,8 +13,10 @@ import random
 import resource
 import time
 
-from gunicorn import glogging, util
+from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
+
+from .patches import gunicorn as gunicorn_patches
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -28,15 +30,6 @@ LOG_CONFIG = {  # gunicorn's own log lines (refusals, worker starts and exits) a
                 "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}},
     "root": {"level": "INFO", "handlers": []},  # the app adds its own (observability.configure_logging)
 }
-
-
-class Logger(glogging.Logger):
-    """gunicorn's logger without its access log: the gateway logs one JSON line per request
-    itself. gunicorn would otherwise build its access-log fields for every request (LOG_CONFIG
-    turns that on) only for the "gunicorn.access" logger to drop them."""
-
-    def access(self, resp, req, environ, request_time):
-        pass
 
 
 class BodyReader:
@@ -65,9 +58,8 @@ class BodyReader:
 
 def limit_body(req, seconds):
     """Put `req`'s body behind a BodyReader (gunicorn's pre_request hook)."""
-    if req.body is not None:
-        req.body.reader = BodyReader(req.body.reader, req.unreader.sock, seconds, req._expected_100_continue)
-    req._expected_100_continue = False  # gunicorn would send it before the app has seen the request
+    gunicorn_patches.wrap_request_body(
+        req, lambda reader, sock, send_continue: BodyReader(reader, sock, seconds, send_continue))
 
 
 def bound_writes(seconds):
@@ -75,11 +67,15 @@ def bound_writes(seconds):
     to be taken by the client. A client that stops reading would otherwise hold its connection,
     greenlet and response bytes for as long as TCP keeps the connection (gevent's sendall has no
     deadline); past it the connection is closed as if the client had reset it, which also ends a
-    stream and cancels its upstream calls. Patches gunicorn's two write functions (once, in the
-    master; the workers fork with it). Reads keep their own deadlines: the socket has none
-    between writes."""
-    for name in ("write", "write_chunk"):
-        setattr(util, name, _with_deadline(getattr(util, name), seconds))
+    stream and cancels its upstream calls. Wraps gunicorn's two write functions (once, in the
+    master; the workers fork with it: gateway/patches/gunicorn.py). Reads keep their own
+    deadlines: the socket has none between writes."""
+    gunicorn_patches.wrap_response_writes(lambda write: _with_deadline(write, seconds))
+
+
+def answer_refusals_as_json(error_format):
+    """gunicorn's own refusals written by write_json_error (once, in the master)."""
+    gunicorn_patches.replace_error_page(functools.partial(write_json_error, error_format=error_format))
 
 
 def _with_deadline(write, seconds):

@@ -5,13 +5,13 @@ and per-attempt metrics. A provider brings its URL, headers, body, and how to re
 import contextlib
 import contextvars
 import email.utils
+import http.cookiejar
 import logging
 import random
 import re
 import threading
 import time
 from functools import cache
-from urllib.parse import urlsplit
 
 import gevent
 import requests
@@ -23,6 +23,7 @@ from .. import tracing
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..jsonchunks import loads_carving
 from ..metrics import record_attempt
+from ..patches.urllib3 import read_available
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +108,20 @@ def cancelled():
 
 
 class Session(requests.Session):
-    """The upstream session. `post_json` hands a request it prepared itself straight to the
-    mounted adapter (requests' connection pools), skipping `Session.request`, which on every call
-    reads the proxy variables from os.environ, looks for ~/.netrc, merges cookie jars, headers
-    and hooks, and watches for redirects: a third of a small call's CPU in requests
-    (docs/benchmarks.md). What differs, on purpose: the proxy and CA-bundle variables are read once per
-    upstream origin (the environment does not change while the gateway runs); no cookie is kept,
-    so one client's upstream cookies never ride along on another client's call; and a redirect is
-    not followed (the API key header would go with it) but is an upstream error like any non-2xx
-    answer. Other users of the session (google-auth's token requests) get requests' usual way."""
+    """The upstream session: requests' own, through its public API. It keeps no cookie (a cookie
+    policy that refuses every domain), so one client's upstream cookies never ride along on
+    another client's call; and `post_json` follows no redirect (the API key header would go with
+    it): a 3xx is an upstream error like any non-2xx answer. The proxy and CA-bundle variables
+    are requests' usual ones, read on each call."""
 
     def __init__(self):
         super().__init__()
-        self.environment = {}
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def post_json(self, url, headers, body, timeout):
         """The answer to POSTing the JSON bytes `body`, its body left unread (stream=True)."""
-        request = requests.PreparedRequest()
-        request.prepare(method="POST", url=url, data=body,
-                        headers={**self.headers, **headers, "Content-Type": "application/json"})
-        origin = urlsplit(url)[:2]
-        if origin not in self.environment:
-            self.environment[origin] = self.merge_environment_settings(url, {}, True, None, None)
-        return self.get_adapter(url).send(request, timeout=timeout, **self.environment[origin])
+        return self.post(url, data=body, headers={**headers, "Content-Type": "application/json"},
+                         timeout=timeout, stream=True, allow_redirects=False)
 
 
 @cache
@@ -252,7 +244,7 @@ class Transport:
                                       cause="connect_timeout") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):
             raise self._late() from None
-        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from read1
+        except (requests.exceptions.RequestException, HTTPError) as error:  # HTTPError: urllib3's, from the read
             if isinstance(error.args[0] if error.args else None, ReadTimeoutError):
                 raise self._late() from None
             raise UpstreamUnavailable(f"Could not reach {self.api} ({type(error).__name__}).",
@@ -276,7 +268,6 @@ class Transport:
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()
             raise too_large
-        connection = response.raw.connection
         decode = "Content-Encoding" in response.headers  # only if compressed all the same
         chunks, size = [], 0
         while True:
@@ -284,9 +275,7 @@ class Transport:
             if remaining <= 0:
                 response.close()
                 raise self._late()
-            if connection is not None and connection.sock is not None:
-                connection.sock.settimeout(remaining)
-            chunk = response.raw.read1(READ_CHUNK, decode_content=decode)
+            chunk = read_available(response, READ_CHUNK, within=remaining, decode=decode)
             if not chunk:
                 return events.close() if events else b"".join(chunks)
             size += len(chunk)

@@ -85,7 +85,8 @@ def test_each_of_n_calls_fails_over_on_its_own(client, auth, upstream):
     upstream.add(responses.POST, CHAT, json=openrouter_answer())
     response = generate(client, auth, n=2)
     assert response.status_code == 200 and len(response.get_json()["data"]) == 2
-    assert response.headers["x-gateway-provider"] == "gemini, openrouter"
+    # the calls run at once, so which one got gemini's 503 and failed over is up to the threads
+    assert sorted(response.headers["x-gateway-provider"].split(", ")) == ["gemini", "openrouter"]
     assert calls_to(upstream, CHAT) == 1
 
 

@@ -114,8 +114,7 @@ def test_the_body_and_headers_are_sent_as_given(settings, web):
 
 @pytest.mark.parametrize("no_proxy, proxied", [("", True), ("upstream.test", False)])
 def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypatch, no_proxy, proxied):
-    """Read once per upstream origin (the environment does not change while the gateway runs),
-    with the same answer as requests' own reading, call after call."""
+    """requests' own reading of the environment, call after call."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
     web.add(responses.POST, URL, json={"text": "made"})
