@@ -1,6 +1,7 @@
 """The playground page in a real headless browser (Playwright driving Debian's Chromium) against
 the gateway under gunicorn and the emulator: a first visit (type a key and a prompt, press
-Generate), two images, paint a mask and edit, a typed model id, the usage panel, a wrong key. A
+Generate), two images, paint a mask and edit, images as URLs, a job (cancelled, then polled until
+completed), a typed model id, the usage panel, a wrong key. A
 screenshot of the page is saved next to the test's logs when a test fails."""
 import base64
 import io
@@ -132,6 +133,47 @@ def test_paint_a_mask_and_edit(page, tmp_path):
     source_box, result_box = page.locator("#source").bounding_box(), page.locator("figure img").bounding_box()
     assert result_box["x"] >= source_box["x"] + source_box["width"]  # the result is beside its source
     assert result_box["y"] < source_box["y"] + source_box["height"]
+
+
+def test_return_url_shows_the_image_from_its_url(page):
+    sent = []
+    page.on("request", lambda request: sent.append(request.post_data_json) if request.method == "POST" else None)
+    use_key(page)
+    page.wait_for_selector("#key-status:has-text('models')")
+    page.get_by_label("Return").first.select_option(label="URL")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("figure[data-state=done]", timeout=30000)
+    img = page.locator("figure[data-state=done] img")
+    assert re.search(r"/v1/images/files/[\w-]+\.png\?expires=\d+&sig=", img.get_attribute("src"))
+    expect(img).to_have_js_property("complete", True)
+    assert img.evaluate("img => img.naturalWidth") > 0  # fetched and decoded, with no key
+    assert page.locator("figure a").get_attribute("href") == img.get_attribute("src")
+    assert sent[-1]["response_format"] == "url" and "stream" not in sent[-1]  # stream with url is a 400
+    assert page.locator("#message").inner_text() == ""
+
+
+def test_run_as_a_job_can_be_cancelled_or_polled_until_completed(page):
+    use_key(page)
+    page.wait_for_selector("#key-status:has-text('models')")
+    page.get_by_label("Run as a job").first.check()
+    generate, status = page.get_by_role("button", name="Generate"), page.locator("#job-status")
+    page.locator("#g-prompt").fill("a slow lighthouse [emulator: delay=20]")
+    generate.click()
+    expect(status).to_have_text(re.compile("queued|in_progress"))
+    assert page.locator("#job-id").inner_text().startswith("imgjob_")
+    expect(generate).to_be_disabled()  # while the job runs
+    page.get_by_role("button", name="Cancel").click()  # DELETE /v1/images/jobs/{id}
+    expect(status).to_have_text("cancelled")
+    expect(generate).to_be_enabled()
+    assert page.locator("figure").count() == 0
+    page.locator("#g-prompt").fill("a lighthouse [emulator: delay=2]")
+    generate.click()
+    expect(status).to_have_text("in_progress")  # polled every second
+    expect(status).to_have_text("completed", timeout=30000)
+    expect(page.locator("figure[data-state=done] img")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+    expect(generate).to_be_enabled()
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    assert page.locator("#message").inner_text() == ""
 
 
 def test_a_typed_model_id_wins_over_the_list(page):

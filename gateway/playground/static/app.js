@@ -96,10 +96,11 @@ function figureFor(index) {
 }
 
 function show(data, kind) {
+  // one image: a stream's event, or one item of a response body (its `url`, or its base64)
   const index = data.index || 0;
   const figure = figureFor(index);
   const img = figure.querySelector("img");
-  const url = `data:image/${data.output_format};base64,${data.b64_json}`;
+  const url = data.url || `data:image/${data.output_format};base64,${data.b64_json}`;
   img.src = url;
   img.alt = data.revised_prompt || "generated image";
   const caption = figure.querySelector("figcaption");
@@ -109,10 +110,10 @@ function show(data, kind) {
     return;
   }
   figure.dataset.state = "done";
-  const usage = data.usage || {};
-  const cost = usage.cost === undefined ? "" : ` · $${usage.cost.toFixed(4)}`;
-  caption.textContent = `${data.size} · ${usage.total_tokens || 0} tokens${cost}` +
-    (data.revised_prompt ? ` · ${data.revised_prompt}` : "");
+  const usage = data.usage;
+  const cost = usage && usage.cost !== undefined ? ` · $${usage.cost.toFixed(4)}` : "";
+  const spent = usage ? ` · ${usage.total_tokens || 0} tokens${cost}${data.usageOf || ""}` : "";
+  caption.textContent = `${data.size}${spent}` + (data.revised_prompt ? ` · ${data.revised_prompt}` : "");
   const link = document.createElement("a");
   link.href = url;
   link.download = `image-${index + 1}.${data.output_format === "jpeg" ? "jpg" : data.output_format}`;
@@ -120,23 +121,93 @@ function show(data, kind) {
   caption.append(link);
 }
 
-async function stream(form, url, init) {
-  // POST with stream: true; server-sent events become figures as they come. The form's button
-  // stays disabled until the request ends, so one click is one request.
-  const button = form.querySelector("button[type=submit]");
-  button.disabled = true;
+function showBody(body) {
+  // a synchronous response body (or a job's `result`): usage is summed over its images, so it is
+  // shown once, on the first
+  const many = body.data.length > 1 ? ` (all ${body.data.length} images)` : "";
+  body.data.forEach((item, index) => show({ ...item, index, size: body.size, output_format: body.output_format,
+    usage: index === 0 ? body.usage : undefined, usageOf: many }, "completed"));
+}
+
+class Refused extends Error {}  // the gateway's own error message
+
+async function readJSON(url, init) {
+  const response = await fetch(url, init);
+  if (!response.ok) throw new Refused(await errorText(response));
+  return response.json();
+}
+
+async function send(url, init, { streamed, asJob }) {
+  // One request: a stream of events, a plain JSON answer (URLs), or a job to poll. Every submit
+  // button stays disabled until it ends (a job: until its final status), so one click is one request.
+  const buttons = document.querySelectorAll("form button[type=submit]");
+  for (const button of buttons) button.disabled = true;
   results.replaceChildren();
+  $("#job").hidden = true;
   say("");
-  working("Working...");
+  working(asJob ? "" : "Working...");
   try {
-    await readEvents(url, init);
+    if (asJob) await runJob(url, init);
+    else if (streamed) await readEvents(url, init);
+    else showBody(await readJSON(url, init));
   } catch (error) {
-    say(String(error));
+    say(error instanceof Refused ? error.message : String(error));
   } finally {
-    button.disabled = false;
+    for (const button of buttons) button.disabled = false;
     working("");
     loadUsage();
   }
+}
+
+// --- jobs: `Prefer: respond-async`, then GET /v1/images/jobs/{id} every second until it ends ----
+const FINAL = ["completed", "failed", "cancelled"];
+const cancelButton = $("#cancel-job");
+let wake = () => {};
+
+function pause(ms) {
+  // a second between polls, cut short by Cancel
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    wake = () => { clearTimeout(timer); resolve(); };
+  });
+}
+
+function showJob(job) {
+  $("#job").hidden = false;
+  $("#job-id").textContent = job.id;
+  $("#job-status").textContent = job.status;
+  cancelButton.hidden = FINAL.includes(job.status);
+}
+
+async function runJob(url, init) {
+  const response = await fetch(url, { ...init, headers: { ...init.headers, Prefer: "respond-async" } });
+  if (response.status !== 202) throw new Refused(await errorText(response));
+  let job = await response.json();
+  const path = `/v1/images/jobs/${encodeURIComponent(job.id)}`;
+  let cancelled = null;  // DELETE's answer, once Cancel is pressed
+  cancelButton.disabled = false;
+  cancelButton.onclick = () => {
+    cancelButton.disabled = true;
+    cancelled = readJSON(path, { method: "DELETE", headers: authorization() });
+    wake();
+  };
+  try {
+    showJob(job);
+    while (!FINAL.includes(job.status)) {
+      if (!cancelled) await pause(1000);
+      const answer = cancelled || readJSON(path, { headers: authorization() });
+      const next = await answer;
+      if (cancelled && answer !== cancelled) continue;  // Cancel was pressed during this poll: DELETE's answer wins
+      job = next;
+      showJob(job);
+    }
+  } finally {
+    cancelButton.onclick = null;
+    cancelButton.hidden = true;
+  }
+  if (job.status === "completed") showBody(job.result);
+  if (job.status === "failed") say((job.error && job.error.error && job.error.error.message) ||
+    (job.error && job.error.message) || "The job failed.");
 }
 
 async function readEvents(url, init) {
@@ -162,23 +233,34 @@ async function readEvents(url, init) {
 }
 
 function requestFields(form) {
-  // the form's non-empty fields, with a typed model id winning over the list
+  // the form's non-empty fields, with a typed model id winning over the list ("Run as a job" is
+  // a header, not a field)
   const fields = new FormData(form);
   const typed = (fields.get("model_id") || "").trim();
   fields.delete("model_id");
+  fields.delete("as_job");
   if (typed) fields.set("model", typed);
   return [...fields].filter(([, value]) => value !== "");
 }
 
+function mode(form) {
+  // streamed (previews) unless URLs are asked for (`stream` with `url` is a 400) or it runs as a
+  // job (a job cannot stream)
+  const asJob = form.elements.as_job.checked;
+  return { asJob, streamed: !asJob && form.elements.response_format.value !== "url" };
+}
+
 $("#generate").addEventListener("submit", (event) => {
   event.preventDefault();
-  const body = { stream: true, partial_images: 2 };  // the gateway sends previews only for models that draw them
+  const how = mode(event.target);
+  // the gateway sends previews only for models that draw them
+  const body = how.streamed ? { stream: true, partial_images: 2 } : {};
   for (const [name, value] of requestFields(event.target)) body[name] = name === "n" ? Number(value) : value;
-  stream(event.target, "/v1/images/generations", {
+  send("/v1/images/generations", {
     method: "POST",
     headers: { ...authorization(), "Content-Type": "application/json" },
     body: JSON.stringify(body),
-  });
+  }, how);
 });
 
 // --- edits: pick or drop images, paint a mask over the first -------------------------------------
@@ -248,8 +330,9 @@ $("#edit").addEventListener("submit", async (event) => {
   for (const file of files) form.append(files.length > 1 ? "image[]" : "image", file, file.name);
   if (painted) form.append("mask", await maskBlob(), "mask.png");
   for (const [name, value] of requestFields(event.target)) if (name !== "image") form.append(name, value);
-  form.append("stream", "true");
-  stream(event.target, "/v1/images/edits", { method: "POST", headers: authorization(), body: form });
+  const how = mode(event.target);
+  if (how.streamed) form.append("stream", "true");
+  send("/v1/images/edits", { method: "POST", headers: authorization(), body: form }, how);
 });
 
 $("#key").value = localStorage.getItem(KEY) || "";
