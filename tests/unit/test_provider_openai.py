@@ -260,3 +260,8 @@ def test_openais_refusal_of_the_key_is_a_502_that_never_echoes_it(openai_app, au
     assert response.status_code == 502
     assert "OPENAI_API_KEY" in response.get_json()["message"]
     assert OPENAI_KEY not in response.get_data(as_text=True)
+
+
+def test_the_openapi_spec_names_the_provider_and_its_settings(client):
+    description = client.get("/openapi.json").json["info"]["description"]
+    assert all(name in description for name in ("`openai`", "gpt-image-1", "OPENAI_API_KEY", "OPENAI_BASE_URL"))
