@@ -218,10 +218,19 @@ def _create(params, settings, client, model, chain, admission, inputs=(), instru
     prompt = prompt_for(params, instructions)
     aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
     partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
+    per_call = _images_per_call(params, chain)
     wire_request = _WireRequests(lambda provider: ImageCall(
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
-        model.image_only, interim_images=partial_images > 0, label=model.label, params=params,
+        model.image_only, interim_images=partial_images > 0, label=model.label, n=per_call, params=params,
         edit_images=files[0], mask=files[1]))
     wire_request(chain[0])
     return ImageJob(settings, client, model, chain, wire_request, prompt, params, admission, mask, partial_images,
-                    tier)
+                    tier, params.get("n", 1) // per_call)
+
+
+def _images_per_call(params, chain):
+    """All `n` images in one upstream call when every provider that may serve it takes `n`;
+    else, and for a stream (whose images go out as each call finishes), one image per call."""
+    if params.get("stream") or not all(provider.takes_n for provider in chain):
+        return 1
+    return params.get("n", 1)

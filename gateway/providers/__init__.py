@@ -23,6 +23,7 @@ class ImageCall:
     image_only: bool = False  # the model answers with images only, never words
     interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
     label: str = ""  # the model's name in metrics (a catalog id)
+    n: int = 1  # images this one call makes (more than 1 only for a provider that `takes_n`)
     # The client's validated OpenAI parameters (prompt, size, quality, background...), for a
     # provider that maps them to its wire itself rather than through the ratio and tier above
     params: dict = field(default_factory=dict)
@@ -103,6 +104,7 @@ class Provider:
     """The protocol every provider follows, with what they share: a transport of its own, whose
     messages name `subject`, and the wire body built once per client request by `build_body`."""
     name = subject = missing_setting = ""
+    takes_n = False  # makes a request's `n` images in one upstream call (OpenAI's `n`)
 
     def __init__(self, settings, session=None):
         self.transport = transport.Transport(settings, self.name, self.subject, session)

@@ -34,11 +34,11 @@ def size_for(params):
 
 
 def wire_fields(call, edit=False):
-    """The body's fields, in OpenAI's names, from the client's parameters. One image per call: the
-    service runs the `n` calls (docs/providers.md). The prompt is the client's own: masks and
+    """The body's fields, in OpenAI's names, from the client's parameters; `n` is the call's (all
+    the request's images, or one of a stream's `n` calls). The prompt is the client's own: masks and
     `input_fidelity` are OpenAI's, and `style` is DALL-E 3's only, so no instruction is added."""
     params = call.params
-    fields = {"model": call.model, "prompt": params["prompt"], "n": 1}
+    fields = {"model": call.model, "prompt": params["prompt"], "n": call.n}
     if size_for(params):
         fields["size"] = size_for(params)
     if params.get("quality"):
@@ -158,6 +158,7 @@ def error_for(response, secret=""):
 class OpenAIProvider(Provider):
     name, subject, missing_setting = "openai", SUBJECT, "OPENAI_API_KEY"
     build_body = staticmethod(build_body)
+    takes_n = True
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)

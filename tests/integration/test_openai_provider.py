@@ -50,6 +50,14 @@ def test_the_sdk_generates_through_openai(client, emulator_url):
                                         "background": "transparent", "output_format": "png"}
 
 
+def test_n_images_are_one_upstream_call(client, emulator_url):
+    since = time.time()
+    result = client.images.generate(prompt="three boats", model="gpt-image-1-mini", n=3, size="1024x1536")
+    assert [image_of(item.b64_json).size for item in result.data] == [(1024, 1536)] * 3
+    [sent] = [r for r in emulator_requests(emulator_url, since) if r["api"] == "openai"]
+    assert sent["generationConfig"]["n"] == 3
+
+
 def test_the_sdk_edits_with_a_mask_through_openai(client, emulator_url):
     since = time.time()
     photo = png_bytes(size=(64, 64), colour=(10, 200, 10))

@@ -65,6 +65,10 @@ def test_a_generation_body_carries_the_clients_prompt_and_one_image():
     assert body() == {"model": "gpt-image-1", "prompt": "a red fox", "n": 1, "output_format": "png"}
 
 
+def test_n_is_the_calls_own():
+    assert json.loads(openai_provider.build_body(dataclasses.replace(call(n=3), n=3)))["n"] == 3
+
+
 @pytest.mark.parametrize(("params", "size"), [
     ({"size": "1024x1024"}, "1024x1024"),
     ({"size": "1536x1024"}, "1536x1024"),
@@ -237,6 +241,22 @@ def test_a_generation_goes_to_openai_with_the_key_and_is_priced_from_its_tokens(
     assert usage["output_tokens"] == 4160
     assert usage["cost"] == round((10 * 5.00 + 2 * 10.00 + 4160 * 40.00) / 1e6, 6)
     assert response.get_json()["data"][0]["revised_prompt"] == "a fox"
+
+
+def test_n_images_come_from_one_upstream_call(openai_app, auth, mocked):
+    mocked.add(responses.POST, GENERATIONS, json=answer(3))
+    response = openai_app.test_client().post("/v1/images/generations", headers=auth,
+                                             json={"prompt": "a fox", "model": "gpt-image-1-mini", "n": 3})
+    assert response.status_code == 200 and len(response.get_json()["data"]) == 3
+    assert len(mocked.calls) == 1 and json.loads(mocked.calls[0].request.body)["n"] == 3
+
+
+def test_a_stream_of_n_images_is_n_calls_of_one(openai_app, auth, mocked):
+    mocked.add(responses.POST, GENERATIONS, json=answer())
+    response = openai_app.test_client().post("/v1/images/generations", headers=auth, json={
+        "prompt": "a fox", "model": "gpt-image-1", "n": 2, "stream": True})
+    assert response.get_data(as_text=True).count("event: image_generation.completed") == 2
+    assert [json.loads(sent.request.body)["n"] for sent in mocked.calls] == [1, 1]
 
 
 def test_an_edit_with_a_mask_goes_as_multipart_files(openai_app, auth, mocked):
