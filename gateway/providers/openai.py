@@ -157,7 +157,6 @@ def error_for(response, secret=""):
 
 class OpenAIProvider(Provider):
     name, subject, missing_setting = "openai", SUBJECT, "OPENAI_API_KEY"
-    build_body = staticmethod(build_body)
     takes_n = True
 
     def __init__(self, settings, session=None):
