@@ -251,6 +251,9 @@ def create_emulator(api_key=None, issuer=None):
             response.headers["Retry-After"] = wanted["retry_after"]
         return response
 
+    from .openai_images import register  # OpenAI's Images API; imported here, as it builds on this module
+    register(app, api_key, faults)
+
     @app.get("/")
     def index():
         return {"emulator": "gemini and openrouter", "models": sorted(MODELS), "openrouter": sorted(OPENROUTER_MODELS)}

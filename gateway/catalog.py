@@ -9,6 +9,7 @@ TALL_AND_WIDE = ("1:4", "4:1", "1:8", "8:1")
 TIERS = ("1K", "2K", "4K")
 ALL_TIERS = ("512", *TIERS)
 GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
+OPENAI_SIZES = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}  # what OpenAI's gpt-image models draw
 PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
 # OpenRouter models that answer with images only, so they must be asked for `"modalities": ["image"]`
 IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/", "bytedance-seed/seedream")
@@ -28,7 +29,8 @@ class Model:
     image_only: bool = False  # answers with images only, never words
     passthrough: bool = False  # an `openrouter/<vendor>/<model>` name, not a catalog entry
     image_price: dict = None  # USD per output image by resolution tier ("1K" for a model without tiers)
-    input_price: float = 0.0  # USD per million input tokens (text and images)
+    input_price: float = 0.0  # USD per million input tokens (text, and images unless input_image_price says)
+    input_image_price: float | None = None  # USD per million input image tokens, where they cost otherwise
     output_price: float = 0.0  # USD per million output tokens not priced per image: text and thinking
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
     sizes: tuple = ()  # pixel sizes of a model that takes OpenAI's sizes; its aspect_ratios are theirs
@@ -53,7 +55,14 @@ class Model:
             output = images * self.image_price[tier or "1K"] + usage.output_text_tokens * self.output_price / 1e6
         else:
             output = usage.output_tokens * self.output_price / 1e6
-        return round(output + usage.input_tokens * self.input_price / 1e6, 6)
+        return round(output + self._input_cost(usage), 6)
+
+    def _input_cost(self, usage):
+        """USD for a call's input: its image tokens at the image price where the model has one."""
+        if self.input_image_price is None:
+            return usage.input_tokens * self.input_price / 1e6
+        text_tokens = usage.input_tokens - usage.input_image_tokens
+        return (text_tokens * self.input_price + usage.input_image_tokens * self.input_image_price) / 1e6
 
     @property
     def label(self):
@@ -110,9 +119,31 @@ MODELS = (
         input_price=0.50,
         output_price=3.00,
     ),
+    *(Model(
+        id=model_id,
+        served_by={"openai": model_id},
+        aspect_ratios=tuple(OPENAI_SIZES.values()),
+        sizes=tuple(OPENAI_SIZES),
+        tiers=(),
+        max_input_images=16,
+        created=created,
+        owned_by="openai",
+        transparent_background=True,
+        image_only=True,
+        interim_images=True,  # partial_images 0-3, streamed by OpenAI itself
+        input_price=text_in,
+        input_image_price=image_in,
+        output_price=image_out,
+    ) for model_id, created, text_in, image_in, image_out in (
+        # OpenAI's prices per million tokens (docs/providers.md says where each was read): text
+        # input, image input, image output. OpenAI bills its images as output tokens.
+        ("gpt-image-1", 1745366400, 5.00, 10.00, 40.00),  # 2025-04-23
+        ("gpt-image-1-mini", 1759708800, 2.00, 2.50, 8.00),  # 2025-10-06
+        ("gpt-image-1.5", 1765843200, 5.00, 8.00, 32.00),  # 2025-12-16
+    )),
 )
 
-UNPRICED_IMAGE_USD = max(price for model in MODELS for price in model.image_price.values())
+UNPRICED_IMAGE_USD = max(price for model in MODELS if model.image_price for price in model.image_price.values())
 THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Gemini 3 thinks before drawing)
 
 

@@ -178,8 +178,12 @@ class Settings:
     openrouter_api_key: str = setting("OPENROUTER_API_KEY", str, "")
     # That endpoint's root; /chat/completions is appended.
     openrouter_base_url: str = setting("OPENROUTER_BASE_URL", url, "https://openrouter.ai/api/v1")
+    # Key of the openai provider (OpenAI's Images API, or any compatible one); none = that provider is off.
+    openai_api_key: str = setting("OPENAI_API_KEY", str, "")
+    # That API's root; /images/generations and /images/edits are appended.
+    openai_base_url: str = setting("OPENAI_BASE_URL", url, "https://api.openai.com/v1")
     # The providers in use, in the order requests try them.
-    providers: tuple = setting("GATEWAY_PROVIDERS", lowercase_list, ("gemini", "vertex", "openrouter"))
+    providers: tuple = setting("GATEWAY_PROVIDERS", lowercase_list, ("gemini", "vertex", "openai", "openrouter"))
     # What `auto` (or no model) means.
     default_model: str = setting("GATEWAY_DEFAULT_MODEL", str, "gemini-3-pro-image")
     # "[provider:]model" -> the upstream id it calls.

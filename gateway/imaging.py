@@ -181,17 +181,18 @@ def _edit(params, settings, client, model, chain, admission, sources, mask_sourc
     read = _Inputs(settings)
     inputs = [_checked(label, settings, media.load_input, read(label, reference), settings.image_max_pixels)
               for label, reference in sources]
-    instructions, mask = [], None
+    instructions, mask, files = [], None, (tuple(inputs), None)
     if mask_source is not None:
         label, reference = mask_source
-        region = _checked(label, settings, media.mask_region, read(label, reference),
-                          inputs[0].size, settings.image_max_pixels)
+        data = read(label, reference)
+        region = _checked(label, settings, media.mask_region, data, inputs[0].size, settings.image_max_pixels)
         mask = Mask(source=inputs[0].data, region=region)
+        files = (files[0], _checked(label, settings, media.load_input, data, settings.image_max_pixels))
         inputs.append(media.SourceImage(region, "image/png", inputs[0].size))
         instructions.append(MASK_INSTRUCTION)
     if params.get("input_fidelity") == "high":
         instructions.append(FIDELITY_INSTRUCTION)
-    return _create(params, settings, client, model, chain, admission, inputs, instructions, mask)
+    return _create(params, settings, client, model, chain, admission, inputs, instructions, mask, files)
 
 
 class _WireRequests:
@@ -208,16 +209,28 @@ class _WireRequests:
             return self.built[provider.name]
 
 
-def _create(params, settings, client, model, chain, admission, inputs=(), instructions=(), mask=None):
+def _create(params, settings, client, model, chain, admission, inputs=(), instructions=(), mask=None,
+            files=((), None)):
     """The request's plan: its calls' wire requests (the first provider's built at once, so input
-    trouble fails the request before anything is sent) and the job that runs them."""
+    trouble fails the request before anything is sent) and the job that runs them. `files` are an
+    edit's images and mask as the client sent them, for a provider that takes files."""
     describe_request(model.id, params.get("n", 1), params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
     aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
     partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
+    per_call = _images_per_call(params, chain)
     wire_request = _WireRequests(lambda provider: ImageCall(
         upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
-        model.image_only, interim_images=partial_images > 0, label=model.label))
+        model.image_only, interim_images=partial_images > 0, label=model.label, n=per_call, params=params,
+        edit_images=files[0], mask=files[1]))
     wire_request(chain[0])
     return ImageJob(settings, client, model, chain, wire_request, prompt, params, admission, mask, partial_images,
-                    tier)
+                    tier, params.get("n", 1) // per_call)
+
+
+def _images_per_call(params, chain):
+    """All `n` images in one upstream call when every provider that may serve it takes `n`;
+    else, and for a stream (whose images go out as each call finishes), one image per call."""
+    if params.get("stream") or not all(provider.takes_n for provider in chain):
+        return 1
+    return params.get("n", 1)

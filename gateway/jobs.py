@@ -1,7 +1,7 @@
-"""One client request's upstream work, as events: its `n` calls run in parallel (each failing over
-on its own), and each image is finished (re-encoded, composited under a mask) as soon as its call
-answers. The HTTP layer streams the events (docs/api.md) or collects them into one body
-(section 8): one service, two renderings."""
+"""One client request's upstream work, as events: its calls (one per image, or one for all `n` on
+a provider that takes `n`) run in parallel (each failing over on its own), and each image is
+finished (re-encoded, composited under a mask) as soon as its call answers. The HTTP layer streams
+the events (docs/api.md) or collects them into one body (section 8): one service, two renderings."""
 import base64
 import contextlib
 import contextvars
@@ -106,10 +106,11 @@ class ImageJob:
     """The calls of one client request, planned by the service and run by `events()`."""
 
     def __init__(self, settings, client, model, chain, wire_request, prompt, params, admission, mask=None,
-                 partial_images=0, tier=None):
+                 partial_images=0, tier=None, calls=None):
         self.settings, self.client, self.model, self.chain, self.tier = settings, client, model, chain, tier
         self.wire_request, self.prompt, self.params, self.admission = wire_request, prompt, params, admission
         self.n, self.partial_images = params.get("n", 1), partial_images
+        self.calls = calls or self.n  # upstream calls: one per image, or one that makes all `n`
         self.output_format = params.get("output_format", "png")
         self.finish = _Finisher(settings, self.output_format, params.get("output_compression"), mask)
         self.usage, self.images, self.lock = Usage(), 0, threading.Lock()
@@ -124,7 +125,7 @@ class ImageJob:
         deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
         calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
                                   args=(self._call, index, deadline, cancel, events.put))
-                 for index in range(self.n)]  # each in a copy of this context: request id, counters, cancel
+                 for index in range(self.calls)]  # each in a copy of this context: request id, counters, cancel
         try:
             for call in calls:
                 call.start()
@@ -139,7 +140,7 @@ class ImageJob:
             self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
 
     def _drain(self, events, idle):
-        running = self.n
+        running = self.calls
         while running:
             try:
                 event = events.get(timeout=idle)

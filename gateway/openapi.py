@@ -76,8 +76,10 @@ def _edit_form(plugin):
 def build_spec():
     plugin = MarshmallowPlugin()
     spec = APISpec(title="Image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
-                   info={"description": "OpenAI-compatible images API served by image models reached as chat "
-                                        "models: Gemini, and OpenRouter-style chat completions."})
+                   info={"description": "OpenAI-compatible images API served by the providers `gemini` (the "
+                                        "Gemini API), `vertex` (Vertex AI), `openai` (OpenAI's Images API: "
+                                        "gpt-image-1, gpt-image-1-mini, gpt-image-1.5; OPENAI_API_KEY, "
+                                        "OPENAI_BASE_URL) and `openrouter` (OpenRouter-style chat completions)."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
     for name, schema in (("GenerationRequest", GenerationSchema), ("EditRequest", EditSchema),

@@ -23,6 +23,14 @@ class ImageCall:
     image_only: bool = False  # the model answers with images only, never words
     interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
     label: str = ""  # the model's name in metrics (a catalog id)
+    n: int = 1  # images this one call makes (more than 1 only for a provider that `takes_n`)
+    # The client's validated OpenAI parameters (prompt, size, quality, background...), for a
+    # provider that maps them to its wire itself rather than through the ratio and tier above
+    params: dict = field(default_factory=dict)
+    # An edit's inputs as the client sent them, and its mask (OpenAI's: transparent = edit), for a
+    # provider that takes them as files; `images` then also holds the mask as a picture, for the others
+    edit_images: tuple = ()
+    mask: object = None  # media.SourceImage
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class UpstreamRequest:
     body: bytes
     stream: bool = False  # the answer comes as events, so interim images can be passed on as they arrive
     label: str = ""  # the model's name in metrics
+    content_type: str = "application/json"  # or multipart/form-data with its boundary
+    prompt: str = ""  # the prompt sent, for an upstream that answers images without words
 
 
 @dataclass
@@ -94,6 +104,7 @@ class Provider:
     """The protocol every provider follows, with what they share: a transport of its own, whose
     messages name `subject`, and the wire body built once per client request by `build_body`."""
     name = subject = missing_setting = ""
+    takes_n = False  # makes a request's `n` images in one upstream call (OpenAI's `n`)
 
     def __init__(self, settings, session=None):
         self.transport = transport.Transport(settings, self.name, self.subject, session)
@@ -126,10 +137,12 @@ def provider_types():
     """{name: class} of every provider there is, configured or not; imported here so that
     gunicorn's master never loads the HTTP stack."""
     from .gemini import GeminiProvider
+    from .openai import OpenAIProvider
     from .openrouter import OpenRouterProvider
     from .vertex import VertexProvider
 
-    return {provider.name: provider for provider in (GeminiProvider, VertexProvider, OpenRouterProvider)}
+    return {provider.name: provider for provider in (GeminiProvider, VertexProvider, OpenAIProvider,
+                                                     OpenRouterProvider)}
 
 
 def build_providers(settings):

@@ -18,6 +18,7 @@ import requests
 from gevent import monkey
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.filepost import encode_multipart_formdata
 
 from .. import tracing
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -119,8 +120,9 @@ class Session(requests.Session):
         self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def post_json(self, url, headers, body, timeout):
-        """The answer to POSTing the JSON bytes `body`, its body left unread (stream=True)."""
-        return self.post(url, data=body, headers={**headers, "Content-Type": "application/json"},
+        """The answer to POSTing `body`, JSON unless `headers` give another Content-Type (a
+        multipart form), its body left unread (stream=True)."""
+        return self.post(url, data=body, headers={"Content-Type": "application/json", **headers},
                          timeout=timeout, stream=True, allow_redirects=False)
 
 
@@ -131,6 +133,15 @@ def shared_session():
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
     session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
     return session
+
+
+def multipart(fields, files):
+    """(body, content type) of a multipart/form-data body, for a wire request built once and sent
+    by `Transport.call` with that Content-Type: `fields` are (name, text) pairs, `files` (name,
+    filename, bytes, MIME type) tuples, each part in the order given."""
+    parts = [(name, str(value)) for name, value in fields]
+    parts += [(name, (filename, data, mime_type)) for name, filename, data, mime_type in files]
+    return encode_multipart_formdata(parts)
 
 
 def scrub(text, secret=""):
@@ -195,7 +206,8 @@ class Transport:
 
     def call(self, model_id, url, headers, body, parse, error_for, deadline, on_event=None):
         """`model_id` names the model in metrics and logs (a catalog id, not client input).
-        `parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
+        `parse(payload)` of the JSON answer to POST `body` (JSON, unless `headers` give another
+        Content-Type, such as `multipart`'s), retried as needed until `deadline`
         (a time.monotonic() value, the client request's); `error_for(response)` turns a non-2xx
         answer into one of the neutral UpstreamErrors. With `on_event`, the answer is a server-sent
         event stream: each event's JSON goes to `on_event` as it arrives, and `parse` gets the list

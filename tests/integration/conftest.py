@@ -123,7 +123,7 @@ def start_gateway(emulator_url, log_path, wrapper=(), **env):
     port = free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
-           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "VERTEX_", "OPENROUTER_", "UPSTREAM_",
+           if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "VERTEX_", "OPENROUTER_", "OPENAI_", "UPSTREAM_",
                                 "PROMETHEUS_"))},
         "GATEWAY_API_KEYS": CLIENT_KEY,
         "GEMINI_API_KEY": UPSTREAM_KEY,

@@ -63,7 +63,7 @@ def test_health_needs_no_key_and_shows_no_secret(client, settings):
     assert response.status_code == 200
     assert response.json["status"] == "ok"
     assert response.json["providers"] == {"gemini": {"configured": True}, "vertex": {"configured": False},
-                                          "openrouter": {"configured": False}}
+                                          "openai": {"configured": False}, "openrouter": {"configured": False}}
     assert settings.gemini_api_key not in response.get_data(as_text=True)
     assert CLIENT_KEY not in response.get_data(as_text=True)
 
@@ -81,4 +81,4 @@ def test_health_is_a_503_naming_the_setting_when_no_provider_is_configured(setti
     assert response.status_code == 503
     assert response.json == {"error": True, "status": 503, "message": (
         "Not ready: no provider is configured (set GEMINI_API_KEY (or GOOGLE_API_KEY) or VERTEX_PROJECT or "
-        "OPENROUTER_API_KEY).")}
+        "OPENAI_API_KEY or OPENROUTER_API_KEY).")}

@@ -7,7 +7,7 @@ from gateway import create_app
 from gateway.drain import DrainFlag
 
 NO_PROVIDER = ("no provider is configured (set GEMINI_API_KEY (or GOOGLE_API_KEY) or VERTEX_PROJECT or "
-               "OPENROUTER_API_KEY)")
+               "OPENAI_API_KEY or OPENROUTER_API_KEY)")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from gateway.config import ConfigError, Settings
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE, sent_bodies
 
-ALIASES = {"dall-e-3": "gemini-3-pro-image", "gpt-image-1": "nano-banana-2"}
+ALIASES = {"dall-e-3": "gemini-3-pro-image", "house-image": "nano-banana-2"}
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_models_lists_every_model_its_aliases_and_the_operators_in_openais_shape
     assert body["object"] == "list"
     ids = [entry["id"] for entry in body["data"]]
     assert ids[:3] == ["gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image"]
-    assert {"nano-banana", "gemini-3-pro-image-preview", "dall-e-3", "gpt-image-1"} <= set(ids)
+    assert {"nano-banana", "gemini-3-pro-image-preview", "dall-e-3", "house-image"} <= set(ids)
     assert all(set(entry) == {"id", "object", "created", "owned_by"} and entry["object"] == "model"
                and isinstance(entry["created"], int) for entry in body["data"])
 
@@ -50,7 +50,7 @@ def test_without_a_configured_provider_nothing_is_listed(settings, auth):
 
 def test_an_alias_resolves_to_its_model_and_the_response_names_the_model(aliased, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    response = aliased.post("/v1/images/generations", json={"prompt": "a fox", "model": "gpt-image-1"}, headers=auth)
+    response = aliased.post("/v1/images/generations", json={"prompt": "a fox", "model": "house-image"}, headers=auth)
     assert response.get_json()["model"] == "gemini-3.1-flash-image"
     assert upstream.calls[0].request.url.endswith("/models/gemini-3.1-flash-image:generateContent")
     assert sent_bodies(upstream)[0]["contents"][0]["parts"][-1]["text"] == "a fox"

@@ -177,7 +177,7 @@ def test_provider_settings_are_read():
     assert settings.providers == ("openrouter", "gemini")
     defaults = Settings.from_env({})
     assert defaults.openrouter_base_url == "https://openrouter.ai/api/v1"
-    assert defaults.providers == ("gemini", "vertex", "openrouter")
+    assert defaults.providers == ("gemini", "vertex", "openai", "openrouter")
 
 
 def test_models_lists_what_the_configured_providers_serve(both, auth):
