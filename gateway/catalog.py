@@ -148,12 +148,14 @@ THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Ge
 
 
 def _passthrough(name):
-    """`openrouter/<vendor>/<model>`: any other OpenRouter image model, as OpenRouter takes it."""
+    """`openrouter/<vendor>/<model>`: any other OpenRouter image model, as OpenRouter takes it. No
+    resolution tier is sent (`image_size` is Google's vocabulary, which another vendor's model may
+    refuse); the catalog's ids reach Google's models through OpenRouter with their tiers."""
     match = PASSTHROUGH.fullmatch(name)
     if match is None:
         return None
     upstream = f"{match[1]}/{match[2]}"
-    return Model(id=name, served_by={"openrouter": upstream}, aspect_ratios=TEN_RATIOS + TALL_AND_WIDE, tiers=TIERS,
+    return Model(id=name, served_by={"openrouter": upstream}, aspect_ratios=TEN_RATIOS + TALL_AND_WIDE, tiers=(),
                  max_input_images=16, created=0, owned_by=match[1],
                  image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
 

@@ -197,6 +197,10 @@ class Settings:
     upstream_connect_timeout: float = 10.0  # fixed, not read from the environment (docs/configuration.md)
     # Retries of 429/5xx, connection errors and malformed answers.
     upstream_max_retries: int = setting("UPSTREAM_MAX_RETRIES", integer(at_least=0), 2)
+    # Consecutive failed calls (429, 5xx, timeout, connection error) after which a provider is skipped; 0 = never.
+    breaker_failures: int = setting("GATEWAY_BREAKER_FAILURES", integer(at_least=0), 3)
+    # Seconds an open circuit breaker skips its provider before one call probes it.
+    breaker_seconds: float = setting("GATEWAY_BREAKER_SECONDS", number(at_least=0), 30.0)
     # Seconds; backoff is base * 2^attempt, jittered, unless the upstream sends Retry-After.
     upstream_retry_base_delay: float = setting("UPSTREAM_RETRY_BASE_DELAY", number(at_least=0), 1.0)
     # Bytes of the largest upstream answer read; larger is a 502.

@@ -47,6 +47,11 @@ class UpstreamError(GatewayError):
         self.cause = cause or f"error_{self.status}"
         self.retry_after = None
 
+    @property
+    def outcome(self):
+        """What the upstream did, for logs: the status it sent ("503"), else the cause ("timeout")."""
+        return self.cause.removeprefix("upstream_")
+
 
 class Rejected(UpstreamError):
     """The upstream refused the request itself (its 400); the message is the upstream's."""
@@ -93,10 +98,29 @@ class NoCredits(UpstreamError):
 
 
 DEFAULT_RETRY_AFTER = 10  # seconds, when a rate-limited upstream does not say
+ALL_FAILED_LIMIT = 1000  # characters of a message naming each provider's failure
+SKIPPED = "skipped, failing recently (its circuit breaker is open)"
 NO_IMAGE_MESSAGE = (
     "The model did not generate any images. "
     "Try a different model with image generation capabilities."
 )
+
+
+def every_failure(failures, limit=ALL_FAILED_LIMIT):
+    """The error of a call that no provider could make, from its (provider name, error or None for
+    a provider skipped) in the order tried: the last error tried, its status and headers kept,
+    with a message naming each provider's failure, at most `limit` characters (docs/providers.md).
+    A last error that does not fail over (a 400, a safety block) is the upstream's verdict on the
+    request and keeps its own message."""
+    last = [error for _, error in failures if error is not None][-1]
+    if len(failures) == 1 or not last.fails_over:  # a verdict on the request itself keeps its own message
+        return last
+    parts = [f"{name}: {shorten(error.message, limit // len(failures)) if error else SKIPPED}"
+             for name, error in failures]
+    message = shorten("; ".join(parts), limit)
+    combined = type(last).__new__(type(last), message)  # the same class, status and headers; no __init__
+    combined.__dict__.update(last.__dict__, message=message, headers=dict(last.headers))
+    return combined
 
 
 OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from . import media
-from .errors import GatewayError, UpstreamError, internal_error
+from .errors import GatewayError, UpstreamError, every_failure, internal_error
 from .limits import image_thread_lock, image_work, upstream_slots
 from .metrics import UPSTREAM_IN_FLIGHT, record_cost, record_failover, record_images
 from .providers import Usage, transport
@@ -203,19 +203,53 @@ class ImageJob:
                 events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
         return events
 
-    def _with_failover(self, deadline, on_partial):
-        """(Generation, provider) from the first provider of the chain, or from the next one when a
-        provider's failure may be its own (docs/providers.md), until the deadline."""
+    def _with_failover(self, deadline, on_partial, skipping=True):
+        """(Generation, provider) from the first provider of the chain whose circuit breaker lets
+        the call through, or from the next one when a provider's failure may be its own
+        (docs/providers.md), until the deadline. When every breaker is open, the chain is tried
+        anyway (`skipping` False): refusing would fail a call that might have succeeded."""
+        skipping = skipping and any(provider.breaker.would_admit() for provider in self.chain)
+        failures = []  # (provider name, its error, or None when its breaker skipped it)
         for position, provider in enumerate(self.chain):
+            if skipping and not provider.breaker.admit():
+                failures.append((provider.name, None))
+                continue
+            following = [later for later in self.chain[position + 1:] if not skipping or later.breaker.would_admit()]
             try:
-                return provider.generate(self.wire_request(provider), deadline, on_partial), provider
+                return self._generate(provider, bool(following), deadline, on_partial), provider
             except UpstreamError as error:
-                following = self.chain[position + 1:]
+                failures.append((provider.name, error))
                 if not (error.fails_over and following and time.monotonic() < deadline) or transport.cancelled():
-                    raise
-                log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.cause,
+                    raise every_failure(failures) from None
+                log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.outcome,
                             following[0].name)
                 record_failover(self.model.label, provider.name, following[0].name)
+        if any(error is not None for _, error in failures):  # the providers after the last failure were skipped
+            raise every_failure(failures)
+        return self._with_failover(deadline, on_partial, skipping=False)  # every breaker opened meanwhile
+
+    def _generate(self, provider, can_fail_over, deadline, on_partial):
+        """One provider's call, its outcome told to the provider's circuit breaker. With another
+        provider to fail over to, the call makes one attempt instead of spending its retries and
+        their backoff on a provider that may be down (docs/providers.md#circuit-breakers)."""
+        retries = transport.RETRIES.set(0 if can_fail_over else None)
+        try:
+            generation = provider.generate(self.wire_request(provider), deadline, on_partial)
+        except UpstreamError as error:
+            if transport.cancelled():
+                provider.breaker.released()
+            elif error.fails_over:
+                provider.breaker.failed()
+            else:  # it answered; the request itself was the trouble
+                provider.breaker.succeeded()
+            raise
+        except BaseException:
+            provider.breaker.released()
+            raise
+        finally:
+            transport.RETRIES.reset(retries)
+        provider.breaker.succeeded()
+        return generation
 
     def _status(self):
         """The request's status for the ledger: 200 when it made images, else its first failure's

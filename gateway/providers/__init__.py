@@ -9,6 +9,7 @@ import base64
 from dataclasses import dataclass, field, fields
 
 from .. import media
+from ..breaker import breaker_for
 from ..errors import UpstreamUnavailable
 from . import transport
 
@@ -108,6 +109,7 @@ class Provider:
 
     def __init__(self, settings, session=None):
         self.transport = transport.Transport(settings, self.name, self.subject, session)
+        self.breaker = breaker_for(self.name, settings)  # per process, as the providers are
 
     @property
     def configured(self):

@@ -101,6 +101,9 @@ class Cancel:
 
 
 CANCEL = contextvars.ContextVar("cancel", default=None)  # the current request's Cancel, if it has one
+# A call's own retry limit, below UPSTREAM_MAX_RETRIES: 0 while the call has another provider to
+# fail over to (gateway/jobs.py), so a failing provider costs one attempt, not its retries and backoff.
+RETRIES = contextvars.ContextVar("retries", default=None)
 PATCHED = monkey.is_module_patched("socket")
 
 
@@ -212,7 +215,8 @@ class Transport:
         answer into one of the neutral UpstreamErrors. With `on_event`, the answer is a server-sent
         event stream: each event's JSON goes to `on_event` as it arrives, and `parse` gets the list
         of them at the end. The caller holds the call's in-flight slot (limits.UpstreamSlots)."""
-        for attempt in range(self.max_retries + 1):
+        retries = self.max_retries if RETRIES.get() is None else min(RETRIES.get(), self.max_retries)
+        for attempt in range(retries + 1):
             started = time.monotonic()
             if started >= deadline:  # no attempt starts after the deadline
                 raise self._late()
@@ -222,11 +226,11 @@ class Transport:
             except UpstreamError as error:
                 failure = UpstreamError("The client went away.", cause="cancelled") if cancelled() else error
                 record_attempt(model_id, self.name, failure.cause, time.monotonic() - started, attempt > 0)
-                delay = self._delay_before_retry(failure, attempt, deadline)
+                delay = self._delay_before_retry(failure, attempt, retries, deadline)
                 if delay is None:
                     raise failure from None
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
-                            attempt + 1, model_id, failure.status, delay)
+                            attempt + 1, model_id, failure.outcome, delay)
                 time.sleep(delay)
             else:
                 record_attempt(model_id, self.name, "ok", time.monotonic() - started, attempt > 0)
@@ -299,9 +303,9 @@ class Transport:
             else:
                 chunks.append(chunk)
 
-    def _delay_before_retry(self, error, attempt, deadline):
+    def _delay_before_retry(self, error, attempt, retries, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""
-        if not error.retryable or attempt >= self.max_retries:
+        if not error.retryable or attempt >= retries:
             return None
         backoff = self.base_delay * 2 ** attempt * random.uniform(0.5, 1.5)
         delay = error.retry_after if error.retry_after is not None else backoff

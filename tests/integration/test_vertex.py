@@ -78,7 +78,7 @@ def test_a_gemini_outage_is_served_by_vertex(gemini_then_vertex, emulator_url):
     response = generate(url, prompt)
     ok(response)
     assert response.headers["x-gateway-provider"] == "vertex"
-    assert calls(emulator_url, since, prompt) == ["gemini"] * 3 + ["vertex"]
+    assert calls(emulator_url, since, prompt) == ["gemini", "vertex"]  # one attempt: Vertex can take the call
     after = requests.get(url + "/metrics", timeout=5).text
     labels = {"model": "gemini-3-pro-image", "from_provider": "gemini", "to_provider": "vertex"}
     assert metric(after, "gateway_upstream_failovers_total", **labels) == \
@@ -91,7 +91,7 @@ def test_the_log_shows_the_failover(gemini_then_vertex):
     time.sleep(0.5)
     text = log.read_text()
     assert "failing over to vertex" in text
-    assert '"upstream_attempts": {"gemini": {"upstream_429": 3}, "vertex": {"ok": 1}}' in text
+    assert '"upstream_attempts": {"gemini": {"upstream_429": 1}, "vertex": {"ok": 1}}' in text
 
 
 @pytest.mark.parametrize("fault, status", [("fail=400", 400), ("block=SAFETY", 400), ("text_only=1", 500)])

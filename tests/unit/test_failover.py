@@ -1,7 +1,8 @@
-"""Failover between providers (docs/providers.md): after a provider's retries end in a 429,
-a 5xx, a timeout or a connection error, the next configured provider that serves the model takes
-the call, within the request's one deadline; the client's own errors, safety blocks and
-text-only answers stay where they are. Gemini then OpenRouter, both mocked."""
+"""Failover between providers (docs/providers.md): after a provider's call ends in a 429, a 5xx,
+a timeout or a connection error (one attempt while another provider can take the call; the last
+one gets its retries), the next configured provider that serves the model takes the call, within
+the request's one deadline; the client's own errors, safety blocks and text-only answers stay
+where they are. Gemini then OpenRouter, both mocked."""
 import dataclasses
 import time
 
@@ -15,6 +16,8 @@ from tests.conftest import OPENROUTER_KEY
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
 from tests.unit.test_routing import CHAT, openrouter_answer
+
+GENERATE_1 = "https://gemini.test/v1beta/models/gemini-3-pro-image:generateContent"
 
 
 @pytest.fixture
@@ -70,13 +73,23 @@ def test_answers_another_provider_would_not_change_stay_where_they_are(client, a
     assert calls_to(upstream, CHAT) == 0
 
 
-def test_when_every_provider_fails_the_last_ones_error_is_the_answer(client, auth, upstream):
-    gemini_fails(upstream, status=503)
+def test_when_every_provider_fails_the_answer_names_each_failure_with_the_last_ones_status(client, auth, upstream):
+    gemini_fails(upstream, status=503, json={"error": {"code": 503, "message": "overloaded"}})
     for _ in range(3):
         upstream.add(responses.POST, CHAT, status=402, json={"error": {"code": 402, "message": "no credits"}})
     response = generate(client, auth)
     assert response.status_code == 503
-    assert response.get_json()["message"].startswith("The OpenRouter API account of this gateway has no credits")
+    assert response.get_json()["message"] == (
+        "gemini: The Gemini API failed (HTTP 503): overloaded; openrouter: The OpenRouter API account of this "
+        "gateway has no credits left (HTTP 402); the operator must add credits: no credits")
+
+
+def test_a_provider_with_another_to_fail_over_to_gets_one_attempt_and_the_last_its_retries(client, auth, upstream):
+    gemini_fails(upstream, status=503)
+    for _ in range(3):
+        upstream.add(responses.POST, CHAT, status=503, json={"error": {"code": 503, "message": "busy"}})
+    assert generate(client, auth).status_code == 502
+    assert (calls_to(upstream, GENERATE_1), calls_to(upstream, CHAT)) == (1, 3)
 
 
 def test_each_of_n_calls_fails_over_on_its_own(client, auth, upstream):
@@ -110,6 +123,7 @@ def test_the_log_line_tells_each_providers_attempts(client, auth, upstream, json
     upstream.add(responses.POST, CHAT, json=openrouter_answer())
     generate(client, auth)
     (summary,) = [line for line in json_lines() if line["message"] == "request"]
-    assert summary["upstream_attempts"] == {"gemini": {"upstream_503": 3}, "openrouter": {"ok": 1}}
-    assert (summary["failovers"], summary["upstream_calls"]) == (1, 4)
-    assert any("failing over to openrouter" in line["message"] for line in json_lines())
+    assert summary["upstream_attempts"] == {"gemini": {"upstream_503": 1}, "openrouter": {"ok": 1}}
+    assert (summary["failovers"], summary["upstream_calls"]) == (1, 2)
+    assert any(line["message"] == "gemini failed for gemini-3-pro-image (503); failing over to openrouter"
+               for line in json_lines())

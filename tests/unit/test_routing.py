@@ -118,7 +118,13 @@ def test_openrouter_models_pass_through_with_image_only_modalities(both, auth, c
     assert response.get_json()["model"] == "openrouter/black-forest-labs/flux.2-pro"
     body = sent(chat)[1]
     assert (body["model"], body["modalities"]) == ("black-forest-labs/flux.2-pro", ["image"])
-    assert body["image_config"] == {"aspect_ratio": "2:3", "image_size": "1K"}
+    assert body["image_config"] == {"aspect_ratio": "2:3"}
+
+
+def test_a_passthrough_model_is_sent_no_tier_the_client_never_asked_for(both, auth, chat):
+    response = generate(gateway(both), auth, model="openrouter/openai/gpt-5-image", size="1792x1024", quality="hd")
+    assert response.status_code == 200
+    assert sent(chat)[1]["image_config"] == {"aspect_ratio": "16:9"}
 
 
 def test_other_openrouter_models_get_image_and_text(both, auth, chat):
