@@ -1,16 +1,12 @@
 import json
 import logging
-import re
 
 import pytest
 import responses
 
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
-from tests.support import assert_valid_gemini_request
-
-GENERATE = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:generateContent")
-STREAM = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:streamGenerateContent\?alt=sse")
+from tests.support import GENERATE, STREAM, assert_valid_gemini_request
 
 
 @pytest.fixture
@@ -26,23 +22,11 @@ def upstream():
                 assert_valid_gemini_request(json.loads(call.request.body))
 
 
-def sent_bodies(mock):
-    return [json.loads(call.request.body) for call in mock.calls]
-
-
 @pytest.fixture
 def web():
     """The mocked web for function-level fetch tests (endpoint tests use `upstream` instead)."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
-
-
-def redirect(mock, url, location, **headers):
-    mock.add(responses.GET, url, status=302, headers={"Location": location, **headers})
-
-
-def requested(mock):
-    return [call.request.url for call in mock.calls]
 
 
 class Collect(logging.Handler):

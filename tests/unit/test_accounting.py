@@ -14,8 +14,7 @@ from gateway.accounting import Window, decide, reset_text
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
 from tests.conftest import CLIENT_KEY, STORES
-from tests.support import ADMIN, ADMIN_KEY, create_key, gemini_answer, generate_as, metric
-from tests.unit.conftest import GENERATE
+from tests.support import ADMIN, ADMIN_KEY, GENERATE, create_key, gemini_answer, generate_as, metric
 
 PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the mock's 10 input tokens
 

@@ -6,8 +6,7 @@ import responses
 
 from gateway import create_app
 from tests.conftest import CLIENT_KEY
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer
 
 
 def post(client, headers):

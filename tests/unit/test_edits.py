@@ -14,8 +14,7 @@ from PIL import Image, ImageChops
 
 from gateway import create_app, media
 from gateway.imaging import FIDELITY_INSTRUCTION, MASK_INSTRUCTION
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, decode, gemini_answer, image_part, png_bytes, sent_bodies
 
 URL = "/v1/images/edits"
 PROMPT = "put a hat on it"

@@ -12,8 +12,7 @@ from prometheus_client import REGISTRY
 
 from gateway import create_app
 from tests.conftest import OPENROUTER_KEY
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer
 from tests.unit.test_routing import CHAT, openrouter_answer
 
 

@@ -16,8 +16,7 @@ import responses
 
 from gateway import create_app, fetch
 from gateway.fetch import FetchRefused, fetch_image, is_public
-from tests.support import gemini_answer, png_bytes
-from tests.unit.conftest import GENERATE, redirect, requested
+from tests.support import GENERATE, gemini_answer, png_bytes, redirect, requested
 
 PUBLIC = "93.184.216.34"
 PNG = png_bytes((40, 30), (10, 120, 220))

@@ -10,8 +10,7 @@ from PIL import Image
 
 from gateway import jobs
 from gateway.errors import GatewayError
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, decode, gemini_answer, image_part, png_bytes
 
 
 def post(client, auth, **params):

@@ -21,9 +21,8 @@ import urllib3.util.connection
 
 from gateway import fetch
 from gateway.fetch import FetchRefused, fetch_image
-from tests.support import gemini_answer, png_bytes
+from tests.support import GENERATE, gemini_answer, png_bytes, redirect, requested
 from tests.tls import TlsServer, self_signed_certificate
-from tests.unit.conftest import GENERATE, redirect, requested
 
 PUBLIC, PUBLIC_2 = "93.184.216.34", "93.184.216.35"
 LOOPBACK = "127.0.0.1"

@@ -7,8 +7,7 @@ import responses
 from gateway import create_app
 from gateway.catalog import resolve_model
 from gateway.imaging import shape_for
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, gemini_answer, sent_bodies
 
 PRO = resolve_model("gemini-3-pro-image", "gemini-3-pro-image")
 FLASH = resolve_model("gemini-2.5-flash-image", "gemini-3-pro-image")

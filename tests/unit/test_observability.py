@@ -10,8 +10,7 @@ from gateway import create_app
 from gateway.auth import key_id
 from gateway.config import Settings
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
-from tests.support import gemini_answer, metric
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer, metric
 
 
 def post(client, auth, headers=None, **params):

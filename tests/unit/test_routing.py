@@ -12,8 +12,7 @@ import responses
 from gateway import create_app
 from gateway.config import ConfigError, Settings
 from tests.conftest import OPENROUTER_KEY
-from tests.support import gemini_answer, png_bytes
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer, png_bytes
 
 CHAT = "https://openrouter.test/api/v1/chat/completions"
 

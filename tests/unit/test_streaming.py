@@ -14,8 +14,7 @@ import responses
 from gateway import create_app
 from gateway.images.streaming import sse
 from gateway.jobs import ImageJob
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE, STREAM, sent_bodies
+from tests.support import GENERATE, STREAM, decode, gemini_answer, image_part, png_bytes, sent_bodies
 
 IMAGE_FIELDS = {"type", "b64_json", "created_at", "size", "quality", "background", "output_format"}
 CALL = threading.local()  # the index of the job's call running on this thread

@@ -11,8 +11,7 @@ import responses
 from gateway import create_app
 from gateway.errors import GatewayError
 from tests.conftest import UPSTREAM_KEY
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, decode, gemini_answer, image_part, png_bytes
 
 URL = "/v1/images/generations"
 NO_IMAGE = ("The model did not generate any images. "

@@ -8,8 +8,7 @@ import responses
 
 from gateway import create_app
 from gateway.catalog import MODELS
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, gemini_answer, sent_bodies
 
 URL = "/v1/images/generations"
 PREFIX = "Invalid request parameters: "
