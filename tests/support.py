@@ -34,10 +34,14 @@ def create_key(client, name="team-a", **policy):
     return response
 
 
+def generate(client, headers, prompt="a lighthouse", **params):
+    """POST /v1/images/generations with a Flask test client."""
+    return client.post("/v1/images/generations", json={"prompt": prompt, **params}, headers=headers)
+
+
 def generate_as(client, key, **params):
     """POST /v1/images/generations with a Flask test client and `key`."""
-    return client.post("/v1/images/generations", json={"prompt": "a lighthouse", **params},
-                       headers={"Authorization": f"Bearer {key}"})
+    return generate(client, {"Authorization": f"Bearer {key}"}, **params)
 
 
 def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):

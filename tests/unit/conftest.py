@@ -1,12 +1,14 @@
 import json
 import logging
+import threading
 
 import pytest
 import responses
 
+from gateway.jobs import ImageJob
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
-from tests.support import GENERATE, STREAM, assert_valid_gemini_request
+from tests.support import GENERATE, STREAM, FakeProvider, assert_valid_gemini_request, serve_with
 
 
 @pytest.fixture
@@ -48,3 +50,27 @@ def json_lines():
     root.addHandler(handler)
     yield lambda: handler.lines
     root.removeHandler(handler)
+
+
+@pytest.fixture
+def fake(app):
+    """One FakeProvider, named gemini, in place of the app's providers: the service's own
+    behaviour with no wire format (script it with `fake.will(Answer(...), ...)`)."""
+    provider = FakeProvider("gemini")
+    serve_with(app, provider)
+    return provider
+
+
+@pytest.fixture
+def call_index(monkeypatch):
+    """A function that tells, on an upstream call's thread, which of the request's `n` calls it is
+    (for `FakeProvider.by_call`)."""
+    current = threading.local()
+    original = ImageJob._call
+
+    def tagged(self, index, *args):
+        current.index = index
+        return original(self, index, *args)
+
+    monkeypatch.setattr(ImageJob, "_call", tagged)
+    return lambda: current.index

@@ -12,17 +12,7 @@ import responses
 from gateway import create_app
 from gateway.config import ConfigError, Settings
 from tests.conftest import OPENROUTER_KEY
-from tests.support import GENERATE, gemini_answer, png_bytes
-
-CHAT = "https://openrouter.test/api/v1/chat/completions"
-
-
-def openrouter_answer(png=None, cost=0.039):
-    url = "data:image/png;base64," + base64.b64encode(png or png_bytes()).decode()
-    return {"choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "A fox.",
-                                     "images": [{"type": "image_url", "image_url": {"url": url}}]}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 1290, "total_tokens": 1302, "cost": cost}}
+from tests.support import CHAT, GENERATE, gemini_answer, openrouter_answer, png_bytes
 
 
 @pytest.fixture
