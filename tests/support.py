@@ -44,6 +44,22 @@ def generate_as(client, key, **params):
     return generate(client, {"Authorization": f"Bearer {key}"}, **params)
 
 
+def b64(data):
+    """Bytes as base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def data_url(data, mime_type="image/png"):
+    return f"data:{mime_type};base64,{b64(data)}"
+
+
+def encoded(image, image_format, **options):
+    """A Pillow image saved in `image_format` (PNG, JPEG, WEBP...), as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
 def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, "PNG")
@@ -90,6 +106,18 @@ def assert_valid_gemini_request(body):
     image_size = image_config.pop("imageSize", None)
     assert image_size in (None, "512", "1K", "2K", "4K"), image_size
     ParseDict(body, GenerateContentRequest.pb()(), ignore_unknown_fields=False)
+
+
+def assert_error(response, status, message=None, startswith=None):
+    """The Flask response is exactly {error, status, message} with the same HTTP status, and its
+    message is `message`, or starts with `startswith`."""
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body == {"error": True, "status": status, "message": body.get("message")}
+    if message is not None:
+        assert body["message"] == message
+    if startswith is not None:
+        assert body["message"].startswith(startswith), body["message"]
 
 
 def metric(text, name, **labels):

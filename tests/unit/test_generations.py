@@ -1,7 +1,6 @@
 """POST /v1/images/generations: fan-out, partial failure, response shape, re-encoding. The
 service's own behaviour, served by a FakeProvider (the wire formats have their own tests)."""
 import base64
-import io
 import threading
 
 import pytest
@@ -10,13 +9,7 @@ from PIL import Image
 
 from gateway import jobs
 from gateway.errors import GatewayError, Rejected
-from tests.support import GENERATE, Answer, decode, gemini_answer, generate, image_part, png_bytes, tokens
-
-
-def encoded(image, image_format, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
+from tests.support import GENERATE, Answer, decode, encoded, gemini_answer, generate, image_part, png_bytes, tokens
 
 
 def test_response_has_the_openai_shape(client, auth, fake):

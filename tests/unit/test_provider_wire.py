@@ -1,7 +1,6 @@
 """Both providers' wire format, tested as pure functions with no network and no Flask: the body
 each builds from an ImageCall, how each reads an answer into a Generation, and how each maps an
 upstream error to the neutral errors; plus one mocked round trip of each provider's generate()."""
-import base64
 import dataclasses
 import io
 import json
@@ -18,7 +17,7 @@ from gateway.providers import ImageCall, Usage, gemini, openrouter
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openrouter import OpenRouterProvider
 from tests.conftest import OPENROUTER_KEY, UPSTREAM_KEY
-from tests.support import GENERATE_URL, assert_valid_gemini_request, gemini_answer, image_part, png_bytes
+from tests.support import GENERATE_URL, assert_valid_gemini_request, b64, data_url, gemini_answer, image_part, png_bytes
 
 GOOGLE_STYLE_KEY = "AIza" + "SyD-0123456789abcdefghijklmnopqrstu"  # fake; split so no key-like literal is committed
 OPENROUTER_STYLE_KEY = "sk-" + "or-v1-" + "0123456789abcdef" * 4  # fake, likewise
@@ -32,14 +31,6 @@ def jpeg_bytes(size=(32, 24)):
 
 
 GREEN_JPEG = jpeg_bytes()
-
-
-def b64(data):
-    return base64.b64encode(data).decode()
-
-
-def data_url(data, mime_type="image/png"):
-    return f"data:{mime_type};base64,{b64(data)}"
 
 
 def source(data, mime_type="image/png"):

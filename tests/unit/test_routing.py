@@ -12,7 +12,7 @@ import responses
 from gateway import create_app
 from gateway.config import ConfigError, Settings
 from tests.conftest import OPENROUTER_KEY
-from tests.support import CHAT, GENERATE, gemini_answer, openrouter_answer, png_bytes
+from tests.support import CHAT, GENERATE, gemini_answer, generate, openrouter_answer, png_bytes
 
 
 @pytest.fixture
@@ -23,10 +23,6 @@ def both(settings):
 
 def gateway(settings, **changes):
     return create_app(dataclasses.replace(settings, **changes)).test_client()
-
-
-def generate(client, auth, **params):
-    return client.post("/v1/images/generations", json={"prompt": "a fox", **params}, headers=auth)
 
 
 @pytest.fixture

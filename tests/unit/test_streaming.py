@@ -2,7 +2,6 @@
 endpoints, partial images, `n` > 1, errors after the stream started, keep-alive comments and the
 request's log line; and the one JSON body, unchanged. The service's side with a FakeProvider;
 Gemini's streamed thought images (its partial images) on the mocked wire at the end."""
-import base64
 import dataclasses
 import io
 import json
@@ -18,6 +17,7 @@ from tests.support import (
     STREAM,
     Answer,
     FakeProvider,
+    b64,
     decode,
     gemini_answer,
     generate,
@@ -29,10 +29,6 @@ from tests.support import (
 )
 
 IMAGE_FIELDS = {"type", "b64_json", "created_at", "size", "quality", "background", "output_format"}
-
-
-def b64(data):
-    return base64.b64encode(data).decode("ascii")
 
 
 def events(response):

@@ -26,12 +26,6 @@ def error_for(response):
 
 
 @pytest.fixture
-def web():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
 def sleeps(monkeypatch):
     waited = []
     monkeypatch.setattr(transport.time, "sleep", waited.append)

@@ -11,7 +11,7 @@ import responses
 from gateway import create_app
 from gateway.errors import GatewayError
 from tests.conftest import UPSTREAM_KEY
-from tests.support import GENERATE, decode, gemini_answer, image_part, png_bytes
+from tests.support import GENERATE, assert_error, decode, gemini_answer, generate, image_part, png_bytes
 
 URL = "/v1/images/generations"
 NO_IMAGE = ("The model did not generate any images. "
@@ -47,21 +47,6 @@ def fail(upstream, status, message="upstream says no", times=1, reason=None, hea
 
 def succeed(upstream, *parts):
     reply(upstream, json=gemini_answer(*parts))
-
-
-def generate(client, auth, **params):
-    return client.post(URL, json={"prompt": "a red square", **params}, headers=auth)
-
-
-def assert_error(response, status, message=None, startswith=None):
-    """The body is exactly {error, status, message} with the same HTTP status."""
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body == {"error": True, "status": status, "message": body.get("message")}
-    if message is not None:
-        assert body["message"] == message
-    if startswith is not None:
-        assert body["message"].startswith(startswith), body["message"]
 
 
 def assert_one_image(response):
