@@ -3,8 +3,10 @@ schema, and a FakeProvider for the service's own behaviour."""
 import base64
 import hashlib
 import io
+import ipaddress
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -137,6 +139,47 @@ def requested(mock):
 
 def redirect(mock, url, location, **headers):
     mock.add(responses.GET, url, status=302, headers={"Location": location, **headers})
+
+
+class FakeDNS:
+    """`gateway.fetch.resolve` stand-in: names from `table` (name -> addresses), IP literals as
+    themselves; a `rebinding` name answers its public address on the first ask and 127.0.0.1 on
+    every later one (DNS rebinding). Records every ask."""
+
+    def __init__(self, table=None, rebinding=None):
+        self.table, self.rebinding = table or {}, rebinding or {}
+        self.asked = []
+
+    def __call__(self, hostname, port):
+        earlier = self.hosts.count(hostname)
+        self.asked.append((hostname, port))
+        if hostname in self.table:
+            return sorted(self.table[hostname])
+        if hostname in self.rebinding:
+            return [self.rebinding[hostname] if earlier == 0 else "127.0.0.1"]
+        try:
+            ipaddress.ip_address(hostname.split("%")[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return [hostname]
+
+    @property
+    def hosts(self):
+        return [hostname for hostname, _ in self.asked]
+
+
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED"}
+
+
+def google_error(code, message="upstream says no", reason=None):
+    """A Google API error body, optionally with an ErrorInfo reason."""
+    error = {"code": code, "message": message, "status": GOOGLE_STATUS.get(code, "UNKNOWN")}
+    if reason:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                             "reason": reason, "domain": "googleapis.com"}]
+    return {"error": error}
 
 
 def openrouter_answer(png=None, cost=0.039):

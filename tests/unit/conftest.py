@@ -5,6 +5,7 @@ import threading
 import pytest
 import responses
 
+from emulator import create_emulator
 from gateway.jobs import ImageJob
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
@@ -22,6 +23,12 @@ def upstream():
                 assert "key=" not in call.request.url
                 assert call.request.headers["x-goog-api-key"] == UPSTREAM_KEY
                 assert_valid_gemini_request(json.loads(call.request.body))
+
+
+@pytest.fixture
+def emulator():
+    """The offline emulator in process, as a Flask test client."""
+    return create_emulator().test_client()
 
 
 @pytest.fixture

@@ -13,15 +13,12 @@ from gateway import create_app
 from gateway.accounting import Window, decide, reset_text
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
-from tests.conftest import CLIENT_KEY, STORES
+from tests.conftest import CLIENT_KEY
 from tests.support import ADMIN, ADMIN_KEY, GENERATE, create_key, gemini_answer, generate_as, metric
 
+pytestmark = pytest.mark.both_stores  # every test on SQLite and on PostgreSQL
+
 PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the mock's 10 input tokens
-
-
-@pytest.fixture(params=STORES)
-def database_url(request):
-    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture

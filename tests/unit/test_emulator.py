@@ -11,11 +11,6 @@ from tests.support import png_bytes
 KEY = {"x-goog-api-key": "emulator-key"}
 
 
-@pytest.fixture
-def emulator():
-    return create_emulator().test_client()
-
-
 def body(prompt="a fox", image_config=None, images=()):
     parts = [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(i).decode()}} for i in images]
     config = {"responseModalities": ["TEXT", "IMAGE"]}

@@ -15,11 +15,6 @@ PRO = "google/gemini-3-pro-image-preview"
 FLUX = "black-forest-labs/flux.2-pro"
 
 
-@pytest.fixture
-def emulator():
-    return create_emulator().test_client()
-
-
 def body(prompt="a fox", model=PRO, image_config=None, images=(), modalities=("image", "text")):
     urls = [f"data:image/png;base64,{base64.b64encode(i).decode()}" for i in images]
     content = [{"type": "text", "text": prompt}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]

@@ -5,9 +5,7 @@ HTTP is mocked with `responses` (it patches HTTPAdapter.send, which PinnedAdapte
 DNS by replacing `gateway.fetch.resolve`, for every test in this module: nothing here touches the
 network or a real resolver."""
 import base64
-import ipaddress
 import json
-import socket
 from dataclasses import replace
 
 import pytest
@@ -16,34 +14,12 @@ import responses
 
 from gateway import create_app, fetch
 from gateway.fetch import FetchRefused, fetch_image, is_public
-from tests.support import GENERATE, gemini_answer, png_bytes, redirect, requested
+from tests.support import GENERATE, FakeDNS, gemini_answer, png_bytes, redirect, requested
 
 PUBLIC = "93.184.216.34"
 PNG = png_bytes((40, 30), (10, 120, 220))
 IMAGE_URL = "https://img.example/a.png"
 NOT_HTTPS = "images[0].image_url must be an https URL or a base64 data URL"
-
-
-class FakeDNS:
-    """`resolve` stand-in: names from a table, IP literals as themselves; records every ask."""
-
-    def __init__(self, table):
-        self.table = table
-        self.asked = []
-
-    def __call__(self, hostname, port):
-        self.asked.append((hostname, port))
-        if hostname in self.table:
-            return sorted(self.table[hostname])
-        try:
-            ipaddress.ip_address(hostname.split("%")[0])
-        except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-        return [hostname]
-
-    @property
-    def hosts(self):
-        return [hostname for hostname, _ in self.asked]
 
 
 @pytest.fixture(autouse=True)

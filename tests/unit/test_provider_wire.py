@@ -17,7 +17,16 @@ from gateway.providers import ImageCall, Usage, gemini, openrouter
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openrouter import OpenRouterProvider
 from tests.conftest import OPENROUTER_KEY, UPSTREAM_KEY
-from tests.support import GENERATE_URL, assert_valid_gemini_request, b64, data_url, gemini_answer, image_part, png_bytes
+from tests.support import (
+    GENERATE_URL,
+    assert_valid_gemini_request,
+    b64,
+    data_url,
+    gemini_answer,
+    google_error,
+    image_part,
+    png_bytes,
+)
 
 GOOGLE_STYLE_KEY = "AIza" + "SyD-0123456789abcdefghijklmnopqrstu"  # fake; split so no key-like literal is committed
 OPENROUTER_STYLE_KEY = "sk-" + "or-v1-" + "0123456789abcdef" * 4  # fake, likewise
@@ -37,7 +46,7 @@ def source(data, mime_type="image/png"):
     return SourceImage(data, mime_type, Image.open(io.BytesIO(data)).size)
 
 
-def call(**fields):
+def image_call(**fields):
     return ImageCall(**{"model": "model-x", "prompt": "a red fox", **fields})
 
 
@@ -49,13 +58,6 @@ def http_response(status, body=None, retry_after=None):
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
     return response
-
-
-def google_error(status, message="upstream says no", reason=None):
-    error = {"code": status, "message": message, "status": "SOME_STATUS"}
-    if reason:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]
-    return {"error": error}
 
 
 def openrouter_error(status, message="upstream says no", **metadata):
@@ -76,11 +78,11 @@ def openrouter_answer(*urls, content="Here it is.", usage=None, finish_reason="s
 
 
 def gemini_body(**fields):
-    return json.loads(gemini.build_body(call(**fields)))
+    return json.loads(gemini.build_body(image_call(**fields)))
 
 
 def openrouter_body(**fields):
-    return json.loads(openrouter.build_body(call(**fields)))
+    return json.loads(openrouter.build_body(image_call(**fields)))
 
 
 # --- Gemini: the request body ------------------------------------------------------------------
@@ -592,7 +594,7 @@ def test_usage_addition_keeps_the_cost_that_is_known(first, second, cost):
 
 def test_gemini_provider_posts_to_generate_content_with_its_key(settings):
     provider = GeminiProvider(settings)
-    request = provider.request_for(call(model="gemini-3-pro-image-preview", images=(source(BLUE),)))
+    request = provider.request_for(image_call(model="gemini-3-pro-image-preview", images=(source(BLUE),)))
     url = GENERATE_URL.format(model="gemini-3-pro-image-preview")
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=gemini_answer({"text": "A fox."}, image_part(RED)))
@@ -609,7 +611,7 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     settings = dataclasses.replace(settings, openrouter_api_key=OPENROUTER_KEY,
                                    openrouter_base_url="https://openrouter.test/api/v1")
     provider = OpenRouterProvider(settings)
-    request = provider.request_for(call(model="google/gemini-3-pro-image-preview", images=(source(BLUE),)))
+    request = provider.request_for(image_call(model="google/gemini-3-pro-image-preview", images=(source(BLUE),)))
     url = "https://openrouter.test/api/v1/chat/completions"
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=openrouter_answer(data_url(RED), usage={
