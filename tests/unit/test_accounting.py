@@ -122,22 +122,27 @@ def test_a_key_without_a_policy_gets_no_limit_headers(client, auth, answering):
     assert response.status_code == 200 and not [h for h in response.headers.keys() if h.startswith("x-ratelimit")]
 
 
-def test_two_workers_never_double_a_limit(app, settings, answering):
-    apps = [app, create_app(settings)]
-    key = key_with(app.test_client(), rpm=5)
-    statuses, start = [], threading.Barrier(12)
+def burst_from_two_workers(app, settings, key, count):
+    """`count` generations with `key` at once, alternately on `app` and on a second app (another
+    worker) over the same database; their statuses."""
+    apps, statuses, start = [app, create_app(settings)], [], threading.Barrier(count)
 
     def call(worker):
         start.wait()
         statuses.append(generate_as(worker.test_client(), key).status_code)
 
-    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(12)]
+    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     apps[1].config["STORE"].close()
-    assert sorted(statuses) == [200] * 5 + [429] * 7
+    return statuses
+
+
+def test_two_workers_never_double_a_limit(app, settings, answering):
+    key = key_with(app.test_client(), rpm=5)
+    assert sorted(burst_from_two_workers(app, settings, key, 12)) == [200] * 5 + [429] * 7
     assert len(answering.calls) == 5
 
 
@@ -157,19 +162,7 @@ def test_a_spent_budget_is_a_429_that_must_not_be_retried_naming_budget_spend_an
 
 def test_a_burst_from_two_workers_never_spends_past_the_budget(app, settings, answering):
     key = key_with(app.test_client(), budget_usd=0.5)  # room for 3 images at $0.134
-    apps, statuses, start = [app, create_app(settings)], [], threading.Barrier(10)
-
-    def call(worker):
-        start.wait()
-        statuses.append(generate_as(worker.test_client(), key).status_code)
-
-    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    apps[1].config["STORE"].close()
-    assert sorted(statuses) == [200] * 3 + [429] * 7
+    assert sorted(burst_from_two_workers(app, settings, key, 10)) == [200] * 3 + [429] * 7
     assert len(answering.calls) == 3
     assert own_usage(app.test_client(), key)["spent_usd"] == pytest.approx(3 * PRO_CALL)
 

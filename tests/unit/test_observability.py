@@ -75,24 +75,20 @@ def test_key_id_is_a_short_hash_and_differs_per_key(client, upstream, json_lines
 
 
 def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, upstream):
-    def sample(name, **labels):
-        return metric(client.get("/metrics").get_data(as_text=True), name, **labels)
+    def samples():
+        text = client.get("/metrics").get_data(as_text=True)
+        return (metric(text, "gateway_requests_total", endpoint="/v1/images/generations", status="200"),
+                metric(text, "gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
+                       provider="gemini"),
+                metric(text, "gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
+                metric(text, "gateway_images_generated_total", model="gemini-3-pro-image"),
+                metric(text, "gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
 
-    before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
-                     provider="gemini"),
-              sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
-              sample("gateway_images_generated_total", model="gemini-3-pro-image"),
-              sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    before = samples()
     upstream.add(responses.POST, GENERATE, status=503)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     assert generate(client, auth).status_code == 200
-    after = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
-                     provider="gemini"),
-             sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
-             sample("gateway_images_generated_total", model="gemini-3-pro-image"),
-             sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    after = samples()
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1290]
 
 
