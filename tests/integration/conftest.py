@@ -2,6 +2,7 @@
 production gunicorn.conf.py, pointed at the emulator; and the HTTP helpers the tests share."""
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,10 +68,16 @@ def wait_until_up(url, process, log_path, seconds=30, verify=True):
 
 
 def start(command, env, url, log_path):
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:  # the child writes to its own copy of the descriptor
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_until_up(url, process, log_path)
     return process
+
+
+def workers(master_pid):
+    """The pids of a gunicorn master's workers, in order."""
+    return sorted(int(pid) for task in Path(f"/proc/{master_pid}/task").iterdir()
+                  for pid in (task / "children").read_text().split())
 
 
 def stop(process):
@@ -176,6 +183,51 @@ def auth():
 def emulator_requests(emulator_url, since):
     """What the emulator received after `since` (a time.time() value)."""
     return [r for r in requests.get(emulator_url + "/emulator/requests", timeout=5).json() if r["at"] >= since]
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(gateway_url, certificate, work, openai_errors=False):
+    """deploy/nginx.conf on free ports in front of `gateway_url`, with a throwaway certificate;
+    returns (process, https url, http url)."""
+    if not shutil.which(NGINX):
+        pytest.skip("nginx is not installed here (.ci/run installs it)")
+    http_port, https_port = free_port(), free_port()
+    site = (ROOT / "deploy" / "nginx.conf").read_text()
+    for old, new in [("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};"),
+                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
+                     ("/etc/ssl/certs/image-gateway.pem", str(certificate[0])),
+                     ("/etc/ssl/private/image-gateway.key", str(certificate[1])),
+                     ('""      0;', '""      1;' if openai_errors else '""      0;')]:
+        assert old in site, old
+        site = site.replace(old, new)
+    (work / "site.conf").write_text(site)
+    (work / "nginx.conf").write_text(f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    include {work}/site.conf;
+}}
+""")
+    log_path = work / "stdout.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c",
+                                    str(work / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{https_port}"
+    wait_until_up(url + "/health", process, log_path, verify=str(certificate[0]))
+    return process, url, f"http://127.0.0.1:{http_port}"
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------

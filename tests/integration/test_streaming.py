@@ -1,7 +1,5 @@
 """`stream: true` end to end (docs/api.md): the gateway under gunicorn against the
 emulator, read by the official Python and Node SDKs, by raw HTTP, and through the real nginx."""
-import base64
-import io
 import json
 import subprocess
 import time
@@ -10,11 +8,18 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from PIL import Image
 
-from tests.integration.conftest import AUTH, CLIENT_KEY, emulator_requests, metric, refused, start_gateway, stop
-from tests.integration.test_nginx import start_nginx
-from tests.support import png_bytes
+from tests.integration.conftest import (
+    AUTH,
+    CLIENT_KEY,
+    emulator_requests,
+    metric,
+    refused,
+    start_gateway,
+    start_nginx,
+    stop,
+)
+from tests.support import decode, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +31,8 @@ KEEP_ALIVE = "keep-alive"
 # --- helpers ------------------------------------------------------------------------------------
 
 def decoded(b64):
-    """The PNG a b64_json carries, as (format, size)."""
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
+    """The image a b64_json carries, as (format, size)."""
+    image = decode(b64)
     return image.format, image.size
 
 
