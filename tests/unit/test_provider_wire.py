@@ -67,7 +67,7 @@ def openrouter_error(status, message="upstream says no", **metadata):
     return {"error": error}
 
 
-def openrouter_answer(*urls, content="Here it is.", usage=None, finish_reason="stop", **choice):
+def chat_completion(*urls, content="Here it is.", usage=None, finish_reason="stop", **choice):
     """A chat-completions answer carrying `urls` as message.images."""
     message = {"role": "assistant", "content": content,
                "images": [{"type": "image_url", "image_url": {"url": url}} for url in urls]}
@@ -322,7 +322,7 @@ def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():
 # --- OpenRouter: reading an answer -------------------------------------------------------------
 
 def test_openrouter_answer_images_are_read_in_order():
-    answer = openrouter.parse_answer(openrouter_answer(data_url(RED), data_url(GREEN_JPEG, "image/jpeg"),
+    answer = openrouter.parse_answer(chat_completion(data_url(RED), data_url(GREEN_JPEG, "image/jpeg"),
                                                        data_url(BLUE)))
     assert [image.b64.decode() for image in answer.images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
     assert [(image.format, image.size) for image in answer.images] == [("PNG", (64, 48)), ("JPEG", (32, 24)),
@@ -337,11 +337,11 @@ def test_openrouter_answer_images_are_read_in_order():
     ("", ""),
 ])
 def test_openrouter_answer_words_come_from_the_message_content(content, text):
-    assert openrouter.parse_answer(openrouter_answer(data_url(RED), content=content)).text == text
+    assert openrouter.parse_answer(chat_completion(data_url(RED), content=content)).text == text
 
 
 def test_openrouter_usage_splits_image_tokens_from_text_and_keeps_the_cost():
-    usage = openrouter.parse_answer(openrouter_answer(data_url(RED), usage={
+    usage = openrouter.parse_answer(chat_completion(data_url(RED), usage={
         "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590,
         "prompt_tokens_details": {"image_tokens": 258, "cached_tokens": 0}, "cost": 0.0391,
     })).usage
@@ -395,7 +395,7 @@ def test_openrouter_usage_missing_is_all_zero(usage):
     "garbage",
 ])
 def test_openrouter_unusable_image_is_retryable_bad_image(item):
-    payload = openrouter_answer()
+    payload = chat_completion()
     payload["choices"][0]["message"]["images"] = [item]
     with pytest.raises(UpstreamUnavailable) as caught:
         openrouter.parse_answer(payload)
@@ -405,19 +405,19 @@ def test_openrouter_unusable_image_is_retryable_bad_image(item):
 @pytest.mark.parametrize(("native", "named"), [("IMAGE_SAFETY", "IMAGE_SAFETY"), (None, "content_filter")])
 def test_openrouter_content_filter_without_an_image_is_blocked(native, named):
     with pytest.raises(Blocked) as caught:
-        openrouter.parse_answer(openrouter_answer(finish_reason="content_filter", native_finish_reason=native))
+        openrouter.parse_answer(chat_completion(finish_reason="content_filter", native_finish_reason=native))
     assert (caught.value.status, caught.value.cause) == (400, "blocked")
     assert f"(finish_reason: {named})" in caught.value.message
 
 
 def test_openrouter_content_filter_with_an_image_still_answers_the_image():
-    answer = openrouter.parse_answer(openrouter_answer(data_url(RED), finish_reason="content_filter"))
+    answer = openrouter.parse_answer(chat_completion(data_url(RED), finish_reason="content_filter"))
     assert len(answer.images) == 1
 
 
 @pytest.mark.parametrize("payload", [
-    openrouter_answer(),
-    openrouter_answer(finish_reason="length"),
+    chat_completion(),
+    chat_completion(finish_reason="length"),
     {"choices": [{"message": {"role": "assistant", "content": "words"}, "finish_reason": "stop"}]},
     {"choices": [{"finish_reason": "stop"}]},
     {"choices": []},
@@ -440,7 +440,7 @@ def test_openrouter_answer_without_an_image_is_no_image(payload):
     ("choice", "boom", UpstreamUnavailable, 502),
 ])
 def test_openrouter_error_inside_a_200_is_mapped_by_its_code(where, code, kind, status):
-    payload = openrouter_answer(data_url(RED))
+    payload = chat_completion(data_url(RED))
     error = {"code": code, "message": "Provider returned error"}
     if where == "top":
         payload["error"] = error
@@ -477,7 +477,7 @@ def test_gemini_usage_with_nulls_or_strings_counts_nothing_for_them(usage):
 
 
 def test_openrouter_content_parts_whose_text_is_not_a_string_are_skipped():
-    answer = openrouter_answer(data_url(png_bytes()), content=[{"type": "text", "text": 5},
+    answer = chat_completion(data_url(png_bytes()), content=[{"type": "text", "text": 5},
                                                                {"type": "text", "text": "a fox"}])
     assert openrouter.parse_answer(answer).text == "a fox"
 
@@ -614,7 +614,7 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     request = provider.request_for(image_call(model="google/gemini-3-pro-image-preview", images=(source(BLUE),)))
     url = "https://openrouter.test/api/v1/chat/completions"
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, url, json=openrouter_answer(data_url(RED), usage={
+        mock.add(responses.POST, url, json=chat_completion(data_url(RED), usage={
             "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590, "cost": 0.04}))
         generation = provider.generate(request, time.monotonic() + 5)
         sent = mock.calls[0].request
