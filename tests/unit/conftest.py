@@ -6,6 +6,7 @@ import pytest
 import responses
 
 from emulator import create_emulator
+from gateway import fetch
 from gateway.jobs import ImageJob
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
@@ -29,6 +30,20 @@ def upstream():
 def emulator():
     """The offline emulator in process, as a Flask test client."""
     return create_emulator().test_client()
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    """(address, hostname) of every PinnedAdapter the image fetcher (gateway.fetch) builds, in order."""
+    built = []
+
+    class Recording(fetch.PinnedAdapter):
+        def __init__(self, address, hostname):
+            built.append((address, hostname))
+            super().__init__(address, hostname)
+
+    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
+    return built
 
 
 @pytest.fixture

@@ -225,15 +225,7 @@ def test_unresolvable_host_is_refused(settings, web, dns):
 
 # --- the connection goes to the vetted address -------------------------------------------------
 
-def test_connection_is_pinned_to_the_address_resolved_at_vetting(settings, web, dns, monkeypatch):
-    pinned = []
-
-    class Recording(fetch.PinnedAdapter):
-        def __init__(self, address, hostname):
-            pinned.append((address, hostname))
-            super().__init__(address, hostname)
-
-    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
+def test_connection_is_pinned_to_the_address_resolved_at_vetting(settings, web, dns, pinned):
     web.add(responses.GET, IMAGE_URL, body=PNG)
     assert fetch_image(IMAGE_URL, settings) == PNG
     assert pinned == [(PUBLIC, "img.example")]

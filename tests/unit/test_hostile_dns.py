@@ -38,20 +38,6 @@ def dns(monkeypatch):
     return fake
 
 
-@pytest.fixture
-def pinned(monkeypatch):
-    """(address, hostname) of every PinnedAdapter the fetcher builds, in order."""
-    built = []
-
-    class Recording(fetch.PinnedAdapter):
-        def __init__(self, address, hostname):
-            built.append((address, hostname))
-            super().__init__(address, hostname)
-
-    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
-    return built
-
-
 def test_the_fake_dns_really_rebinds(dns):
     assert dns("rebind.example", 443) == [PUBLIC]
     assert dns("rebind.example", 443) == [LOOPBACK]

@@ -268,14 +268,6 @@ def test_gemini_429_is_rate_limited_with_retry_after(header, retry_after, sent):
 
 
 
-@pytest.mark.parametrize("status", [400, 404, 429, 500])
-def test_gemini_keys_in_upstream_messages_are_redacted(status):
-    message = f"key {UPSTREAM_KEY} and {GOOGLE_STYLE_KEY} are invalid"
-    error = gemini.error_for(http_response(status, google_error(status, message)), UPSTREAM_KEY)
-    assert UPSTREAM_KEY not in error.message and GOOGLE_STYLE_KEY not in error.message
-    assert "key [redacted] and [redacted] are invalid" in error.message
-
-
 # --- OpenRouter: the request body ------------------------------------------------------------
 
 def test_openrouter_body_is_exactly_the_chat_completions_request():
@@ -568,11 +560,15 @@ def test_gemini_error_without_an_error_object_says_the_status(body):
     assert gemini.error_for(http_response(400, body)).message == "HTTP 400"
 
 
-@pytest.mark.parametrize("status", [400, 402, 404, 429, 500])
-def test_openrouter_keys_in_upstream_messages_are_redacted(status):
-    message = f"key {OPENROUTER_KEY} and {OPENROUTER_STYLE_KEY} are invalid"
-    error = openrouter.error_for(http_response(status, openrouter_error(status, message)), OPENROUTER_KEY)
-    assert OPENROUTER_KEY not in error.message and OPENROUTER_STYLE_KEY not in error.message
+@pytest.mark.parametrize("provider, error_body, key, key_shaped, status", [
+    *((gemini, google_error, UPSTREAM_KEY, GOOGLE_STYLE_KEY, status) for status in (400, 404, 429, 500)),
+    *((openrouter, openrouter_error, OPENROUTER_KEY, OPENROUTER_STYLE_KEY, status)
+      for status in (400, 402, 404, 429, 500)),
+])
+def test_keys_in_upstream_messages_are_redacted(provider, error_body, key, key_shaped, status):
+    message = f"key {key} and {key_shaped} are invalid"
+    error = provider.error_for(http_response(status, error_body(status, message)), key)
+    assert key not in error.message and key_shaped not in error.message
     assert "key [redacted] and [redacted] are invalid" in error.message
 
 
