@@ -1,5 +1,6 @@
-"""Test helpers: real image bytes, Gemini and OpenRouter answers, Google's published request
-schema, and a FakeProvider for the service's own behaviour."""
+"""The tests' one helpers module (fixtures live in the conftests): requests and error checks with
+a Flask test client, real image bytes, Gemini and OpenRouter answers, Google's published request
+schema, a fake DNS, Prometheus samples, and a FakeProvider for the service's own behaviour."""
 import base64
 import hashlib
 import io
