@@ -293,9 +293,7 @@ def main():
     gateway = start([str(bin_dir / "gunicorn"), "app:app", "--config", "gunicorn.conf.py",
                      "--bind", f"127.0.0.1:{gateway_port}", "--backlog", "4096"],
                     {"GATEWAY_API_KEYS": CLIENT_KEY, "GEMINI_API_KEY": UPSTREAM_KEY,
-                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port),
-                     # one key plays every client here, so it may use every slot
-                     "UPSTREAM_MAX_IN_FLIGHT_PER_KEY": str(args.concurrency)},
+                     "GEMINI_BASE_URL": f"http://127.0.0.1:{emulator_port}", "PORT": str(gateway_port)},
                     open(results_dir / "gateway.log", "w"))
     upstream_url = f"http://127.0.0.1:{emulator_port}/v1beta/models/{MODEL}:generateContent"
     floor = start([str(bin_dir / "gunicorn"), "floor_app:app", "--pythonpath", "bench", "--config", "/dev/null",

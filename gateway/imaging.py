@@ -106,6 +106,7 @@ def _ended_on_failure(admission):
         yield
     except BaseException as error:
         admission.finish(0, Usage(), "", getattr(error, "status", 500))
+        admission.settle()
         raise
 
 

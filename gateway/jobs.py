@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from . import media
 from .errors import GatewayError, UpstreamError, internal_error
-from .limits import KEY_QUOTA, image_thread_lock, image_work
-from .metrics import record_cost, record_failover, record_images
+from .limits import image_thread_lock, image_work, upstream_slots
+from .metrics import UPSTREAM_IN_FLIGHT, record_cost, record_failover, record_images
 from .providers import Usage, transport
 
 log = logging.getLogger(__name__)
@@ -113,26 +113,25 @@ class ImageJob:
     def events(self, idle=None):
         """Partial, Completed and Failed events as they happen (every call ends in one Completed per
         image or one Failed); None after `idle` seconds without any. Closing the generator early
-        (the client went away) cancels the calls still running and frees their in-flight slots."""
+        (the client went away) cancels the calls still running or waiting for an in-flight slot."""
         events, cancel = queue.Queue(), transport.Cancel()
         token = transport.CANCEL.set(cancel)
-        with KEY_QUOTA.hold(self.client.id, self.n, self.settings.upstream_max_in_flight_per_key):
-            deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
-            calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
-                                      args=(self._call, index, deadline, events.put))
-                     for index in range(self.n)]  # each in a copy of this context: request id, counters, cancel
-            try:
-                for call in calls:
-                    call.start()
-                yield from self._drain(events, idle)
-            finally:
-                cancel.set()
-                for call in calls:
-                    if call.ident is not None:  # started
-                        call.join()
-                transport.CANCEL.reset(token)
-                record_images(self.model.label, self.client.name, self.images, self.usage)
-                self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
+        deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
+        calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
+                                  args=(self._call, index, deadline, cancel, events.put))
+                 for index in range(self.n)]  # each in a copy of this context: request id, counters, cancel
+        try:
+            for call in calls:
+                call.start()
+            yield from self._drain(events, idle)
+        finally:
+            cancel.set()
+            for call in calls:
+                if call.ident is not None:  # started
+                    call.join()
+            transport.CANCEL.reset(token)
+            record_images(self.model.label, self.client.name, self.images, self.usage)
+            self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
 
     def _drain(self, events, idle):
         running = self.n
@@ -150,13 +149,13 @@ class ImageJob:
             running -= getattr(event, "last", False)  # a Partial never ends its call
             yield event
 
-    def _call(self, index, deadline, emit):
+    def _call(self, index, deadline, cancel, emit):
         """One upstream call, failing over as needed; its images become events. Whatever goes wrong,
         the call ends in an event with `last` set, a bug included (logged, and a 500 for the
         client), so the request never waits for a call that is gone."""
         try:
-            events = self._images(index, deadline, emit)
-        except GatewayError as error:  # e.g. the image threads were busy for IMAGE_QUEUE_TIMEOUT
+            events = self._images(index, deadline, cancel, emit)
+        except GatewayError as error:  # e.g. no in-flight slot or image thread within its queue timeout
             events = [Failed(index, error)]
         except Exception:  # noqa: BLE001 - reported to the client as the 500 it is
             log.exception("image call %d failed", index)
@@ -165,8 +164,9 @@ class ImageJob:
         for event in events:
             emit(event)
 
-    def _images(self, index, deadline, emit):
-        """The events of one call's images (its partial images are emitted as they come)."""
+    def _images(self, index, deadline, cancel, emit):
+        """The events of one call's images (its partial images are emitted as they come). The call
+        holds one of the process's in-flight slots through its retries and failover."""
         sent = []
 
         def partial(image):
@@ -176,7 +176,10 @@ class ImageJob:
                     emit(Partial(index, len(sent), *finished))
                     sent.append(image)
 
-        generation, provider = self._with_failover(deadline, partial)
+        slot = upstream_slots(self.settings.upstream_max_in_flight).hold(
+            self.client.id, self.settings.upstream_queue_timeout, cancel)
+        with slot, UPSTREAM_IN_FLIGHT.track_inprogress():
+            generation, provider = self._with_failover(deadline, partial)
         if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
             generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage.input_tokens)
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)

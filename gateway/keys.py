@@ -105,8 +105,7 @@ class Keys:
         row = {"name": name, "key_hash": key_hash(secret), "policy": policy.stored(),
                "created_at": naive(utcnow()), "revoked_at": None}
         try:
-            with self.store.write() as conn:
-                conn.execute(insert(api_keys).values(**row))
+            self.store.run(lambda conn, now: conn.execute(insert(api_keys).values(**row)))
         except StoreUnavailable as error:
             if isinstance(error.__cause__, IntegrityError):
                 raise Conflict(f"A key named {name!r} already exists.") from None
@@ -128,14 +127,14 @@ class Keys:
             return None
         merged = {**Policy.from_stored(rows[0]["policy"]).public(), **fields_}
         policy = build_policy({**merged, "expires_at": _moment(merged["expires_at"])})
-        with self.store.write() as conn:
-            conn.execute(update(api_keys).where(api_keys.c.name == name).values(policy=policy.stored()))
+        self.store.run(lambda conn, now: conn.execute(
+            update(api_keys).where(api_keys.c.name == name).values(policy=policy.stored())))
         return {**rows[0], "policy": policy.stored()}
 
     def revoke(self, name):
-        with self.store.write() as conn:
-            conn.execute(update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-                         .values(revoked_at=naive(utcnow())))
+        self.store.run(lambda conn, now: conn.execute(
+            update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=naive(utcnow()))))
         rows = self.managed(name)
         return rows[0] if rows else None
 

@@ -1,6 +1,6 @@
 """Per-process bounds that keep one client, or one request, from taking everything: the upstream
-calls each client key has in flight, and the image work (decode, composite, encode) running at
-once, on a few real threads."""
+calls in flight, shared fairly between client keys while they are contended, and the image work
+(decode, composite, encode) running at once, on a few real threads."""
 import concurrent.futures
 import threading
 from collections import Counter
@@ -9,37 +9,92 @@ from functools import cache
 
 from gevent import monkey
 
-from .errors import GatewayError
+from .errors import GatewayError, UpstreamError
 
 
-class KeyQuota:
-    """Upstream calls in flight per client key."""
+class UpstreamSlots:
+    """The process's UPSTREAM_MAX_IN_FLIGHT upstream call slots, shared between client keys only
+    while they are contended: a call takes a free slot at once when no call waits, and otherwise
+    waits in its key's queue; a freed slot goes to the waiting key that holds the fewest (ties: the
+    one waiting longest since its last slot, so keys take turns), so one key's backlog never stands
+    in front of another key's first call. No key is refused for being busy: a call that waits
+    UPSTREAM_QUEUE_TIMEOUT gets the 503 any call would. Under gevent the lock and events are
+    gevent's, as the calls are greenlets there."""
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.in_flight = Counter()
+    def __init__(self, capacity):
+        self.capacity, self.in_use, self.lock = capacity, 0, threading.Lock()
+        self.held = Counter()  # key -> slots it holds
+        self.waiting = {}  # key -> {Event: None} of its waiting calls, oldest first; keys in turn order
 
     @contextmanager
-    def hold(self, client, calls, limit):
-        """Count `calls` for `client` while the block runs; a 429 when that would pass `limit`
-        (a client with nothing in flight may always start one request, even with n > limit)."""
-        with self.lock:
-            held = self.in_flight[client]
-            if held and held + calls > limit:
-                raise GatewayError(429, f"Too many image calls in flight for this API key: {held} are running "
-                                        f"and each key may have {limit} (UPSTREAM_MAX_IN_FLIGHT_PER_KEY). "
-                                        "Try again when some have finished.", headers={"Retry-After": "5"})
-            self.in_flight[client] += calls
+    def hold(self, key, timeout, cancel):
+        """One slot for `key` while the block runs. Waiting ends with a 503 after `timeout`
+        seconds, or at once when `cancel` (the request's transport.Cancel) is set."""
+        self._take(key, timeout, cancel)
         try:
             yield
         finally:
             with self.lock:
-                self.in_flight[client] -= calls
-                if not self.in_flight[client]:
-                    del self.in_flight[client]
+                self._give_back(key)
+
+    def _take(self, key, timeout, cancel):
+        with self.lock:
+            if not self.waiting and self.in_use < self.capacity:
+                self._grant(key)
+                return
+            event = threading.Event()
+            self.waiting.setdefault(key, {})[event] = None
+        try:
+            with cancel.wakes(event):
+                event.wait(timeout)
+        except BaseException:  # e.g. the greenlet killed: a slot handed to it meanwhile goes back
+            with self.lock:
+                if not self._dequeue(key, event):
+                    self._give_back(key)
+            raise
+        with self.lock:
+            if not self._dequeue(key, event):
+                return  # handed a slot
+        if cancel.done:
+            raise UpstreamError("The client went away.", cause="cancelled")
+        raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. Try again shortly.",
+                           headers={"Retry-After": "5"})
+
+    def _dequeue(self, key, event):
+        """Take the call waiting on `event` out of `key`'s queue; False when it had left, handed a slot."""
+        queue = self.waiting.get(key, {})
+        if event not in queue:
+            return False
+        del queue[event]
+        if not queue:
+            del self.waiting[key]
+        return True
+
+    def _grant(self, key):
+        self.in_use += 1
+        self.held[key] += 1
+
+    def _give_back(self, key):
+        """Free `key`'s slot and hand it to the waiting key that holds the fewest (`min` takes the
+        first of equals: the key waiting longest), which then waits at the back for its next one."""
+        self.in_use -= 1
+        self.held[key] -= 1
+        if not self.held[key]:
+            del self.held[key]
+        if self.waiting:
+            fewest = min(self.waiting, key=lambda waiting_key: self.held[waiting_key])
+            event = next(iter(self.waiting[fewest]))
+            self._dequeue(fewest, event)
+            if fewest in self.waiting:
+                self.waiting[fewest] = self.waiting.pop(fewest)
+            self._grant(fewest)
+            event.set()
 
 
-KEY_QUOTA = KeyQuota()
+@cache
+def upstream_slots(capacity):
+    """The process's one UpstreamSlots (created lazily, so after gunicorn forks)."""
+    return UpstreamSlots(capacity)
 
 
 @cache

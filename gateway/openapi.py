@@ -5,7 +5,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint
 
-from .accounting import GROUPS, RATE_LIMIT_HEADERS
+from .accounting import GROUPS
+from .counters import RATE_LIMIT_HEADERS
 from .images.edits import IMAGE_FIELDS
 from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
 from .policies import KeyCreateSchema, PolicySchema
@@ -82,10 +83,14 @@ def build_spec():
         "Edit or combine images with a prompt", {
             "application/json": {"schema": "EditRequest"},
             "multipart/form-data": {"schema": _edit_form(plugin)}})})
-    spec.path("/health", operations={"get": {"summary": "Readiness and configured providers", "responses": {
+    readiness = {"get": {"summary": "Readiness and configured providers", "responses": {
         "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-        "503": {"description": "no provider configured", "content": {"application/json": {
-            "schema": {"type": "object"}}}}}}})
+        "503": {"description": "no provider configured, or draining before shutdown",
+                "content": {"application/json": {"schema": "Error"}}}}}}
+    spec.path("/health/ready", operations=readiness)
+    spec.path("/health", operations=readiness)
+    spec.path("/health/live", operations={"get": {"summary": "Liveness: the process serves", "responses": {
+        "200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
     text, number = {"type": "string"}, {"type": "integer"}
     spec.components.schema("Model", {"type": "object", "required": ["id", "object", "created", "owned_by"],
                                      "properties": {"id": text, "object": text, "created": number, "owned_by": text}})

@@ -5,7 +5,9 @@ Alembic (gateway/migrations) and upgraded at start, or by `python -m gateway.sto
 import contextlib
 import fcntl
 import hashlib
+import random
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import (
@@ -21,9 +23,6 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    func,
-    literal_column,
-    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,13 +57,12 @@ reservations = Table(  # budget held for requests in flight; expires if its inst
     Column("micro_usd", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False),  # Unix seconds, the database's clock
 )
-rate_hits = Table(  # requests admitted in the last minute, for rpm and ipm
-    "rate_hits", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key_name", String(NAME_LENGTH), nullable=False),
-    Column("at", Float, nullable=False),
+rate_buckets = Table(  # requests and images admitted per key and second, for rpm and ipm
+    "rate_buckets", metadata,
+    Column("key_name", String(NAME_LENGTH), primary_key=True),
+    Column("second", BigInteger, primary_key=True, autoincrement=False),  # Unix seconds, the database's clock
+    Column("requests", Integer, nullable=False),
     Column("images", Integer, nullable=False),
-    Index("ix_rate_hits_key_at", "key_name", "at"),
 )
 leases = Table(  # upstream calls in flight, for max_concurrent; expires if its instance dies
     "leases", metadata,
@@ -115,42 +113,62 @@ def engine_url(url):
 
 
 class Store:
-    """One engine per process (connections are not shared across gunicorn's fork), with the
-    transaction helpers the accounting needs: `write(name)` serializes writers of one key on every
-    worker and instance (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock
-    on the name), and `now(conn)` is the database's clock, the same for every instance."""
+    """One engine per process (connections are not shared across gunicorn's fork), and `run`, the
+    transaction every write goes through."""
 
-    def __init__(self, url):
+    def __init__(self, url, pool_size=10):
         self.url = make_url(engine_url(url))
         self.sqlite = self.url.get_backend_name() == "sqlite"
         if self.sqlite and self.url.database not in (None, "", ":memory:"):
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        options = {"pool_pre_ping": True} if not self.sqlite else {}
-        if not self.sqlite:
-            options["connect_args"] = {"connect_timeout": 3}
-        self.engine = create_engine(self.url, pool_size=10, max_overflow=40, pool_timeout=10, **options)
+        options = {} if self.sqlite else {"connect_args": {"connect_timeout": 3}, "pool_recycle": 1800}
+        # at most `pool_size` connections per process (PostgreSQL's max_connections is shared by every
+        # worker of every instance); more greenlets wait for one, up to 10 s
+        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=0, pool_timeout=10, **options)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-        self.clock = (literal_column("(julianday('now') - 2440587.5) * 86400.0") if self.sqlite
-                      else func.extract("epoch", func.clock_timestamp()))
+            self.start = text("SELECT (julianday('now') - 2440587.5) * 86400.0")
+        else:  # one round trip: the commit's durability, the key's lock, the clock
+            self.start = text("SELECT set_config('synchronous_commit', :commit, true), pg_advisory_xact_lock(:lock), "
+                              "extract(epoch from clock_timestamp())")
+            self.start_unlocked = text("SELECT set_config('synchronous_commit', :commit, true), :lock, "
+                                       "extract(epoch from clock_timestamp())")
         self.upsert = sqlite.insert if self.sqlite else postgresql.insert
+        self.schema_applied = False
 
     @contextlib.contextmanager
     def read(self):
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
-    @contextlib.contextmanager
-    def write(self, name=None):
-        """A transaction that commits at the end; with `name`, the only one for that key at a time."""
-        with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
-            if name is not None and not self.sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _lock_id(name)})
-            yield conn
+    def run(self, work, name=None, durable=True, locked=True):
+        """`work(conn, now)` in one transaction, committed when it returns. With `name`, `now` is the
+        database's clock, the same for every instance (else None), and unless `locked` is False the
+        transaction is the only locked one for that key at a time on every worker and instance
+        (PostgreSQL: a transaction-scoped advisory lock on the name; SQLite's BEGIN IMMEDIATE takes
+        its one write lock anyway). `durable=False` lets PostgreSQL confirm the commit before it is
+        on disk (counters and reservations, which expire by themselves). A connection the database
+        had closed (a restart) is retried once."""
+        reconnected, deadline = False, time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                    return work(conn, self._now(conn, name, durable, locked) if name is not None else None)
+            except StoreUnavailable as error:
+                if _busy(error) and time.monotonic() < deadline:
+                    time.sleep(random.uniform(0.0001, 0.001))  # cooperative under gevent, unlike SQLite's own wait
+                elif getattr(error.__cause__, "connection_invalidated", False) and not reconnected:
+                    reconnected = True
+                else:
+                    raise
 
-    def now(self, conn):
-        return float(conn.scalar(select(self.clock)))
+    def _now(self, conn, name, durable, locked):
+        if self.sqlite:
+            return float(conn.scalar(self.start))
+        row = conn.execute(self.start if locked else self.start_unlocked,
+                           {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
+        return float(row[-1])
 
     @contextlib.contextmanager
     def _errors(self):
@@ -171,6 +189,7 @@ class Store:
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+        self.schema_applied = True
 
     @contextlib.contextmanager
     def _migration_lock(self):
@@ -192,16 +211,28 @@ class Store:
         self.engine.dispose()
 
 
+BUSY_SECONDS = 10.0  # how long a write waits for another process's SQLite write lock
+SQLITE_BUSY = 5
+
+
+def _busy(error):
+    """SQLite's write lock is held by another process: BEGIN IMMEDIATE fails at once (busy_timeout
+    is 0), before any work, so the transaction can simply be tried again."""
+    return getattr(getattr(error.__cause__, "orig", None), "sqlite_errorcode", None) == SQLITE_BUSY
+
+
 def _lock_id(name):
     """A signed 64-bit advisory lock number for a name."""
     return int.from_bytes(hashlib.sha256(f"gateway:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def _sqlite_connect(dbapi_connection, record):
-    """SQLite: WAL so readers never wait for writers; transactions begun by SQLAlchemy's event."""
+    """SQLite: WAL so readers never wait for writers; transactions begun by SQLAlchemy's event; no
+    waiting inside SQLite for a lock (it would sleep, blocking every greenlet of the worker):
+    Store.run waits between tries instead."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=0"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

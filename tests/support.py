@@ -43,8 +43,11 @@ def generate(client, headers, prompt="a lighthouse", **params):
 
 
 def generate_as(client, key, **params):
-    """POST /v1/images/generations with a Flask test client and `key`."""
-    return generate(client, {"Authorization": f"Bearer {key}"}, **params)
+    """POST /v1/images/generations with a Flask test client and `key`, its body read as a client
+    would (the request's ledger row is written once its body has been sent)."""
+    response = generate(client, {"Authorization": f"Bearer {key}"}, **params)
+    response.get_data()
+    return response
 
 
 def b64(data):

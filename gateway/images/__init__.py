@@ -47,17 +47,32 @@ def image_json_chunks(body):
 
 def image_response(job, kind):
     """The job's images: one JSON body (docs/api.md), or with `stream: true` an event
-    stream of `kind` events (image_generation or image_edit, section 11)."""
-    if job.params.get("stream"):
-        response = stream_response(job, kind)
-        response.headers.update(job.admission.headers)
-        return response
+    stream of `kind` events (image_generation or image_edit). The request's ledger row and budget
+    settlement are written once the response has been sent (or at once, if it fails first)."""
+    try:
+        response = stream_response(job, kind) if job.params.get("stream") else _json_response(job)
+    except BaseException:
+        job.admission.settle()
+        raise
+    response.headers.update(job.admission.headers)
+    response.response = then(response.response, job.admission.settle)
+    return response
+
+
+def then(body, done):
+    """`body`'s chunks, then `done()`: once the last one was sent, or the client went away."""
+    try:
+        yield from body
+    finally:
+        done()
+
+
+def _json_response(job):
     result = job.result()
     chunks = image_json_chunks(result.body)
     response = Response(chunks, mimetype="application/json")
     response.headers["Content-Length"] = str(sum(map(len, chunks)))
     response.headers[PROVIDER_HEADER] = result.provider
-    response.headers.update(job.admission.headers)
     if result.failed:
         response.headers[FAILED_HEADER] = str(result.failed)
     return response

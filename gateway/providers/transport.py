@@ -1,5 +1,5 @@
-"""The HTTP transport every provider shares: one pooled session per process, the process-wide
-bound on calls in flight, bounded retries with backoff, jitter and Retry-After, all within one
+"""The HTTP transport every provider shares: one pooled session per process, the cancellation of
+a request's calls, bounded retries with backoff, jitter and Retry-After, all within one
 wall-clock deadline, a capped read that the deadline bounds however slowly the answer trickles,
 and per-attempt metrics. A provider brings its URL, headers, body, and how to read answers."""
 import contextlib
@@ -19,9 +19,10 @@ from gevent import monkey
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .. import tracing
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..jsonchunks import loads_carving
-from ..metrics import UPSTREAM_IN_FLIGHT, record_attempt
+from ..metrics import record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,33 @@ class Cancel:
     after `set()`, and an attempt waiting on the network is interrupted at once, wherever it
     waits (connecting, for the answer's head, or reading its body), so it frees its in-flight
     slot. Under gevent (production) the waiting greenlet gets the error thrown in; plain
-    threads (tests) can only have an answer's body cut off."""
+    threads (tests) can only have an answer's body cut off. A call waiting for a slot is woken."""
 
     def __init__(self):
         self.done, self.waiting, self.lock = False, {}, threading.Lock()  # waiting: waiter -> response
+        self.events = set()  # set when the calls are cancelled
 
     def set(self):
         with self.lock:
             self.done = True
-            waiting = list(self.waiting.items())
+            waiting, events = list(self.waiting.items()), list(self.events)
         for waiter, response in waiting:
             self._interrupt(waiter, response)
+        for event in events:
+            event.set()
+
+    @contextlib.contextmanager
+    def wakes(self, event):
+        """`event` (a threading.Event) is set when the calls are cancelled, while the block runs."""
+        with self.lock:
+            self.events.add(event)
+            if self.done:
+                event.set()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.events.discard(event)
 
     @contextlib.contextmanager
     def attempt(self):
@@ -87,12 +104,6 @@ PATCHED = monkey.is_module_patched("socket")
 
 def cancelled():
     return CANCEL.get() is not None and CANCEL.get().done
-
-
-@cache
-def in_flight_slots(limit):
-    """The process-wide bound on upstream calls in flight (one semaphore per process)."""
-    return threading.BoundedSemaphore(limit)
 
 
 class Session(requests.Session):
@@ -188,34 +199,22 @@ class Transport:
         self.max_retries = settings.upstream_max_retries
         self.base_delay = settings.upstream_retry_base_delay
         self.max_response_bytes = settings.upstream_max_response_bytes
-        self.slots = in_flight_slots(settings.upstream_max_in_flight)
-        self.queue_timeout = settings.upstream_queue_timeout
         self.session = session or shared_session()
 
     def call(self, model_id, url, headers, body, parse, error_for, deadline, on_event=None):
         """`model_id` names the model in metrics and logs (a catalog id, not client input).
         `parse(payload)` of the JSON answer to POST `body`, retried as needed until `deadline`
-        (a time.monotonic() value, the client request's), holding one of the process's in-flight
-        slots; `error_for(response)` turns a non-2xx answer into one of the neutral UpstreamErrors.
-        With `on_event`, the answer is a server-sent event stream: each event's JSON goes to
-        `on_event` as it arrives, and `parse` gets the list of them at the end."""
-        if not self.slots.acquire(timeout=self.queue_timeout):
-            raise GatewayError(503, "The gateway is busy: too many upstream calls are in flight. "
-                                    "Try again shortly.", headers={"Retry-After": "5"})
-        UPSTREAM_IN_FLIGHT.inc()
-        try:
-            return self._with_retries(model_id, url, headers, body, parse, error_for, deadline, on_event)
-        finally:
-            UPSTREAM_IN_FLIGHT.dec()
-            self.slots.release()
-
-    def _with_retries(self, model_id, url, headers, body, parse, error_for, deadline, on_event):
+        (a time.monotonic() value, the client request's); `error_for(response)` turns a non-2xx
+        answer into one of the neutral UpstreamErrors. With `on_event`, the answer is a server-sent
+        event stream: each event's JSON goes to `on_event` as it arrives, and `parse` gets the list
+        of them at the end. The caller holds the call's in-flight slot (limits.UpstreamSlots)."""
         for attempt in range(self.max_retries + 1):
             started = time.monotonic()
             if started >= deadline:  # no attempt starts after the deadline
                 raise self._late()
             try:
-                answer = parse(self._post(url, headers, body, deadline, error_for, on_event))
+                with tracing.upstream_attempt(self.name, model_id, url) as traced:
+                    answer = traced.answered(parse(self._post(url, headers, body, deadline, error_for, on_event)))
             except UpstreamError as error:
                 failure = UpstreamError("The client went away.", cause="cancelled") if cancelled() else error
                 record_attempt(model_id, self.name, failure.cause, time.monotonic() - started, attempt > 0)
@@ -242,6 +241,7 @@ class Transport:
                 url, {**headers, "Accept-Encoding": "identity"},  # base64 barely compresses
                 body, timeout=(min(self.connect_timeout, remaining), remaining))
             see(response)
+            tracing.upstream_status(response.status_code)
             if not 200 <= response.status_code < 300:
                 raise error_for(response)
             if on_event is not None:

@@ -124,8 +124,9 @@ def image_server(tls_certificate):
     server.close()
 
 
-def start_gateway(emulator_url, log_path, **env):
-    """gunicorn with the production gunicorn.conf.py on a free port; returns (process, url)."""
+def start_gateway(emulator_url, log_path, wrapper=(), **env):
+    """gunicorn with the production gunicorn.conf.py on a free port, its command line after
+    `wrapper` (a program that runs the rest); returns (process, url)."""
     port = free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
@@ -138,11 +139,12 @@ def start_gateway(emulator_url, log_path, **env):
         "UPSTREAM_RETRY_BASE_DELAY": "0.05",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_MAX_REQUESTS": "0",  # no worker recycling mid-test (tests that want it say so)
+        "GATEWAY_DRAIN_SECONDS": "0",  # stop at once (tests/integration/test_drain.py drains)
         "PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{Path(log_path).with_suffix('.db')}",
         **env,
     }
-    command = [sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
+    command = [*wrapper, sys.executable, "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
                "--bind", f"127.0.0.1:{port}"]
     url = f"http://127.0.0.1:{port}"
     GATEWAY_LOGS[str(log_path)] = 0

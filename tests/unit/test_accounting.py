@@ -10,20 +10,32 @@ import pytest
 from sqlalchemy import insert, select
 
 from gateway import create_app
-from gateway.accounting import Window, decide, reset_text
+from gateway.counters import Window, decide, reset_text
 from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
-from tests.conftest import CLIENT_KEY
+from tests.conftest import CLIENT_KEY, REDIS_URL, STORES
 from tests.support import ADMIN, ADMIN_KEY, Answer, create_key, generate_as, metric, serve_with
-
-pytestmark = pytest.mark.both_stores  # every test on SQLite and on PostgreSQL
 
 PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the FakeProvider's 10 input tokens
 
 
+@pytest.fixture(params=[*STORES, "sqlite+redis"])
+def backend(request):
+    """Where the counters live: the database (SQLite or PostgreSQL), or Redis."""
+    return request.param
+
+
 @pytest.fixture
-def settings(settings):
+def database_url(request, backend):
+    return request.getfixturevalue(f"{backend.split('+')[0]}_url")
+
+
+@pytest.fixture
+def settings(request, settings, backend):
+    if "redis" in backend:
+        prefix = request.getfixturevalue("redis_prefix")
+        settings = dataclasses.replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
     return dataclasses.replace(settings, admin_key=ADMIN_KEY)
 
 
@@ -39,18 +51,18 @@ def own_usage(client, key):
 
 # --- the moving windows, as a pure function ---------------------------------------------------
 
-def test_a_request_over_rpm_waits_for_the_oldest_counted_one_to_leave_the_window():
+def test_a_request_over_rpm_waits_for_the_oldest_counted_second_to_leave_the_window():
     with pytest.raises(Exception) as refused:
-        decide(Policy(rpm=2), [(100.0, 1), (130.0, 1)], 0, 1, now=140.0)
+        decide(Policy(rpm=2), [(100, 1, 1), (130, 1, 1)], 0, 1, now=140.0)
     assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "20"
     assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 def test_ipm_counts_images_and_frees_as_many_as_the_request_needs():
-    hits = [(100.0, 2), (110.0, 2), (120.0, 2)]
-    assert decide(Policy(ipm=8), hits, 0, 2, now=125.0) == [("images", Window(8, 0, 35.0))]
+    buckets = [(100, 1, 2), (110, 1, 2), (120, 1, 2)]  # (second, requests, images)
+    assert decide(Policy(ipm=8), buckets, 0, 2, now=125.0) == [("images", Window(8, 0, 35.0))]
     with pytest.raises(Exception) as refused:
-        decide(Policy(ipm=8), hits, 0, 6, now=125.0)  # needs the first two hits gone: at 170
+        decide(Policy(ipm=8), buckets, 0, 6, now=125.0)  # needs the first two buckets gone: at 170
     assert refused.value.headers["Retry-After"] == "45"
 
 
@@ -175,13 +187,14 @@ def test_only_images_made_are_charged_and_a_failure_frees_its_reservation(client
 def test_a_reservation_left_by_a_dead_worker_expires(client, database_url):
     key = key_with(client, budget_usd=0.2)
     store = Store(database_url)
-    with store.write() as conn:
-        now = store.now(conn)
-        conn.execute(insert(reservations).values(id="dead", key_name="team-a", micro_usd=150_000, expires_at=now + 60))
-        conn.execute(insert(reservations).values(id="gone", key_name="team-a", micro_usd=150_000, expires_at=now - 1))
-    refused = generate_as(client, key)  # $0.15 is still held by a live reservation
-    with store.write() as conn:
-        conn.execute(reservations.delete().where(reservations.c.id == "dead"))
+
+    def hold(conn, now):  # one left by a worker that is still running, one by a worker that died
+        conn.execute(insert(reservations).values(id="live", key_name="team-a", micro_usd=150_000, expires_at=now + 60))
+        conn.execute(insert(reservations).values(id="dead", key_name="team-a", micro_usd=150_000, expires_at=now - 1))
+
+    store.run(hold, "team-a")
+    refused = generate_as(client, key)  # $0.15 is still held by the live reservation
+    store.run(lambda conn, now: conn.execute(reservations.delete().where(reservations.c.id == "live")))
     store.close()
     assert refused.status_code == 429 and "held by requests in flight" in refused.json["message"]
 

@@ -98,3 +98,17 @@ def test_a_managed_key_is_a_503_while_the_database_is_down(database_down):
     refused = client.post("/v1/images/generations", json={"prompt": "x"},
                           headers={"Authorization": "Bearer sk-gw-not-a-static-key"})
     assert refused.status_code == 503 and "database" in refused.json["message"]
+
+
+def test_not_ready_until_the_database_was_reached_once(database_down):
+    refused = database_down().get("/health/ready")
+    assert refused.status_code == 503 and "database has not been reached since start" in refused.json["message"]
+    assert "9" not in refused.json["message"].split("(")[-1]  # the reason names the setting, not the address
+
+
+def test_ready_names_a_database_that_fails_after_start(client, app, auth, upstream, monkeypatch):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    assert client.get("/health/ready").json["database"] == "ok"
+    monkeypatch.setitem(app.config["ACCOUNTS"].down_until, "database", float("inf"))
+    answer = client.get("/health/ready")
+    assert answer.status_code == 200 and answer.json["database"] == "unreachable"

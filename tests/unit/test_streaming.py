@@ -5,6 +5,7 @@ Gemini's streamed thought images (its partial images) on the mocked wire at the 
 import dataclasses
 import io
 import json
+import time
 
 import pytest
 import responses
@@ -12,6 +13,8 @@ import responses
 from gateway import create_app
 from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.images.streaming import sse
+from gateway.limits import upstream_slots
+from gateway.providers.transport import Cancel
 from tests.support import (
     GENERATE,
     STREAM,
@@ -213,3 +216,18 @@ def test_gemini_is_called_plainly_without_partial_images(client, auth, upstream)
     (body,) = sent_bodies(upstream)
     assert upstream.calls[0].request.url.endswith(":generateContent")
     assert "thinkingConfig" not in body["generationConfig"]
+
+
+def test_a_client_that_goes_away_takes_its_calls_waiting_for_a_slot_out_of_the_queue(settings, auth, upstream):
+    settings = dataclasses.replace(settings, upstream_max_in_flight=1, upstream_queue_timeout=30, stream_keepalive=0.1)
+    client, slots = create_app(settings).test_client(), upstream_slots(1)
+    with slots.hold("another key", 0, Cancel()):
+        response = client.post("/v1/images/generations", json={"prompt": "a fox", "n": 2, "stream": True},
+                               headers=auth, buffered=False)
+        assert next(response.response).startswith(b": keep-alive")
+        assert sum(len(calls) for calls in slots.waiting.values()) == 2
+        started = time.monotonic()
+        response.close()
+        assert time.monotonic() - started < 2  # not the 30 s of UPSTREAM_QUEUE_TIMEOUT
+        assert slots.waiting == {}
+    assert (slots.in_use, len(upstream.calls)) == (0, 0)

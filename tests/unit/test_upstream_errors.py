@@ -10,6 +10,8 @@ import responses
 
 from gateway import create_app
 from gateway.errors import GatewayError
+from gateway.limits import upstream_slots
+from gateway.providers.transport import Cancel
 from tests.conftest import UPSTREAM_KEY
 from tests.support import GENERATE, assert_error, decode, gemini_answer, generate, google_error, image_part, png_bytes
 
@@ -346,16 +348,12 @@ def test_a_request_the_gateway_did_not_send_upstream_may_be_retried(client, auth
     assert response.status_code == 400 and "x-should-retry" not in response.headers
 
 
-def test_the_gateway_being_busy_may_be_retried(settings, auth, upstream, monkeypatch):
-    monkeypatch.setattr("gateway.providers.transport.in_flight_slots", lambda limit: FullSlots())
-    client = create_app(dataclasses.replace(settings, upstream_queue_timeout=0)).test_client()
-    response = generate(client, auth)
+def test_the_gateway_being_busy_may_be_retried(settings, auth, upstream):
+    client = create_app(dataclasses.replace(settings, upstream_max_in_flight=1, upstream_queue_timeout=0)).test_client()
+    with upstream_slots(1).hold("another key", 0, Cancel()):
+        response = generate(client, auth)
     assert response.status_code == 503 and "x-should-retry" not in response.headers
-
-
-class FullSlots:
-    def acquire(self, timeout=None):
-        return False
+    assert response.headers["Retry-After"] == "5" and response.get_json()["message"].startswith("The gateway is busy")
 
 
 @pytest.mark.parametrize("error_format, body", [

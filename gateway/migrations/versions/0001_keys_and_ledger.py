@@ -1,4 +1,4 @@
-"""Managed keys, spend per day, budget reservations, rate hits, concurrency leases, the ledger.
+"""Managed keys, spend per day, budget reservations, rate buckets, concurrency leases, the ledger.
 
 Revision ID: 0001
 Revises:
@@ -36,13 +36,12 @@ def upgrade():
         sa.Column("expires_at", sa.Float, nullable=False),
     )
     op.create_table(
-        "rate_hits",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("key_name", sa.String(64), nullable=False),
-        sa.Column("at", sa.Float, nullable=False),
+        "rate_buckets",
+        sa.Column("key_name", sa.String(64), primary_key=True),
+        sa.Column("second", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("requests", sa.Integer, nullable=False),
         sa.Column("images", sa.Integer, nullable=False),
     )
-    op.create_index("ix_rate_hits_key_at", "rate_hits", ["key_name", "at"])
     op.create_table(
         "leases",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -72,5 +71,5 @@ def upgrade():
 
 
 def downgrade():
-    for table in ("ledger", "leases", "rate_hits", "reservations", "spend", "api_keys"):
+    for table in ("ledger", "leases", "rate_buckets", "reservations", "spend", "api_keys"):
         op.drop_table(table)

@@ -25,7 +25,8 @@ function modelOptions(served, health) {
   // `auto` first, then each model once, labelled with its other names; an operator's alias to a
   // model outside the catalog (an OpenRouter passthrough) is listed under its own name
   const aliases = health.aliases || {};
-  const options = [new Option(`auto (${health.default_model})`, "")];
+  // a gateway that is not ready answers /health with an error body, without default_model
+  const options = [new Option(health.default_model ? `auto (${health.default_model})` : "auto", "")];
   for (const id of served.filter((name) => !(name in aliases) || !served.includes(aliases[name]))) {
     const others = served.filter((name) => aliases[name] === id);
     const target = aliases[id] ? ` → ${aliases[id]}` : "";
@@ -55,15 +56,10 @@ function usageText(usage) {
   return `Spent ${money(usage.spent_usd)} of ${money(usage.budget_usd)}${period} · ${money(usage.remaining_usd)} left`;
 }
 
-let usageMissing = false;
-
 async function loadUsage() {
-  // GET /v1/usage: what this key has spent of its budget. A gateway without it answers 404,
-  // once: the browser logs every 404 in its console, so it is not asked again.
-  if (usageMissing) return;
+  // GET /v1/usage: what this key has spent, and what is left of its budget
   const response = await fetch("/v1/usage", { headers: authorization() });
   const panel = $("#usage");
-  usageMissing = response.status === 404;
   if (response.status !== 200) { panel.hidden = true; return; }
   panel.textContent = usageText(await response.json());
   panel.hidden = false;
