@@ -24,15 +24,6 @@ def _check_models(settings):
             raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
 
 
-def _install_catalog(settings):
-    """The process's catalog: the built-in models and GATEWAY_MODELS_FILE's (checked here)."""
-    from .catalog import install
-    from .catalog_file import load_catalog
-    from .providers import provider_types
-
-    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
-
-
 def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
@@ -46,7 +37,6 @@ def create_app(settings=None):
     from .images import GatewayRequest
 
     settings = settings or Settings.from_env()
-    _install_catalog(settings)
     _check_models(settings)
     observability.configure_logging()
     app = Flask(__name__)
@@ -68,28 +58,26 @@ def _services(settings):
     """What a process serves with, built once per process (after gunicorn forks): its providers,
     its keys, its database and the accounting of every request."""
     from .accounting import Accounts
-    from .asyncjobs import Jobs
     from .counters import shared_counters
     from .keys import Keys
     from .policies import static_policies
     from .providers import build_providers
-    from .storage import storage_for
 
     if settings.admin_key and settings.admin_key in settings.api_keys:
         raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
+    # the policies are checked before the database is opened, so a bad one stops the start with nothing open
+    policies = static_policies(settings.key_policies, Keys.static_names(settings), settings.default_model,
+                               settings.model_aliases)
     store = _database(settings)
-    keys = Keys(settings, store, static_policies(settings.key_policies, Keys.static_names(settings),
-                                                 settings.default_model, settings.model_aliases))
+    keys = Keys(settings, store, policies)
     if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     providers = build_providers(settings)
     for provider in providers.values():
         if not provider.configured:
             log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)
-    storage = storage_for(settings)  # images answered as URLs, and those of jobs
     return {"PROVIDERS": providers, "KEYS": keys, "STORE": store,
-            "ACCOUNTS": Accounts(store, settings, shared_counters(settings)), "STORAGE": storage,
-            "JOBS": Jobs(store, storage, settings)}
+            "ACCOUNTS": Accounts(store, settings, shared_counters(settings))}
 
 
 def _database(settings):
@@ -118,7 +106,7 @@ def _allow_browsers(app, settings):
     CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
          send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
                                                 r"X-Stainless-.*"],  # the Node SDK in a browser
-         expose_headers=["X-Request-ID", "Location", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
+         expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
                          "x-should-retry", *RATE_LIMIT_HEADERS],
          max_age=600)
 
@@ -127,16 +115,12 @@ def _register_blueprints(app, settings):
     from .admin import bp as admin_bp
     from .health import bp as health_bp
     from .images.edits import bp as edits_bp
-    from .images.files import bp as files_bp
     from .images.generations import bp as generations_bp
-    from .images.jobs import bp as jobs_bp
     from .models import bp as models_bp
     from .openapi import bp as openapi_bp
     from .playground import bp as playground_bp
 
-    for blueprint in (health_bp, generations_bp, edits_bp, jobs_bp, models_bp, openapi_bp, admin_bp):
+    for blueprint in (health_bp, generations_bp, edits_bp, models_bp, openapi_bp, admin_bp):
         app.register_blueprint(blueprint)
-    if app.config["STORAGE"].serves_files:  # the directory store's images, under signed URLs
-        app.register_blueprint(files_bp)
     if settings.playground:
         app.register_blueprint(playground_bp)
