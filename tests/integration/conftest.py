@@ -1,6 +1,7 @@
 """Real processes on 127.0.0.1: the offline emulator, and the gateway under gunicorn with the
 production gunicorn.conf.py, pointed at the emulator; and the HTTP helpers the tests share."""
 import base64
+import json
 import os
 import shutil
 import socket
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.secrets import WATCH
-from tests.support import metric  # noqa: F401 - the integration tests import it from here
+from tests.support import metric  # the integration tests also import it from here
 from tests.tls import ImageServer, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,6 +259,44 @@ def ok(response):
     body = response.json()
     assert body["data"] and base64.b64decode(body["data"][0]["b64_json"])
     return body
+
+
+KEEP_ALIVE = "keep-alive"  # what read_stream records for a `: keep-alive` comment
+
+
+def post_stream(url, prompt, timeout=60, verify=True, **fields):
+    """A raw `stream: true` generation, its body not yet read."""
+    return requests.post(url + "/v1/images/generations", headers=AUTH, stream=True, timeout=timeout, verify=verify,
+                         json={"prompt": prompt, "stream": True, **fields})
+
+
+def read_stream(response):
+    """Everything an event stream sends, in order, each with the seconds since reading began:
+    (KEEP_ALIVE, None, t) for each `: keep-alive` comment, (event type, data, t) for each event.
+    Asserts the wire shape: `event:` then one `data:` line then a blank line, nothing else."""
+    started, items, event = time.monotonic(), [], None
+    for line in response.iter_lines(chunk_size=None):
+        line = line.decode()
+        if line == ": keep-alive":
+            assert event is None, "a comment inside an event"
+            items.append((KEEP_ALIVE, None, time.monotonic() - started))
+        elif line.startswith("event: "):
+            assert event is None, "an event without data"
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            assert event is not None, "data without an event line"
+            data = json.loads(line.removeprefix("data: "))
+            assert data["type"] == event
+            items.append((event, data, time.monotonic() - started))
+            event = None
+        else:
+            assert line == "", f"unexpected line {line[:200]!r}"
+    assert event is None, "the stream ended inside an event"
+    return items
+
+
+def in_flight(url):
+    return metric(requests.get(url + "/metrics", timeout=5).text, "gateway_upstream_in_flight")
 
 
 def read_to_close(sock):
