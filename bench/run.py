@@ -157,7 +157,7 @@ def request_memory_peak():
     import responses
 
     sys.path.insert(0, str(ROOT))
-    from emulator.server import render_png
+    from emulator.pictures import render_png
     from gateway import create_app
     from gateway.config import Settings
 

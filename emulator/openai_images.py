@@ -4,7 +4,7 @@ fields as form fields), with `Authorization: Bearer`. Strict like the real one, 
 fails the tests: an unknown field (`response_format` and `style` included), a size or quality the
 models do not take, `stream` with `n` > 1, a mask without alpha or of another size are 400s in
 OpenAI's error shape. Answers real PNGs of the asked size with `usage`, or with `stream` the
-`image_generation.*` / `image_edit.*` events; the fault directives of emulator/server.py apply."""
+`image_generation.*` / `image_edit.*` events; the fault directives of emulator/server.py apply (emulator/faults.py)."""
 import base64
 import io
 import json
@@ -13,7 +13,9 @@ import time
 from flask import Response, jsonify, request
 from PIL import Image
 
-from .server import Job, Spec, deliver
+from .faults import deliver
+from .models import Spec
+from .pictures import Job
 
 RATIOS = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}  # the sizes the models draw
 SPEC = Spec({ratio: tuple(map(int, size.split("x"))) for size, ratio in RATIOS.items()}, {"1K": 0})
@@ -95,7 +97,7 @@ def _mask_checked(mask, first):
 
 def register(app, api_key, faults):
     """Add the two routes to the emulator `app`; `faults(api, job, config)` logs a call and says
-    which fault directives it obeys (emulator/server.py)."""
+    which fault directives it obeys (emulator/faults.py)."""
 
     def authorized():
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")

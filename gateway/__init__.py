@@ -77,9 +77,11 @@ def _services(settings):
 
     if settings.admin_key and settings.admin_key in settings.api_keys:
         raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
+    # the policies are checked before the database is opened, so a bad one stops the start with nothing open
+    policies = static_policies(settings.key_policies, Keys.static_names(settings), settings.default_model,
+                               settings.model_aliases)
     store = _database(settings)
-    keys = Keys(settings, store, static_policies(settings.key_policies, Keys.static_names(settings),
-                                                 settings.default_model, settings.model_aliases))
+    keys = Keys(settings, store, policies)
     if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     providers = build_providers(settings)

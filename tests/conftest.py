@@ -46,9 +46,14 @@ def sqlite_url(tmp_path, migrated_database):
 
 
 @pytest.fixture
-def database_url(sqlite_url):
-    """The test's database: SQLite; modules that test the stores run on both (STORES)."""
-    return sqlite_url
+def database_url(request):
+    """The test's database: SQLite, or each of STORES in turn in a module marked `both_stores`."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_url")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_stores") and "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", STORES, indirect=True)
 
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -1,7 +1,9 @@
 """Real processes on 127.0.0.1: the offline emulator, and the gateway under gunicorn with the
 production gunicorn.conf.py, pointed at the emulator; and the HTTP helpers the tests share."""
 import base64
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pytest
 import requests
 
 from tests.secrets import WATCH
-from tests.support import metric  # noqa: F401 - the integration tests import it from here
+from tests.support import metric  # the integration tests also import it from here
 from tests.tls import ImageServer, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +69,16 @@ def wait_until_up(url, process, log_path, seconds=30, verify=True):
 
 
 def start(command, env, url, log_path):
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:  # the child writes to its own copy of the descriptor
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_until_up(url, process, log_path)
     return process
+
+
+def workers(master_pid):
+    """The pids of a gunicorn master's workers, in order."""
+    return sorted(int(pid) for task in Path(f"/proc/{master_pid}/task").iterdir()
+                  for pid in (task / "children").read_text().split())
 
 
 def stop(process):
@@ -181,6 +189,51 @@ def emulator_requests(emulator_url, since):
     return [r for r in requests.get(emulator_url + "/emulator/requests", timeout=5).json() if r["at"] >= since]
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(gateway_url, certificate, work, openai_errors=False):
+    """deploy/nginx.conf on free ports in front of `gateway_url`, with a throwaway certificate;
+    returns (process, https url, http url)."""
+    if not shutil.which(NGINX):
+        pytest.skip("nginx is not installed here (.ci/run installs it)")
+    http_port, https_port = free_port(), free_port()
+    site = (ROOT / "deploy" / "nginx.conf").read_text()
+    for old, new in [("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};"),
+                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
+                     ("/etc/ssl/certs/image-gateway.pem", str(certificate[0])),
+                     ("/etc/ssl/private/image-gateway.key", str(certificate[1])),
+                     ('""      0;', '""      1;' if openai_errors else '""      0;')]:
+        assert old in site, old
+        site = site.replace(old, new)
+    (work / "site.conf").write_text(site)
+    (work / "nginx.conf").write_text(f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    include {work}/site.conf;
+}}
+""")
+    log_path = work / "stdout.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c",
+                                    str(work / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{https_port}"
+    wait_until_up(url + "/health", process, log_path, verify=str(certificate[0]))
+    return process, url, f"http://127.0.0.1:{http_port}"
+
+
 # --- HTTP helpers -------------------------------------------------------------------------------
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -207,6 +260,44 @@ def ok(response):
     body = response.json()
     assert body["data"] and base64.b64decode(body["data"][0]["b64_json"])
     return body
+
+
+KEEP_ALIVE = "keep-alive"  # what read_stream records for a `: keep-alive` comment
+
+
+def post_stream(url, prompt, timeout=60, verify=True, **fields):
+    """A raw `stream: true` generation, its body not yet read."""
+    return requests.post(url + "/v1/images/generations", headers=AUTH, stream=True, timeout=timeout, verify=verify,
+                         json={"prompt": prompt, "stream": True, **fields})
+
+
+def read_stream(response):
+    """Everything an event stream sends, in order, each with the seconds since reading began:
+    (KEEP_ALIVE, None, t) for each `: keep-alive` comment, (event type, data, t) for each event.
+    Asserts the wire shape: `event:` then one `data:` line then a blank line, nothing else."""
+    started, items, event = time.monotonic(), [], None
+    for line in response.iter_lines(chunk_size=None):
+        line = line.decode()
+        if line == ": keep-alive":
+            assert event is None, "a comment inside an event"
+            items.append((KEEP_ALIVE, None, time.monotonic() - started))
+        elif line.startswith("event: "):
+            assert event is None, "an event without data"
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            assert event is not None, "data without an event line"
+            data = json.loads(line.removeprefix("data: "))
+            assert data["type"] == event
+            items.append((event, data, time.monotonic() - started))
+            event = None
+        else:
+            assert line == "", f"unexpected line {line[:200]!r}"
+    assert event is None, "the stream ended inside an event"
+    return items
+
+
+def in_flight(url):
+    return metric(requests.get(url + "/metrics", timeout=5).text, "gateway_upstream_in_flight")
 
 
 def read_to_close(sock):

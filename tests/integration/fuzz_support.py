@@ -60,7 +60,8 @@ def _mask():
 MASK = _mask()
 
 
-def data_url(name):
+def sample_data_url(name):
+    """One of the sample images, by name, as a data URL."""
     return f"data:{MIME[name]};base64,{base64.b64encode(IMAGES[name]).decode()}"
 
 
@@ -194,7 +195,7 @@ class CasePreparer:
         """Each image_url becomes a real image (a data URL or the local https host), a
         generated string under the local https host or after a data URL prefix (a 400 naming
         the item), or stays as generated; the first one is always a real image."""
-        real = [data_url(name) for name in names] + [self.https_urls[name] for name in names]
+        real = [sample_data_url(name) for name in names] + [self.https_urls[name] for name in names]
         for position, item in enumerate(body["images"]):
             generated = item["image_url"]
             odd = [self.https_urls["missing"] + generated, "data:image/png;base64," + generated, generated]

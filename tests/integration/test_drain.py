@@ -8,8 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import generate, refused, start_gateway, stop
-from tests.integration.test_streaming import in_flight, post_stream, read_stream
+from tests.integration.conftest import generate, in_flight, post_stream, read_stream, refused, start_gateway, stop
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import requests
 from PIL import Image, ImageChops
 
 from tests.integration.conftest import emulator_requests
+from tests.support import decode
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +21,6 @@ def png(size, colour, mode="RGB"):
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def decode(b64):
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
-    return image
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@ For each: the exact status and message, retries bounded as configured, and a wor
 survives (the same workers answer the next request)."""
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
 from gateway.errors import NO_IMAGE_MESSAGE
-from tests.integration.conftest import CLIENT_KEY, emulator_requests, free_port, start_gateway, stop
+from tests.integration.conftest import emulator_requests, free_port, generate, start_gateway, stop, workers
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +24,6 @@ def faulty(emulator_url, tmp_path_factory):
                                  UPSTREAM_MAX_RETRIES=str(RETRIES), UPSTREAM_MAX_RESPONSE_BYTES=str(8 * 2**20))
     yield process, url
     stop(process)
-
-
-def workers(master):
-    return sorted(int(pid) for task in Path(f"/proc/{master.pid}/task").iterdir()
-                  for pid in (task / "children").read_text().split())
-
-
-def generate(url, prompt):
-    return requests.post(f"{url}/v1/images/generations", json={"prompt": prompt},
-                         headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=60)
 
 
 FAULTS = [
@@ -63,7 +52,7 @@ FAULTS = [
 @pytest.mark.parametrize("directive, status, message, calls", FAULTS, ids=[f[0] for f in FAULTS])
 def test_upstream_fault_is_mapped_and_the_worker_survives(faulty, emulator_url, directive, status, message, calls):
     master, url = faulty
-    before = workers(master)
+    before = workers(master.pid)
     prompt = f"fault {uuid.uuid4().hex} [emulator: {directive}]"
     since = time.time()
     response = generate(url, prompt)
@@ -73,7 +62,7 @@ def test_upstream_fault_is_mapped_and_the_worker_survives(faulty, emulator_url, 
     if status == 429:
         assert response.headers["Retry-After"] == "0"
     assert generate(url, "next one").status_code == 200
-    assert workers(master) == before
+    assert workers(master.pid) == before
 
 
 @pytest.mark.parametrize("directive, calls", [("fail=429 times=1", 2), ("fail=500 times=1", 2),
@@ -88,7 +77,7 @@ def test_upstream_recovers_within_the_retries(faulty, emulator_url, directive, c
 
 def test_a_hung_upstream_is_a_504_within_the_configured_time(faulty, emulator_url):
     master, url = faulty
-    before = workers(master)
+    before = workers(master.pid)
     prompt = f"hang {uuid.uuid4().hex} [emulator: delay=30]"
     since = time.time()
     started = time.monotonic()
@@ -99,7 +88,7 @@ def test_a_hung_upstream_is_a_504_within_the_configured_time(faulty, emulator_ur
     assert elapsed < TIMEOUT + 5  # the timeout works (not a speed target)
     assert len([r for r in emulator_requests(emulator_url, since) if r["prompt"] == prompt]) == 1
     assert generate(url, "after the hang").status_code == 200
-    assert workers(master) == before
+    assert workers(master.pid) == before
 
 
 def test_connection_refused_is_a_502_after_the_retries(tmp_path):

@@ -12,12 +12,13 @@ from tests.integration.conftest import CLIENT_KEY, UPSTREAM_KEY, emulator_reques
 pytestmark = pytest.mark.integration
 
 
-def generate(gateway_url, payload, headers):
+def post_generation(gateway_url, payload, headers):
+    """POST exactly `payload` with exactly `headers`."""
     return requests.post(f"{gateway_url}/v1/images/generations", json=payload, headers=headers, timeout=60)
 
 
 def test_curl_style_request_returns_a_real_png(gateway_url):
-    response = generate(gateway_url, {"prompt": "a lighthouse", "size": "1024x1024"}, {"x-api-key": CLIENT_KEY})
+    response = post_generation(gateway_url, {"prompt": "a lighthouse", "size": "1024x1024"}, {"x-api-key": CLIENT_KEY})
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     png = base64.b64decode(response.json()["data"][0]["b64_json"])
@@ -28,14 +29,14 @@ def test_curl_style_request_returns_a_real_png(gateway_url):
 def test_upstream_503_once_is_retried_and_succeeds(gateway_url, emulator_url, auth):
     prompt = f"flaky {time.time()} [emulator: fail=503 times=1]"
     since = time.time()
-    response = generate(gateway_url, {"prompt": prompt}, auth)
+    response = post_generation(gateway_url, {"prompt": prompt}, auth)
     assert response.status_code == 200
     assert len([r for r in emulator_requests(emulator_url, since) if r["prompt"] == prompt]) == 2
 
 
 def test_partial_failure_returns_the_images_made(gateway_url, auth):
     prompt = f"half {time.time()} [emulator: fail=400 times=1]"
-    response = generate(gateway_url, {"prompt": prompt, "n": 2}, auth)
+    response = post_generation(gateway_url, {"prompt": prompt, "n": 2}, auth)
     assert response.status_code == 200
     assert len(response.json()["data"]) == 1
     assert response.headers["x-gateway-images-failed"] == "1"
@@ -49,7 +50,7 @@ def test_partial_failure_returns_the_images_made(gateway_url, auth):
     ("truncate=1", 502, "truncated"),
 ])
 def test_upstream_trouble_is_a_json_error(gateway_url, auth, directive, status, words):
-    response = generate(gateway_url, {"prompt": f"trouble [emulator: {directive}]"}, auth)
+    response = post_generation(gateway_url, {"prompt": f"trouble [emulator: {directive}]"}, auth)
     assert response.status_code == status
     body = response.json()
     assert body["error"] is True and body["status"] == status and words in body["message"]
@@ -82,7 +83,7 @@ def test_health(gateway_url):
 
 
 def test_no_key_or_prompt_ever_appears_in_the_gateway_log(gateway_url, gateway_log, auth):
-    generate(gateway_url, {"prompt": "a secret-shaped prompt"}, auth)
+    post_generation(gateway_url, {"prompt": "a secret-shaped prompt"}, auth)
     log = gateway_log.read_text()
     assert CLIENT_KEY not in log and UPSTREAM_KEY not in log
     assert "secret-shaped" not in log

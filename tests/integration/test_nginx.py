@@ -1,60 +1,14 @@
 """deploy/nginx.conf in front of the gateway: the real nginx, on 127.0.0.1."""
 import base64
 import io
-import shutil
-import subprocess
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.integration.conftest import CLIENT_KEY, ROOT, free_port, stop, wait_until_up
+from tests.integration.conftest import AUTH, start_nginx, stop
 
 pytestmark = pytest.mark.integration
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def start_nginx(gateway_url, certificate, work, openai_errors=False):
-    """deploy/nginx.conf on free ports in front of `gateway_url`, with a throwaway certificate;
-    returns (process, https url, http url)."""
-    if not shutil.which(NGINX):
-        pytest.skip("nginx is not installed here (.ci/run installs it)")
-    http_port, https_port = free_port(), free_port()
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    for old, new in [("server 127.0.0.1:8000;", f"server {gateway_url.removeprefix('http://')};"),
-                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
-                     ("/etc/ssl/certs/image-gateway.pem", str(certificate[0])),
-                     ("/etc/ssl/private/image-gateway.key", str(certificate[1])),
-                     ('""      0;', '""      1;' if openai_errors else '""      0;')]:
-        assert old in site, old
-        site = site.replace(old, new)
-    (work / "site.conf").write_text(site)
-    (work / "nginx.conf").write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fastcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    include {work}/site.conf;
-}}
-""")
-    log_path = work / "stdout.log"
-    process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c", str(work / "nginx.conf")],
-                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
-    url = f"https://127.0.0.1:{https_port}"
-    wait_until_up(url + "/health", process, log_path, verify=str(certificate[0]))
-    return process, url, f"http://127.0.0.1:{http_port}"
-
 
 @pytest.fixture(scope="module")
 def nginx(gateway_url, tls_certificate, tmp_path_factory):
@@ -73,12 +27,8 @@ def trust_the_test_certificate(monkeypatch, tls_certificate):
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_certificate[0]))
 
 
-def auth():
-    return {"Authorization": f"Bearer {CLIENT_KEY}"}
-
-
 def test_generation_through_nginx(nginx_url):
-    response = requests.post(f"{nginx_url}/v1/images/generations", headers=auth(), timeout=60,
+    response = requests.post(f"{nginx_url}/v1/images/generations", headers=AUTH, timeout=60,
                              json={"prompt": "through the proxy", "size": "1536x1024"})
     assert response.status_code == 200
     image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
@@ -89,7 +39,7 @@ def test_generation_through_nginx(nginx_url):
 def test_multipart_edit_through_nginx(nginx_url):
     buffer = io.BytesIO()
     Image.new("RGB", (256, 256), (10, 200, 10)).save(buffer, "PNG")
-    response = requests.post(f"{nginx_url}/v1/images/edits", headers=auth(), timeout=60,
+    response = requests.post(f"{nginx_url}/v1/images/edits", headers=AUTH, timeout=60,
                              files=[("image", ("a.png", buffer.getvalue(), "image/png"))],
                              data={"prompt": "proxy edit", "n": "2"})
     assert response.status_code == 200, response.text
@@ -102,14 +52,14 @@ def test_client_request_id_passes_through_nginx(nginx_url):
 
 
 def test_gateway_errors_pass_through_as_json(nginx_url):
-    response = requests.post(f"{nginx_url}/v1/images/generations", headers=auth(), json={}, timeout=30)
+    response = requests.post(f"{nginx_url}/v1/images/generations", headers=AUTH, json={}, timeout=30)
     assert response.status_code == 400
     assert response.json() == {"error": True, "status": 400, "message": "Invalid request parameters: prompt: Required"}
 
 
 def test_nginx_own_413_is_json(nginx_url):
     response = requests.post(f"{nginx_url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
-                             headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+                             headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
     assert response.status_code == 413
     assert response.json()["status"] == 413 and response.json()["error"] is True
 
@@ -122,7 +72,7 @@ def test_plain_http_is_redirected_to_https(nginx):
 
 def test_nginx_own_errors_answer_openais_sdks_in_openais_body(nginx_url):
     response = requests.post(f"{nginx_url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
-                             headers={**auth(), "Content-Type": "application/json", "X-Stainless-Lang": "python"},
+                             headers={**AUTH, "Content-Type": "application/json", "X-Stainless-Lang": "python"},
                              timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -132,7 +82,7 @@ def test_nginx_own_errors_follow_the_openai_format_when_told(gateway_url, tls_ce
     process, url, _ = start_nginx(gateway_url, tls_certificate, tmp_path, openai_errors=True)
     try:
         response = requests.post(f"{url}/v1/images/generations", data=b"x" * (50 * 1024 * 1024 + 1),
-                                 headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+                                 headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
     finally:
         stop(process)
     assert response.status_code == 413

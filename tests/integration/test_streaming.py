@@ -1,7 +1,5 @@
 """`stream: true` end to end (docs/api.md): the gateway under gunicorn against the
 emulator, read by the official Python and Node SDKs, by raw HTTP, and through the real nginx."""
-import base64
-import io
 import json
 import subprocess
 import time
@@ -9,67 +7,38 @@ from pathlib import Path
 
 import openai
 import pytest
-import requests
-from PIL import Image
 
-from tests.integration.conftest import AUTH, CLIENT_KEY, emulator_requests, metric, refused, start_gateway, stop
-from tests.integration.test_nginx import start_nginx
-from tests.support import png_bytes
+from tests.integration.conftest import (
+    CLIENT_KEY,
+    KEEP_ALIVE,
+    emulator_requests,
+    in_flight,
+    post_stream,
+    read_stream,
+    refused,
+    start_gateway,
+    start_nginx,
+    stop,
+)
+from tests.support import decode, png_bytes
 
 pytestmark = pytest.mark.integration
 
 NODE = Path(__file__).resolve().parents[1] / "node"
 THINKING_MODEL = "gemini-3-pro-image"  # draws two interim images before the final one
-KEEP_ALIVE = "keep-alive"
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 def decoded(b64):
-    """The PNG a b64_json carries, as (format, size)."""
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
+    """The image a b64_json carries, as (format, size)."""
+    image = decode(b64)
     return image.format, image.size
 
 
 def extra(event, name):
     """A field the SDK's event model does not declare (it keeps unknown fields)."""
     return (event.model_extra or {}).get(name, getattr(event, name, None))
-
-
-def post_stream(url, prompt, timeout=60, verify=True, **fields):
-    """A raw `stream: true` generation, its body not yet read."""
-    return requests.post(url + "/v1/images/generations", headers=AUTH, stream=True, timeout=timeout, verify=verify,
-                         json={"prompt": prompt, "stream": True, **fields})
-
-
-def read_stream(response):
-    """Everything an event stream sends, in order, each with the seconds since reading began:
-    (KEEP_ALIVE, None, t) for each `: keep-alive` comment, (event type, data, t) for each event.
-    Asserts the wire shape: `event:` then one `data:` line then a blank line, nothing else."""
-    started, items, event = time.monotonic(), [], None
-    for line in response.iter_lines(chunk_size=None):
-        line = line.decode()
-        if line == ": keep-alive":
-            assert event is None, "a comment inside an event"
-            items.append((KEEP_ALIVE, None, time.monotonic() - started))
-        elif line.startswith("event: "):
-            assert event is None, "an event without data"
-            event = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            assert event is not None, "data without an event line"
-            data = json.loads(line.removeprefix("data: "))
-            assert data["type"] == event
-            items.append((event, data, time.monotonic() - started))
-            event = None
-        else:
-            assert line == "", f"unexpected line {line[:200]!r}"
-    assert event is None, "the stream ended inside an event"
-    return items
-
-
-def in_flight(url):
-    return metric(requests.get(url + "/metrics", timeout=5).text, "gateway_upstream_in_flight")
 
 
 def slots_freed_after_abandoning(url, prompt, **fields):

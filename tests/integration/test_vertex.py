@@ -16,14 +16,13 @@ from tests.integration.conftest import (
     start_gateway,
     stop,
 )
-from tests.integration.test_openrouter import image_of
-from tests.support import png_bytes
+from tests.support import decode, png_bytes
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 4
 
 
-def vertex_settings(emulator_url, service_account_file):
+def vertex_env(emulator_url, service_account_file):
     return {"VERTEX_PROJECT": "emulator-project", "VERTEX_LOCATION": "us-central1", "VERTEX_BASE_URL": emulator_url,
             "GOOGLE_APPLICATION_CREDENTIALS": str(service_account_file)}
 
@@ -31,7 +30,7 @@ def vertex_settings(emulator_url, service_account_file):
 @pytest.fixture(scope="module")
 def vertex_only(emulator_url, service_account_file, tmp_path_factory):
     process, url = start_gateway(emulator_url, tmp_path_factory.mktemp("logs") / "vertex.log", GEMINI_API_KEY="",
-                                 **vertex_settings(emulator_url, service_account_file))
+                                 **vertex_env(emulator_url, service_account_file))
     yield url
     stop(process)
 
@@ -40,7 +39,7 @@ def vertex_only(emulator_url, service_account_file, tmp_path_factory):
 def gemini_then_vertex(emulator_url, service_account_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "failover.log"
     process, url = start_gateway(emulator_url, log, UPSTREAM_TIMEOUT=str(TIMEOUT), GATEWAY_PROVIDERS="gemini,vertex",
-                                 GEMINI_API_KEY=UPSTREAM_KEY, **vertex_settings(emulator_url, service_account_file))
+                                 GEMINI_API_KEY=UPSTREAM_KEY, **vertex_env(emulator_url, service_account_file))
     yield url, log
     stop(process)
 
@@ -56,8 +55,8 @@ def test_the_sdk_gets_images_from_vertex(vertex_only, emulator_url):
         red = png_bytes((64, 48), (255, 0, 0))
         edit = client.images.edit(image=("red.png", red), prompt="a vertex edit", model="nano-banana")
     assert raw.headers["x-gateway-provider"] == "vertex"
-    assert image_of(raw.parse().data[0]).size == (2752, 1536)
-    assert image_of(edit.data[0]).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    assert decode(raw.parse().data[0].b64_json).size == (2752, 1536)
+    assert decode(edit.data[0].b64_json).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     sent = emulator_requests(emulator_url, since)
     assert [r["api"] for r in sent] == ["vertex", "vertex"]
     assert sent[0]["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}

@@ -1,16 +1,16 @@
 import json
 import logging
-import re
+import threading
 
 import pytest
 import responses
 
+from emulator import create_emulator
+from gateway import fetch
+from gateway.jobs import ImageJob
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
-from tests.support import assert_valid_gemini_request
-
-GENERATE = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:generateContent")
-STREAM = re.compile(r"https://gemini\.test/v1beta/models/[^/]+:streamGenerateContent\?alt=sse")
+from tests.support import GENERATE, STREAM, FakeProvider, assert_valid_gemini_request, serve_with
 
 
 @pytest.fixture
@@ -26,8 +26,24 @@ def upstream():
                 assert_valid_gemini_request(json.loads(call.request.body))
 
 
-def sent_bodies(mock):
-    return [json.loads(call.request.body) for call in mock.calls]
+@pytest.fixture
+def emulator():
+    """The offline emulator in process, as a Flask test client."""
+    return create_emulator().test_client()
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    """(address, hostname) of every PinnedAdapter the image fetcher (gateway.fetch) builds, in order."""
+    built = []
+
+    class Recording(fetch.PinnedAdapter):
+        def __init__(self, address, hostname):
+            built.append((address, hostname))
+            super().__init__(address, hostname)
+
+    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
+    return built
 
 
 @pytest.fixture
@@ -35,14 +51,6 @@ def web():
     """The mocked web for function-level fetch tests (endpoint tests use `upstream` instead)."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
-
-
-def redirect(mock, url, location, **headers):
-    mock.add(responses.GET, url, status=302, headers={"Location": location, **headers})
-
-
-def requested(mock):
-    return [call.request.url for call in mock.calls]
 
 
 class Collect(logging.Handler):
@@ -64,3 +72,27 @@ def json_lines():
     root.addHandler(handler)
     yield lambda: handler.lines
     root.removeHandler(handler)
+
+
+@pytest.fixture
+def fake(app):
+    """One FakeProvider, named gemini, in place of the app's providers: the service's own
+    behaviour with no wire format (script it with `fake.will(Answer(...), ...)`)."""
+    provider = FakeProvider("gemini")
+    serve_with(app, provider)
+    return provider
+
+
+@pytest.fixture
+def call_index(monkeypatch):
+    """A function that tells, on an upstream call's thread, which of the request's `n` calls it is
+    (for `FakeProvider.by_call`)."""
+    current = threading.local()
+    original = ImageJob._call
+
+    def tagged(self, index, *args):
+        current.index = index
+        return original(self, index, *args)
+
+    monkeypatch.setattr(ImageJob, "_call", tagged)
+    return lambda: current.index

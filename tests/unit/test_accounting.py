@@ -1,23 +1,23 @@
 """Limits, budgets and the usage ledger, on SQLite and PostgreSQL: what a key with a policy may do,
-what a refusal says, and that every cent lands in the ledger."""
+what a refusal says, and that every cent lands in the ledger. Served by a FakeProvider: limits and
+budgets are the service's, whatever the wire."""
 import dataclasses
 import re
 import threading
 import time
 
 import pytest
-import responses
 from sqlalchemy import insert, select
 
 from gateway import create_app
 from gateway.counters import Window, decide, reset_text
+from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
 from tests.conftest import CLIENT_KEY, REDIS_URL, STORES
-from tests.support import ADMIN, ADMIN_KEY, create_key, gemini_answer, generate_as, metric
-from tests.unit.conftest import GENERATE
+from tests.support import ADMIN, ADMIN_KEY, Answer, create_key, generate_as, metric, serve_with
 
-PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the mock's 10 input tokens
+PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the FakeProvider's 10 input tokens
 
 
 @pytest.fixture(params=[*STORES, "sqlite+redis"])
@@ -37,12 +37,6 @@ def settings(request, settings, backend):
         prefix = request.getfixturevalue("redis_prefix")
         settings = dataclasses.replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
     return dataclasses.replace(settings, admin_key=ADMIN_KEY)
-
-
-@pytest.fixture
-def answering(upstream):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    return upstream
 
 
 def key_with(client, **policy):
@@ -79,7 +73,7 @@ def test_reset_durations_are_in_openais_format(seconds, text):
 
 # --- rates and concurrency through the API ----------------------------------------------------
 
-def test_rpm_refuses_with_retry_after_and_the_refused_request_never_reaches_upstream(client, answering):
+def test_rpm_refuses_with_retry_after_and_the_refused_request_never_reaches_upstream(client, fake):
     key = key_with(client, rpm=2)
     first, second, third = (generate_as(client, key) for _ in range(3))
     assert first.status_code == second.status_code == 200
@@ -88,10 +82,10 @@ def test_rpm_refuses_with_retry_after_and_the_refused_request_never_reaches_upst
     assert re.fullmatch(r"\d+(ms|s)|\dm\d+s", first.headers["x-ratelimit-reset-requests"])
     assert third.status_code == 429 and 1 <= int(third.headers["Retry-After"]) <= 60
     assert "2 requests per minute" in third.json["message"]
-    assert len(answering.calls) == 2
+    assert len(fake.requests) == 2
 
 
-def test_ipm_counts_n_and_a_request_larger_than_ipm_is_a_400_naming_n(client, answering):
+def test_ipm_counts_n_and_a_request_larger_than_ipm_is_a_400_naming_n(client, fake):
     key = key_with(client, ipm=3)
     assert generate_as(client, key, n=2).headers["x-ratelimit-remaining-images"] == "1"
     assert generate_as(client, key, n=2).status_code == 429
@@ -100,8 +94,9 @@ def test_ipm_counts_n_and_a_request_larger_than_ipm_is_a_400_naming_n(client, an
     assert generate_as(client, key, n=1).status_code == 200
 
 
-def test_the_openai_error_format_names_the_rate_limit_code(client, settings, answering):
+def test_the_openai_error_format_names_the_rate_limit_code(client, settings, fake):
     app = create_app(dataclasses.replace(settings, error_format="openai"))
+    serve_with(app, fake)
     key = key_with(app.test_client(), rpm=1)
     generate_as(app.test_client(), key)
     refused = generate_as(app.test_client(), key)
@@ -109,15 +104,14 @@ def test_the_openai_error_format_names_the_rate_limit_code(client, settings, ans
     assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_max_concurrent_refuses_while_the_calls_are_in_flight_and_frees_them_after(client, upstream):
+def test_max_concurrent_refuses_while_the_calls_are_in_flight_and_frees_them_after(client, fake):
     release, arrived = threading.Event(), threading.Event()
 
-    def slow(request):
+    def slow():
         arrived.set()
         release.wait(5)
-        return 200, {}, __import__("json").dumps(gemini_answer())
 
-    upstream.add_callback(responses.POST, GENERATE, callback=slow)
+    fake.will(Answer(before=slow), Answer(before=slow))
     key = key_with(client, max_concurrent=2)
     first = []
     holder = threading.Thread(target=lambda: first.append(generate_as(client, key, n=2)))
@@ -130,15 +124,16 @@ def test_max_concurrent_refuses_while_the_calls_are_in_flight_and_frees_them_aft
     assert first[0].status_code == 200 and generate_as(client, key).status_code == 200
 
 
-def test_a_key_without_a_policy_gets_no_limit_headers(client, auth, answering):
+def test_a_key_without_a_policy_gets_no_limit_headers(client, auth, fake):
     response = client.post("/v1/images/generations", json={"prompt": "x"}, headers=auth)
     assert response.status_code == 200 and not [h for h in response.headers.keys() if h.startswith("x-ratelimit")]
 
 
-def burst_on_two_workers(app, settings, key, count):
-    """The statuses of `count` requests of `key` sent at once, alternately to `app` and to a second
-    worker (another app on the same database), sorted."""
+def burst_from_two_workers(app, settings, key, count):
+    """`count` generations with `key` at once, alternately on `app` and on a second app (another
+    worker) over the same database; their statuses."""
     apps, statuses, start = [app, create_app(settings)], [], threading.Barrier(count)
+    serve_with(apps[1], *app.config["PROVIDERS"].values())
 
     def call(worker):
         start.wait()
@@ -150,42 +145,41 @@ def burst_on_two_workers(app, settings, key, count):
     for thread in threads:
         thread.join()
     apps[1].config["STORE"].close()
-    return sorted(statuses)
+    return statuses
 
 
-def test_two_workers_never_double_a_limit(app, settings, answering):
+def test_two_workers_never_double_a_limit(app, settings, fake):
     key = key_with(app.test_client(), rpm=5)
-    assert burst_on_two_workers(app, settings, key, 12) == [200] * 5 + [429] * 7
-    assert len(answering.calls) == 5
+    assert sorted(burst_from_two_workers(app, settings, key, 12)) == [200] * 5 + [429] * 7
+    assert len(fake.requests) == 5
 
 
 # --- budgets ----------------------------------------------------------------------------------
 
-def test_a_spent_budget_is_a_429_that_must_not_be_retried_naming_budget_spend_and_reset(client, answering):
+def test_a_spent_budget_is_a_429_that_must_not_be_retried_naming_budget_spend_and_reset(client, fake):
     key = key_with(client, budget_usd=0.3, budget_period="day")
     assert [generate_as(client, key).status_code for _ in range(2)] == [200, 200]
     refused = generate_as(client, key)
     assert refused.status_code == 429 and refused.headers["x-should-retry"] == "false"
     message = refused.json["message"]
     assert "day budget of $0.30" in message and "$0.268040 used" in message and "resets at" in message
-    assert len(answering.calls) == 2
+    assert len(fake.requests) == 2
     usage = own_usage(client, key)
     assert (usage["spent_usd"], usage["remaining_usd"], usage["budget_period"]) == (0.26804, 0.03196, "day")
 
 
-def test_a_burst_from_two_workers_never_spends_past_the_budget(app, settings, answering):
+def test_a_burst_from_two_workers_never_spends_past_the_budget(app, settings, fake):
     key = key_with(app.test_client(), budget_usd=0.5)  # room for 3 images at $0.134
-    assert burst_on_two_workers(app, settings, key, 10) == [200] * 3 + [429] * 7
-    assert len(answering.calls) == 3
+    assert sorted(burst_from_two_workers(app, settings, key, 10)) == [200] * 3 + [429] * 7
+    assert len(fake.requests) == 3
     assert own_usage(app.test_client(), key)["spent_usd"] == pytest.approx(3 * PRO_CALL)
 
 
-def test_only_images_made_are_charged_and_a_failure_frees_its_reservation(client, upstream):
-    upstream.add(responses.POST, GENERATE, status=500, json={"error": {"message": "boom"}})
+def test_only_images_made_are_charged_and_a_failure_frees_its_reservation(client, fake):
+    fake.will(Answer(error=UpstreamUnavailable("boom")), Answer())
     key = key_with(client, budget_usd=0.2)
     assert generate_as(client, key).status_code == 502
     assert own_usage(client, key)["remaining_usd"] == 0.2
-    upstream.replace(responses.POST, GENERATE, json=gemini_answer())
     assert generate_as(client, key).status_code == 200
     assert own_usage(client, key)["spent_usd"] == PRO_CALL
 
@@ -207,7 +201,7 @@ def test_a_reservation_left_by_a_dead_worker_expires(client, database_url):
 
 # --- the ledger -------------------------------------------------------------------------------
 
-def test_cost_agrees_in_response_ledger_log_and_metric(client, answering, json_lines, database_url):
+def test_cost_agrees_in_response_ledger_log_and_metric(client, fake, json_lines, database_url):
     key = key_with(client)
     counted = metric(client.get("/metrics").get_data(as_text=True), "gateway_cost_usd_total", client="team-a")
     body = generate_as(client, key, n=2).json
@@ -228,9 +222,7 @@ def test_cost_agrees_in_response_ledger_log_and_metric(client, answering, json_l
     assert own_usage(client, key)["spent_usd"] == cost
 
 
-def test_admin_usage_groups_and_filters_the_ledger(client, auth, upstream):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    upstream.add(responses.POST, GENERATE.pattern.replace("[^/]+", "gemini-2.5-flash-image"), json=gemini_answer())
+def test_admin_usage_groups_and_filters_the_ledger(client, auth, fake):
     key = key_with(client)
     generate_as(client, key, n=2)
     generate_as(client, key, model="nano-banana")
@@ -255,8 +247,8 @@ def test_admin_usage_refuses_a_bad_parameter_naming_it(client, query, field):
     assert response.status_code == 400 and field in response.json["message"]
 
 
-def test_a_failed_request_is_in_the_ledger_at_no_cost(client, upstream, database_url):
-    upstream.add(responses.POST, GENERATE, status=400, json={"error": {"message": "bad prompt"}})
+def test_a_failed_request_is_in_the_ledger_at_no_cost(client, fake, database_url):
+    fake.will(Answer(error=Rejected("bad prompt")))
     key = key_with(client)
     assert generate_as(client, key).status_code == 400
     store = Store(database_url)
@@ -266,13 +258,13 @@ def test_a_failed_request_is_in_the_ledger_at_no_cost(client, upstream, database
     assert (row["status"], row["n_made"], row["micro_usd"]) == (400, 0, 0)
 
 
-def test_own_usage_for_a_key_without_a_budget(client, auth, answering):
+def test_own_usage_for_a_key_without_a_budget(client, auth, fake):
     client.post("/v1/images/generations", json={"prompt": "x"}, headers=auth)
     usage = own_usage(client, CLIENT_KEY)
     assert usage["budget_usd"] is None and usage["remaining_usd"] is None and usage["spent_usd"] > 0
 
 
-def test_a_stream_carries_the_rate_limit_headers_too(client, answering):
+def test_a_stream_carries_the_rate_limit_headers_too(client, fake):
     key = key_with(client, rpm=3, ipm=9)
     response = client.post("/v1/images/generations", json={"prompt": "x", "stream": True},
                            headers={"Authorization": f"Bearer {key}"})

@@ -9,16 +9,12 @@ import responses
 
 from gateway import create_app
 from gateway.config import ConfigError
-from tests.conftest import CLIENT_KEY, STORES
-from tests.support import ADMIN, ADMIN_KEY, gemini_answer
+from tests.conftest import CLIENT_KEY
+from tests.support import ADMIN, ADMIN_KEY, GENERATE, gemini_answer
 from tests.support import create_key as create
 from tests.support import generate_as as generate
-from tests.unit.conftest import GENERATE
 
-
-@pytest.fixture(params=STORES)
-def database_url(request):
-    return request.getfixturevalue(f"{request.param}_url")
+pytestmark = pytest.mark.both_stores  # every test on SQLite and on PostgreSQL
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from gateway import create_app
 from gateway.asyncjobs import LOST
 from gateway.store import image_jobs
-from tests.support import gemini_answer, image_part, png_bytes
+from tests.support import fetch, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
 
 ASYNC = {"Prefer": "respond-async"}
@@ -82,7 +82,7 @@ def test_a_url_job_answers_urls_that_serve_the_image(client, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer(image_part(image)))
     job = finished(client, auth, submit(client, auth, response_format="url").json["id"])
     url = job["result"]["data"][0]["url"]
-    assert client.get(url).data == image
+    assert fetch(client, url).data == image
     assert finished(client, auth, job["id"])["result"]["data"][0]["url"] == url  # expires with the job
 
 

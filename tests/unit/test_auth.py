@@ -6,12 +6,7 @@ import responses
 
 from gateway import create_app
 from tests.conftest import CLIENT_KEY
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE
-
-
-def post(client, headers):
-    return client.post("/v1/images/generations", json={"prompt": "a kite"}, headers=headers)
+from tests.support import GENERATE, gemini_answer, generate
 
 
 @pytest.mark.parametrize("headers", [
@@ -22,11 +17,11 @@ def post(client, headers):
 ])
 def test_a_configured_key_is_accepted(client, upstream, headers):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    assert post(client, headers).status_code == 200
+    assert generate(client, headers).status_code == 200
 
 
 def test_missing_key_is_401_with_json_body(client, upstream):
-    response = post(client, {})
+    response = generate(client, {})
     assert response.status_code == 401
     assert response.json == {"error": True, "status": 401, "message": response.json["message"]}
     assert "Authorization: Bearer" in response.json["message"]
@@ -40,7 +35,7 @@ def test_missing_key_is_401_with_json_body(client, upstream):
     {"Authorization": f"Bearer {CLIENT_KEY}x"},
 ])
 def test_wrong_key_is_401(client, upstream, headers):
-    response = post(client, headers)
+    response = generate(client, headers)
     assert response.status_code == 401
     assert response.json["message"].startswith("Unauthorized")
     assert len(upstream.calls) == 0
@@ -48,7 +43,7 @@ def test_wrong_key_is_401(client, upstream, headers):
 
 def test_no_configured_keys_refuses_every_request_and_says_why(settings, upstream):
     client = create_app(dataclasses.replace(settings, api_keys=())).test_client()
-    response = post(client, {"Authorization": "Bearer anything"})
+    response = generate(client, {"Authorization": "Bearer anything"})
     assert response.status_code == 401
     assert "GATEWAY_API_KEYS" in response.json["message"]
 

@@ -14,8 +14,17 @@ from PIL import Image, ImageChops
 
 from gateway import create_app, media
 from gateway.imaging import FIDELITY_INSTRUCTION, MASK_INSTRUCTION
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import (
+    GENERATE,
+    assert_error,
+    data_url,
+    decode,
+    encoded,
+    gemini_answer,
+    image_part,
+    png_bytes,
+    sent_bodies,
+)
 
 URL = "/v1/images/edits"
 PROMPT = "put a hat on it"
@@ -25,16 +34,6 @@ MODEL_COLOUR = (10, 200, 30)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def data_url(data, mime_type="image/png"):
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def encoded(image, image_format, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
 
 def patterned(size=(120, 80), mode="RGB"):
     """An image whose every pixel differs from its neighbours, so 'equal to the source' means something."""
@@ -88,16 +87,6 @@ def colour_of(inline):
     return inline_image(inline).convert("RGB").getpixel((0, 0))
 
 
-def assert_error(response, status, message):
-    assert response.status_code == status
-    assert response.json == {"error": True, "status": status, "message": message}
-
-
-def assert_error_startswith(response, status, prefix):
-    body = response.json
-    assert response.status_code == status
-    assert body == {"error": True, "status": status, "message": body["message"]}
-    assert body["message"].startswith(prefix), body["message"]
 
 
 def multipart_body(fields, boundary="gateway-test-boundary"):
@@ -263,7 +252,7 @@ def test_multipart_text_under_image_is_refused_naming_image(client, auth, upstre
 
 def test_multipart_without_any_image_is_refused_naming_image(client, auth, upstream):
     response = post_form(client, auth, {})
-    assert_error_startswith(response, 400, "Invalid request parameters: image: Required")
+    assert_error(response, 400, startswith="Invalid request parameters: image: Required")
     assert len(upstream.calls) == 0
 
 
@@ -271,14 +260,14 @@ def test_multipart_without_any_image_is_refused_naming_image(client, auth, upstr
 
 def test_data_url_with_bad_base64_is_refused_naming_the_image_url(client, auth, upstream):
     response = post_json(client, auth, images=[{"image_url": "data:image/png;base64,!!not*base64!!"}])
-    assert_error_startswith(response, 400, "images[0].image_url: ")
+    assert_error(response, 400, startswith="images[0].image_url: ")
     assert "base64" in response.json["message"]
     assert len(upstream.calls) == 0
 
 
 def test_data_url_of_bytes_that_are_not_an_image_is_refused_naming_the_image(client, auth, upstream):
     response = post_json(client, auth, images=[{"image_url": data_url(b"just some text, not pixels")}])
-    assert_error_startswith(response, 400, "images[0]: ")
+    assert_error(response, 400, startswith="images[0]: ")
     assert "not a decodable image" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -318,7 +307,7 @@ def test_image_item_without_image_url_is_refused_naming_it(client, auth, upstrea
 
 def test_file_id_image_item_is_refused_naming_it(client, auth, upstream):
     response = post_json(client, auth, images=[{"file_id": "file-abc123"}])
-    assert_error_startswith(response, 400, PREFIX)
+    assert_error(response, 400, startswith=PREFIX)
     assert "images[0].file_id: Unknown field" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -328,7 +317,7 @@ def test_file_id_image_item_is_refused_naming_it(client, auth, upstream):
 def test_four_images_to_gemini_2_5_flash_image_are_refused_naming_its_limit(client, auth, upstream):
     images = [{"image_url": data_url(png_bytes((8, 8)))}] * 4
     response = post_json(client, auth, model="gemini-2.5-flash-image", images=images)
-    assert_error_startswith(response, 400, "Invalid request parameters: images: ")
+    assert_error(response, 400, startswith="Invalid request parameters: images: ")
     assert "at most 3" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -338,7 +327,7 @@ def test_a_mask_counts_toward_the_max_input_images(client, auth, upstream):
     images = [{"image_url": data_url(png_bytes(size))}] * 3
     mask = {"image_url": data_url(encoded(half_transparent_mask(size), "PNG"))}
     response = post_json(client, auth, model="gemini-2.5-flash-image", images=images, mask=mask)
-    assert_error_startswith(response, 400, "Invalid request parameters: images: ")
+    assert_error(response, 400, startswith="Invalid request parameters: images: ")
     assert "at most 3" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -393,7 +382,7 @@ def test_decompression_bomb_is_refused_without_calling_upstream(client, auth, up
     assert len(bomb) < 200_000
     assert struct.unpack(">II", bomb[16:24]) == (20000, 20000)  # what its IHDR claims
     response = post_json(client, auth, images=[{"image_url": data_url(bomb)}])
-    assert_error_startswith(response, 400, "images[0]: ")
+    assert_error(response, 400, startswith="images[0]: ")
     assert len(upstream.calls) == 0
 
 
@@ -506,7 +495,7 @@ def test_masked_edit_of_a_source_with_alpha_keeps_its_rgba_values(client, auth, 
 def test_mask_without_alpha_is_refused_naming_mask(client, auth, upstream):
     rgb_mask = encoded(half_transparent_mask((120, 80)).convert("RGB"), "PNG")
     response = masked_edit(client, auth, encoded(patterned((120, 80)), "PNG"), rgb_mask)
-    assert_error_startswith(response, 400, "mask: ")
+    assert_error(response, 400, startswith="mask: ")
     assert "alpha" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -514,7 +503,7 @@ def test_mask_without_alpha_is_refused_naming_mask(client, auth, upstream):
 def test_mask_of_another_size_is_refused_naming_both_sizes(client, auth, upstream):
     response = masked_edit(client, auth, encoded(patterned((120, 80)), "PNG"),
                            encoded(half_transparent_mask((60, 40)), "PNG"))
-    assert_error_startswith(response, 400, "mask: ")
+    assert_error(response, 400, startswith="mask: ")
     assert "120x80" in response.json["message"] and "60x40" in response.json["message"]
     assert len(upstream.calls) == 0
 
@@ -558,7 +547,7 @@ def test_input_fidelity_max_is_refused(client, auth, upstream):
 
 def test_transparent_background_is_refused(client, auth, upstream):
     response = post_json(client, auth, images=[{"image_url": data_url(png_bytes())}], background="transparent")
-    assert_error_startswith(response, 400, "Invalid request parameters: background: ")
+    assert_error(response, 400, startswith="Invalid request parameters: background: ")
     assert len(upstream.calls) == 0
 
 
@@ -599,7 +588,7 @@ def test_response_has_the_openai_shape_with_image_tokens(client, auth, upstream)
 
 def test_wrong_content_type_is_415_naming_both_accepted_types(client, auth, upstream):
     response = client.post(URL, data="prompt=hat", content_type="text/plain", headers=auth)
-    assert_error_startswith(response, 415, "")
+    assert_error(response, 415, startswith="")
     assert "application/json" in response.json["message"]
     assert "multipart/form-data" in response.json["message"]
     assert len(upstream.calls) == 0

@@ -15,12 +15,7 @@ PRO = "google/gemini-3-pro-image-preview"
 FLUX = "black-forest-labs/flux.2-pro"
 
 
-@pytest.fixture
-def emulator():
-    return create_emulator().test_client()
-
-
-def body(prompt="a fox", model=PRO, image_config=None, images=(), modalities=("image", "text")):
+def chat_body(prompt="a fox", model=PRO, image_config=None, images=(), modalities=("image", "text")):
     urls = [f"data:image/png;base64,{base64.b64encode(i).decode()}" for i in images]
     content = [{"type": "text", "text": prompt}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]
     payload = {"model": model, "messages": [{"role": "user", "content": content}], "modalities": list(modalities)}
@@ -33,7 +28,7 @@ def message_of(response):
     return response.json["choices"][0]["message"]
 
 
-def images_of(response):
+def chat_images(response):
     images = []
     for entry in message_of(response).get("images") or []:
         header, _, data = entry["image_url"]["url"].partition(",")
@@ -42,7 +37,7 @@ def images_of(response):
     return images
 
 
-def call(emulator, payload, headers=KEY, path=PATHS[0]):
+def completion(emulator, payload, headers=KEY, path=PATHS[0]):
     return emulator.post(path, json=payload, headers=headers)
 
 
@@ -54,11 +49,11 @@ def error_of(response):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_both_paths_answer_with_an_image_and_words(emulator, path):
-    response = call(emulator, body(), path=path)
+    response = completion(emulator, chat_body(), path=path)
     assert response.status_code == 200
     assert response.json["choices"][0]["finish_reason"] == "stop"
     assert message_of(response)["role"] == "assistant" and message_of(response)["content"]
-    (image,) = images_of(response)
+    (image,) = chat_images(response)
     assert image.format == "PNG"
 
 
@@ -71,65 +66,65 @@ def test_both_paths_answer_with_an_image_and_words(emulator, path):
     (PRO, None, (1024, 1024)),
 ])
 def test_answers_each_models_own_pixel_sizes(emulator, model, config, size):
-    response = call(emulator, body(model=model, image_config=config))
+    response = completion(emulator, chat_body(model=model, image_config=config))
     assert response.status_code == 200
-    (image,) = images_of(response)
+    (image,) = chat_images(response)
     assert (image.format, image.size) == ("PNG", size)
 
 
 def test_takes_a_plain_string_content(emulator):
     payload = {"model": PRO, "messages": [{"role": "user", "content": "a fox"}], "modalities": ["image", "text"]}
-    response = call(emulator, payload)
+    response = completion(emulator, payload)
     assert response.status_code == 200
-    assert len(images_of(response)) == 1
+    assert len(chat_images(response)) == 1
 
 
 def test_input_images_show_in_order_as_stripes(emulator):
     red, blue = png_bytes((20, 20), (255, 0, 0)), png_bytes((20, 20), (0, 0, 255))
-    (image,) = images_of(call(emulator, body(images=[red, blue])))
+    (image,) = chat_images(completion(emulator, chat_body(images=[red, blue])))
     assert image.getpixel((0, 0)) == (255, 0, 0)
     assert image.getpixel((image.width - 1, 0)) == (0, 0, 255)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "emulator-key"}])
 def test_requires_a_bearer_key(emulator, headers):
-    response = call(emulator, body(), headers=headers)
+    response = completion(emulator, chat_body(), headers=headers)
     assert response.status_code == 401
     error_of(response)
 
 
 def test_a_configured_key_refuses_others(emulator):
     strict = create_emulator(api_key="k").test_client()
-    response = call(strict, body(), headers={"Authorization": "Bearer wrong"})
+    response = completion(strict, chat_body(), headers={"Authorization": "Bearer wrong"})
     assert response.status_code == 401
     error_of(response)
-    assert call(strict, body(), headers={"Authorization": "Bearer k"}).status_code == 200
+    assert completion(strict, chat_body(), headers={"Authorization": "Bearer k"}).status_code == 200
 
 
 def test_rejects_an_unknown_model(emulator):
-    response = call(emulator, body(model="google/gemini-9"))
+    response = completion(emulator, chat_body(model="google/gemini-9"))
     assert response.status_code == 400
     assert error_of(response)["message"].endswith("is not a valid model ID")
 
 
 @pytest.mark.parametrize("modalities", [["text"], []])
 def test_rejects_modalities_without_image(emulator, modalities):
-    response = call(emulator, body(modalities=modalities))
+    response = completion(emulator, chat_body(modalities=modalities))
     assert response.status_code == 404
     error_of(response)
 
 
 def test_an_image_only_model_refuses_text_output(emulator):
-    response = call(emulator, body(model=FLUX))
+    response = completion(emulator, chat_body(model=FLUX))
     assert response.status_code == 404
     error_of(response)
 
 
 def test_an_image_only_model_answers_images_without_words(emulator):
-    response = call(emulator, body(model=FLUX, modalities=["image"]))
+    response = completion(emulator, chat_body(model=FLUX, modalities=["image"]))
     assert response.status_code == 200
     assert message_of(response)["content"] == ""
-    assert len(images_of(response)) == 1
+    assert len(chat_images(response)) == 1
 
 
 @pytest.mark.parametrize("model, config", [
@@ -139,67 +134,67 @@ def test_an_image_only_model_answers_images_without_words(emulator):
     (PRO, {"image_size": "0.5K"}),
 ])
 def test_rejects_unsupported_image_config(emulator, model, config):
-    response = call(emulator, body(model=model, image_config=config))
+    response = completion(emulator, chat_body(model=model, image_config=config))
     assert response.status_code == 400
     error_of(response)
 
 
 def test_rejects_image_urls_that_are_not_data_urls(emulator):
-    payload = body()
+    payload = chat_body()
     payload["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}})
-    response = call(emulator, payload)
+    response = completion(emulator, payload)
     assert response.status_code == 400
     error_of(response)
 
 
 @pytest.mark.parametrize("status", [402, 429, 500, 503])
 def test_fails_on_request_in_openrouters_error_shape(emulator, status):
-    response = call(emulator, body(f"[emulator: fail={status}]"))
+    response = completion(emulator, chat_body(f"[emulator: fail={status}]"))
     assert response.status_code == status
     assert error_of(response)["code"] == status
 
 
 def test_a_failure_can_carry_retry_after(emulator):
-    response = call(emulator, body("[emulator: fail=429 retry_after=3]"))
+    response = completion(emulator, chat_body("[emulator: fail=429 retry_after=3]"))
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "3"
 
 
 def test_fails_only_the_first_times_then_recovers(emulator):
     prompt = "[emulator: fail=503 times=1]"
-    assert call(emulator, body(prompt)).status_code == 503
-    recovered = call(emulator, body(prompt))
+    assert completion(emulator, chat_body(prompt)).status_code == 503
+    recovered = completion(emulator, chat_body(prompt))
     assert recovered.status_code == 200
-    assert len(images_of(recovered)) == 1
+    assert len(chat_images(recovered)) == 1
 
 
 def test_a_blocked_prompt_is_a_moderation_error(emulator):
-    response = call(emulator, body("[emulator: block=violence]"))
+    response = completion(emulator, chat_body("[emulator: block=violence]"))
     assert response.status_code == 403
     assert error_of(response)["metadata"]["reasons"] == ["violence"]
 
 
 def test_a_safety_finish_is_a_content_filter_without_images(emulator):
-    response = call(emulator, body("[emulator: finish=SAFETY]"))
+    response = completion(emulator, chat_body("[emulator: finish=SAFETY]"))
     assert response.status_code == 200
     assert response.json["choices"][0]["finish_reason"] == "content_filter"
-    assert images_of(response) == []
+    assert chat_images(response) == []
 
 
 def test_text_only_answers_no_images(emulator):
-    response = call(emulator, body("[emulator: text_only=1]"))
+    response = completion(emulator, chat_body("[emulator: text_only=1]"))
     assert response.status_code == 200
-    assert images_of(response) == []
+    assert chat_images(response) == []
     assert message_of(response)["content"]
 
 
 def test_can_answer_several_images(emulator):
-    first, second = images_of(call(emulator, body("[emulator: images=2]")))
+    first, second = chat_images(completion(emulator, chat_body("[emulator: images=2]")))
     assert first.size == second.size and first.tobytes() != second.tobytes()
 
 
 def test_malformed_answers_a_200_that_is_not_json(emulator):
-    response = call(emulator, body("[emulator: malformed=1]"))
+    response = completion(emulator, chat_body("[emulator: malformed=1]"))
     assert response.status_code == 200
     with pytest.raises(ValueError):
         json.loads(response.get_data(as_text=True))
@@ -207,7 +202,7 @@ def test_malformed_answers_a_200_that_is_not_json(emulator):
 
 @pytest.mark.parametrize("config", [None, {"aspect_ratio": "1:1", "image_size": "4K"}])
 def test_reports_usage_with_a_cost(emulator, config):
-    usage = call(emulator, body("x" * 40, image_config=config)).json["usage"]
+    usage = completion(emulator, chat_body("x" * 40, image_config=config)).json["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert isinstance(usage["cost"], (int, float)) and usage["cost"] > 0
@@ -215,14 +210,15 @@ def test_reports_usage_with_a_cost(emulator, config):
 
 def test_a_bigger_tier_costs_more(emulator):
     def cost(size):
-        return call(emulator, body(image_config={"aspect_ratio": "1:1", "image_size": size})).json["usage"]["cost"]
+        response = completion(emulator, chat_body(image_config={"aspect_ratio": "1:1", "image_size": size}))
+        return response.json["usage"]["cost"]
 
     assert cost("4K") > cost("1K")
 
 
 def test_logs_the_call_without_image_data(emulator):
     picture = png_bytes((20, 20), (0, 255, 0))
-    call(emulator, body("a green fox", model="google/gemini-2.5-flash-image", images=[picture]))
+    completion(emulator, chat_body("a green fox", model="google/gemini-2.5-flash-image", images=[picture]))
     log = emulator.get("/emulator/requests")
     assert log.status_code == 200
     (entry,) = log.json

@@ -5,9 +5,7 @@ HTTP is mocked with `responses` (it patches HTTPAdapter.send, which PinnedAdapte
 DNS by replacing `gateway.fetch.resolve`, for every test in this module: nothing here touches the
 network or a real resolver."""
 import base64
-import ipaddress
 import json
-import socket
 from dataclasses import replace
 
 import pytest
@@ -16,35 +14,12 @@ import responses
 
 from gateway import create_app, fetch
 from gateway.fetch import FetchRefused, fetch_image, is_public
-from tests.support import gemini_answer, png_bytes
-from tests.unit.conftest import GENERATE, redirect, requested
+from tests.support import GENERATE, FakeDNS, gemini_answer, png_bytes, redirect, requested
 
 PUBLIC = "93.184.216.34"
 PNG = png_bytes((40, 30), (10, 120, 220))
 IMAGE_URL = "https://img.example/a.png"
 NOT_HTTPS = "images[0].image_url must be an https URL or a base64 data URL"
-
-
-class FakeDNS:
-    """`resolve` stand-in: names from a table, IP literals as themselves; records every ask."""
-
-    def __init__(self, table):
-        self.table = table
-        self.asked = []
-
-    def __call__(self, hostname, port):
-        self.asked.append((hostname, port))
-        if hostname in self.table:
-            return sorted(self.table[hostname])
-        try:
-            ipaddress.ip_address(hostname.split("%")[0])
-        except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-        return [hostname]
-
-    @property
-    def hosts(self):
-        return [hostname for hostname, _ in self.asked]
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +43,7 @@ def refusal(url, settings):
     return str(caught.value)
 
 
-def edit(client, auth, url):
+def edit_from_url(client, auth, url):
     return client.post("/v1/images/edits", headers=auth,
                        json={"prompt": "make it blue", "images": [{"image_url": url}]})
 
@@ -133,20 +108,20 @@ def test_http_url_is_refused_by_fetch_image(settings, web, dns):
 
 
 def test_http_url_is_refused_by_the_endpoint(client, auth, upstream, dns):
-    response = edit(client, auth, "http://img.example/a.png")
+    response = edit_from_url(client, auth, "http://img.example/a.png")
     assert response.status_code == 400
     assert response.json["message"] == NOT_HTTPS
     assert (dns.asked, requested(upstream)) == ([], [])
 
 
 def test_ftp_url_is_refused_by_the_endpoint(client, auth, upstream, dns):
-    response = edit(client, auth, "ftp://img.example/a.png")
+    response = edit_from_url(client, auth, "ftp://img.example/a.png")
     assert (response.status_code, response.json["message"]) == (400, NOT_HTTPS)
     assert (dns.asked, requested(upstream)) == ([], [])
 
 
 def test_bare_path_is_refused_by_the_endpoint(client, auth, upstream, dns):
-    response = edit(client, auth, "/etc/passwd")
+    response = edit_from_url(client, auth, "/etc/passwd")
     assert (response.status_code, response.json["message"]) == (400, NOT_HTTPS)
     assert (dns.asked, requested(upstream)) == ([], [])
 
@@ -164,14 +139,14 @@ def test_url_with_credentials_is_refused_by_fetch_image(settings, web, dns):
 
 def test_url_with_credentials_is_refused_by_the_endpoint(client, auth, upstream, dns):
     upstream.add(responses.GET, IMAGE_URL, body=PNG)
-    response = edit(client, auth, "https://user:pass@img.example/a.png")
+    response = edit_from_url(client, auth, "https://user:pass@img.example/a.png")
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("URLs with credentials are not fetched")
     assert (dns.asked, requested(upstream)) == ([], [])
 
 
 def test_url_with_an_invalid_port_is_a_400_naming_the_field(client, auth, upstream, dns):
-    response = edit(client, auth, "https://img.example:99999/a.png")
+    response = edit_from_url(client, auth, "https://img.example:99999/a.png")
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("the URL's port is not valid")
     assert dns.asked == []
@@ -197,7 +172,7 @@ def test_private_address_literal_is_refused_by_fetch_image(settings, web, dns, u
 ])
 def test_private_address_literal_is_refused_by_the_endpoint(client, auth, upstream, dns, url, host):
     upstream.add(responses.GET, url, body=PNG)
-    response = edit(client, auth, url)
+    response = edit_from_url(client, auth, url)
     assert response.status_code == 400
     assert response.json["message"] == fetch_error(f"the host {host} is not a public address")
     assert dns.hosts == [host]
@@ -211,7 +186,7 @@ def test_localhost_is_refused_by_fetch_image(settings, web, dns):
 
 
 def test_localhost_is_refused_by_the_endpoint(client, auth, upstream, dns):
-    response = edit(client, auth, "https://localhost/a.png")
+    response = edit_from_url(client, auth, "https://localhost/a.png")
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("the host localhost is not a public address")
     assert dns.hosts == ["localhost"]
@@ -228,7 +203,7 @@ def test_hostname_resolving_to_a_private_address_is_refused(settings, web, dns):
 
 def test_hostname_resolving_to_a_private_address_is_refused_by_the_endpoint(client, auth, upstream, dns):
     upstream.add(responses.GET, "https://internal.example/a.png", body=PNG)
-    response = edit(client, auth, "https://internal.example/a.png")
+    response = edit_from_url(client, auth, "https://internal.example/a.png")
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("the host internal.example is not a public address")
     assert dns.hosts == ["internal.example"]
@@ -250,15 +225,7 @@ def test_unresolvable_host_is_refused(settings, web, dns):
 
 # --- the connection goes to the vetted address -------------------------------------------------
 
-def test_connection_is_pinned_to_the_address_resolved_at_vetting(settings, web, dns, monkeypatch):
-    pinned = []
-
-    class Recording(fetch.PinnedAdapter):
-        def __init__(self, address, hostname):
-            pinned.append((address, hostname))
-            super().__init__(address, hostname)
-
-    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
+def test_connection_is_pinned_to_the_address_resolved_at_vetting(settings, web, dns, pinned):
     web.add(responses.GET, IMAGE_URL, body=PNG)
     assert fetch_image(IMAGE_URL, settings) == PNG
     assert pinned == [(PUBLIC, "img.example")]
@@ -287,7 +254,7 @@ def test_redirect_to_the_metadata_address_is_refused_by_the_endpoint(client, aut
     metadata = "https://169.254.169.254/latest/meta-data/"
     redirect(upstream, IMAGE_URL, metadata)
     upstream.add(responses.GET, metadata, body=PNG)
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("the host 169.254.169.254 is not a public address")
     assert requested(upstream) == [IMAGE_URL]
@@ -370,7 +337,7 @@ def test_body_of_exactly_the_limit_is_accepted(settings, web):
 def test_oversize_image_is_refused_by_the_endpoint(app, client, auth, upstream):
     app.config["SETTINGS"] = replace(app.config["SETTINGS"], image_fetch_max_bytes=1024)
     upstream.add(responses.GET, IMAGE_URL, body=PNG + b"\0" * 4096)
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("the image is larger than 1024 bytes")
     assert not any(GENERATE.match(url) for url in requested(upstream))
@@ -380,7 +347,7 @@ def test_oversize_image_is_refused_by_the_endpoint(app, client, auth, upstream):
 
 def test_non_image_body_is_a_400_naming_the_image(client, auth, upstream):
     upstream.add(responses.GET, IMAGE_URL, body="<html>not an image</html>", content_type="text/html")
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 400
     assert response.json["message"].startswith("images[0]: not a decodable image")
     assert requested(upstream) == [IMAGE_URL]
@@ -393,7 +360,7 @@ def test_upstream_404_is_refused_naming_the_status(settings, web):
 
 def test_upstream_404_is_a_400_naming_the_status_through_the_endpoint(client, auth, upstream):
     upstream.add(responses.GET, IMAGE_URL, status=404, body="missing")
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("img.example answered HTTP 404")
 
@@ -420,7 +387,7 @@ def test_untrusted_certificate_is_refused(settings, web):
 
 def test_connection_error_is_a_400_through_the_endpoint(client, auth, upstream):
     upstream.add(responses.GET, IMAGE_URL, body=requests.exceptions.ConnectionError("connection refused"))
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 400
     assert response.json["message"] == fetch_error("could not connect to img.example")
 
@@ -460,7 +427,7 @@ def test_allow_hosts_exempts_the_host_through_the_endpoint(app, client, auth, up
     app.config["SETTINGS"] = replace(app.config["SETTINGS"], image_fetch_allow_hosts=("images.internal",))
     upstream.add(responses.GET, "https://images.internal/a.png", body=PNG)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    response = edit(client, auth, "https://images.internal/a.png")
+    response = edit_from_url(client, auth, "https://images.internal/a.png")
     assert response.status_code == 200
     assert requested(upstream)[0] == "https://images.internal/a.png"
     assert dns.hosts == ["images.internal"]
@@ -471,7 +438,7 @@ def test_allow_hosts_exempts_the_host_through_the_endpoint(app, client, auth, up
 def test_fetched_image_is_sent_upstream_before_the_prompt(client, auth, upstream, dns):
     upstream.add(responses.GET, IMAGE_URL, body=PNG, content_type="image/png")
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    response = edit(client, auth, IMAGE_URL)
+    response = edit_from_url(client, auth, IMAGE_URL)
     assert response.status_code == 200
     assert response.json["data"][0]["b64_json"]
     assert dns.asked == [("img.example", 443)]
@@ -486,7 +453,7 @@ def test_fetched_image_is_sent_upstream_before_the_prompt(client, auth, upstream
 def test_image_request_carries_no_gateway_credentials(client, auth, upstream):
     upstream.add(responses.GET, IMAGE_URL, body=PNG, content_type="image/png")
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    assert edit(client, auth, IMAGE_URL).status_code == 200
+    assert edit_from_url(client, auth, IMAGE_URL).status_code == 200
     sent = upstream.calls[0].request
     assert sent.url == IMAGE_URL
     assert sent.headers["Host"] == "img.example"

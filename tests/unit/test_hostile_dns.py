@@ -21,9 +21,8 @@ import urllib3.util.connection
 
 from gateway import fetch
 from gateway.fetch import FetchRefused, fetch_image
-from tests.support import gemini_answer, png_bytes
+from tests.support import GENERATE, FakeDNS, gemini_answer, png_bytes, redirect, requested
 from tests.tls import TlsServer, self_signed_certificate
-from tests.unit.conftest import GENERATE, redirect, requested
 
 PUBLIC, PUBLIC_2 = "93.184.216.34", "93.184.216.35"
 LOOPBACK = "127.0.0.1"
@@ -31,48 +30,12 @@ PNG = png_bytes((40, 30), (10, 120, 220))
 REBIND_URL = "https://rebind.example/a.png"
 
 
-class RebindingDNS:
-    """`resolve` stand-in. `stable` hosts always answer the same; `rebinding` hosts answer their
-    public address on the first ask and 127.0.0.1 on every later one. Records every ask."""
-
-    def __init__(self, stable=None, rebinding=None):
-        self.stable, self.rebinding = stable or {}, rebinding or {}
-        self.asked = []
-
-    def __call__(self, hostname, port):
-        earlier = self.hosts.count(hostname)
-        self.asked.append((hostname, port))
-        if hostname in self.stable:
-            return [self.stable[hostname]]
-        if hostname in self.rebinding:
-            return [self.rebinding[hostname] if earlier == 0 else LOOPBACK]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    @property
-    def hosts(self):
-        return [hostname for hostname, _ in self.asked]
-
-
 @pytest.fixture
 def dns(monkeypatch):
-    fake = RebindingDNS(stable={"img.example": PUBLIC},
+    fake = FakeDNS({"img.example": [PUBLIC]},
                         rebinding={"rebind.example": PUBLIC, "rebind2.example": PUBLIC_2})
     monkeypatch.setattr(fetch, "resolve", fake)
     return fake
-
-
-@pytest.fixture
-def pinned(monkeypatch):
-    """(address, hostname) of every PinnedAdapter the fetcher builds, in order."""
-    built = []
-
-    class Recording(fetch.PinnedAdapter):
-        def __init__(self, address, hostname):
-            built.append((address, hostname))
-            super().__init__(address, hostname)
-
-    monkeypatch.setattr(fetch, "PinnedAdapter", Recording)
-    return built
 
 
 def test_the_fake_dns_really_rebinds(dns):
@@ -92,7 +55,7 @@ def test_rebinding_host_is_fetched_from_the_address_vetted_first(settings, dns, 
 
 
 def test_rebinding_host_that_answers_private_first_is_refused_without_a_request(settings, monkeypatch, pinned, web):
-    flipped = RebindingDNS()
+    flipped = FakeDNS()
     answers = iter([[LOOPBACK], [PUBLIC], [PUBLIC]])
     monkeypatch.setattr(fetch, "resolve", lambda hostname, port: (flipped.asked.append((hostname, port)),
                                                                   next(answers))[1])
@@ -263,7 +226,7 @@ def test_socket_level_self_redirect_of_a_rebinding_host_never_dials_loopback(tls
 def test_socket_level_certificate_for_another_name_is_refused(tls_settings, monkeypatch, dialed, internet):
     """The pinned address does not weaken the certificate check: a host whose name the server's
     certificate does not carry is refused, though its address is the vetted one."""
-    monkeypatch.setattr(fetch, "resolve", RebindingDNS(rebinding={"other.example": PUBLIC}))
+    monkeypatch.setattr(fetch, "resolve", FakeDNS(rebinding={"other.example": PUBLIC}))
     internet.routes["/a.png"] = (200, {"Content-Type": "image/png"}, PNG)
     with pytest.raises(FetchRefused, match="the TLS certificate of other.example is not trusted"):
         fetch_image("https://other.example/a.png", tls_settings)

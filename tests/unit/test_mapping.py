@@ -7,8 +7,7 @@ import responses
 from gateway import create_app
 from gateway.catalog import resolve_model
 from gateway.imaging import shape_for
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, gemini_answer, sent_bodies
 
 PRO = resolve_model("gemini-3-pro-image", "gemini-3-pro-image")
 FLASH = resolve_model("gemini-2.5-flash-image", "gemini-3-pro-image")
@@ -88,7 +87,8 @@ def test_size_auto_and_no_size_leave_the_shape_to_the_model():
     assert shape_for(PRO) == (None, None)
 
 
-def generate(client, auth, upstream, **params):
+def gemini_body_for(client, auth, upstream, **params):
+    """The body Gemini is sent for a generation with `params`."""
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     response = client.post("/v1/images/generations", json={"prompt": "a lighthouse", **params}, headers=auth)
     assert response.status_code == 200, response.json
@@ -96,7 +96,7 @@ def generate(client, auth, upstream, **params):
 
 
 def test_upstream_body_for_size_1792x1024_on_the_default_model(client, auth, upstream):
-    body = generate(client, auth, upstream, size="1792x1024")
+    body = gemini_body_for(client, auth, upstream, size="1792x1024")
     assert upstream.calls[0].request.url == "https://gemini.test/v1beta/models/gemini-3-pro-image:generateContent"
     assert body == {
         "contents": [{"role": "user", "parts": [{"text": "a lighthouse"}]}],
@@ -106,19 +106,19 @@ def test_upstream_body_for_size_1792x1024_on_the_default_model(client, auth, ups
 
 
 def test_the_512_tier_is_sent_to_gemini_as_512(client, auth, upstream):
-    body = generate(client, auth, upstream, model="gemini-3.1-flash-image", size="512x512")
+    body = gemini_body_for(client, auth, upstream, model="gemini-3.1-flash-image", size="512x512")
     assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "512"}
 
 
 def test_upstream_body_has_no_image_config_without_size(client, auth, upstream):
-    body = generate(client, auth, upstream)
+    body = gemini_body_for(client, auth, upstream)
     assert body["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"]}
     assert "candidateCount" not in body["generationConfig"]
 
 
 @pytest.mark.parametrize("style, words", [("vivid", "vivid style"), ("natural", "natural style")])
 def test_style_adds_one_sentence_to_the_prompt(client, auth, upstream, style, words):
-    body = generate(client, auth, upstream, style=style)
+    body = gemini_body_for(client, auth, upstream, style=style)
     text = body["contents"][0]["parts"][0]["text"]
     assert text.startswith("a lighthouse\n\n") and words in text and text.count("\n\n") == 1
 
@@ -133,13 +133,13 @@ def test_style_adds_one_sentence_to_the_prompt(client, auth, upstream, style, wo
     ("gemini-3.1-flash-image", "gemini-3.1-flash-image"),
 ])
 def test_model_names_and_aliases_call_the_catalog_upstream_id(client, auth, upstream, model, upstream_id):
-    generate(client, auth, upstream, model=model)
+    gemini_body_for(client, auth, upstream, model=model)
     assert upstream.calls[0].request.url.endswith(f"/models/{upstream_id}:generateContent")
 
 
 def test_upstream_model_id_is_overridable_by_configuration(settings, upstream, auth):
     overridden = dataclasses.replace(settings, upstream_models={"gemini-3-pro-image": "gemini-3-pro-image-preview"})
-    generate(create_app(overridden).test_client(), auth, upstream)
+    gemini_body_for(create_app(overridden).test_client(), auth, upstream)
     assert upstream.calls[0].request.url.endswith("/models/gemini-3-pro-image-preview:generateContent")
 
 

@@ -6,14 +6,7 @@ import pytest
 from PIL import Image
 
 from gateway import media
-from tests.support import png_bytes
-
-
-def encoded(image, image_format, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
+from tests.support import encoded, png_bytes
 
 NOISE = Image.merge("RGB", [Image.effect_noise((400, 300), 40) for _ in range(3)])
 

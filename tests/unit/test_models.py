@@ -6,8 +6,7 @@ import responses
 
 from gateway import create_app
 from gateway.config import ConfigError, Settings
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, gemini_answer, sent_bodies
 
 ALIASES = {"dall-e-3": "gemini-3-pro-image", "house-image": "nano-banana-2"}
 

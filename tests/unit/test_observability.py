@@ -10,18 +10,12 @@ from gateway import create_app
 from gateway.auth import key_id
 from gateway.config import Settings
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
-from tests.support import gemini_answer, metric
-from tests.unit.conftest import GENERATE
-
-
-def post(client, auth, headers=None, **params):
-    return client.post("/v1/images/generations", json={"prompt": "a quiet harbour", **params},
-                       headers={**auth, **(headers or {})})
+from tests.support import GENERATE, gemini_answer, generate, metric
 
 
 def test_a_request_id_is_generated_and_returned(client, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    request_id = post(client, auth).headers["X-Request-ID"]
+    request_id = generate(client, auth).headers["X-Request-ID"]
     assert len(request_id) == 32 and int(request_id, 16) >= 0
 
 
@@ -43,7 +37,7 @@ def test_errors_carry_the_request_id_too(client):
 def test_one_structured_line_per_request_without_secrets(client, auth, upstream, json_lines):
     upstream.add(responses.POST, GENERATE, status=503)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    response = post(client, auth, headers={"X-Request-ID": "req-42"}, n=1, user="end-user-9")
+    response = generate(client, {**auth, "X-Request-ID": "req-42"}, n=1, user="end-user-9")
     assert response.status_code == 200
     lines = [line for line in json_lines() if line["message"] == "request"]
     assert len(lines) == 1
@@ -64,7 +58,7 @@ def test_fan_out_threads_log_with_the_request_id(client, auth, upstream, json_li
     upstream.add(responses.POST, GENERATE, status=503)
     for _ in range(3):
         upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    post(client, auth, headers={"X-Request-ID": "fan-7"}, n=3)
+    generate(client, {**auth, "X-Request-ID": "fan-7"}, n=3)
     retry_lines = [line for line in json_lines() if "retrying" in line["message"]]
     assert retry_lines and all(line["request_id"] == "fan-7" for line in retry_lines)
     (summary,) = [line for line in json_lines() if line["message"] == "request"]
@@ -81,24 +75,20 @@ def test_key_id_is_a_short_hash_and_differs_per_key(client, upstream, json_lines
 
 
 def test_metrics_count_requests_upstream_calls_images_and_tokens(client, auth, upstream):
-    def sample(name, **labels):
-        return metric(client.get("/metrics").get_data(as_text=True), name, **labels)
+    def samples():
+        text = client.get("/metrics").get_data(as_text=True)
+        return (metric(text, "gateway_requests_total", endpoint="/v1/images/generations", status="200"),
+                metric(text, "gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
+                       provider="gemini"),
+                metric(text, "gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
+                metric(text, "gateway_images_generated_total", model="gemini-3-pro-image"),
+                metric(text, "gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
 
-    before = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-              sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
-                     provider="gemini"),
-              sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
-              sample("gateway_images_generated_total", model="gemini-3-pro-image"),
-              sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    before = samples()
     upstream.add(responses.POST, GENERATE, status=503)
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    assert post(client, auth).status_code == 200
-    after = (sample("gateway_requests_total", endpoint="/v1/images/generations", status="200"),
-             sample("gateway_upstream_calls_total", model="gemini-3-pro-image", outcome="upstream_503",
-                     provider="gemini"),
-             sample("gateway_upstream_retries_total", model="gemini-3-pro-image", provider="gemini"),
-             sample("gateway_images_generated_total", model="gemini-3-pro-image"),
-             sample("gateway_tokens_total", kind="output", model="gemini-3-pro-image"))
+    assert generate(client, auth).status_code == 200
+    after = samples()
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1290]
 
 
@@ -108,21 +98,21 @@ def test_metrics_content_type_is_prometheus_text_with_one_charset(client):
 
 
 def test_the_log_line_of_a_client_error_says_why(client, auth, json_lines):
-    post(client, auth, prompt="")
+    generate(client, auth, prompt="")
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert (line["status"], line["error"]) == (400, "Invalid request parameters: prompt: must not be empty")
 
 
 def test_the_log_line_quotes_a_long_error_message_cut_short(client, auth, upstream, json_lines):
     upstream.add(responses.POST, GENERATE, status=400, json={"error": {"code": 400, "message": "no " * 400}})
-    post(client, auth)
+    generate(client, auth)
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert line["status"] == 400 and len(line["error"]) == 303 and line["error"].endswith("...")
 
 
 def test_the_log_line_of_a_success_has_no_error(client, auth, upstream, json_lines):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    post(client, auth)
+    generate(client, auth)
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert line["status"] == 200 and "error" not in line
 
@@ -151,7 +141,7 @@ def test_cost_is_counted_per_client_model_and_provider_and_logged(settings, auth
     labels = {"client": "alice", "model": "gemini-2.5-flash-image", "provider": "gemini"}
     before = REGISTRY.get_sample_value("gateway_cost_usd_total", labels) or 0
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    post(create_app(named).test_client(), auth, model="nano-banana")
+    generate(create_app(named).test_client(), auth, model="nano-banana")
     assert REGISTRY.get_sample_value("gateway_cost_usd_total", labels) == pytest.approx(before + 0.039003)
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert (line["key_name"], line["cost_usd"]) == ("alice", 0.039003)
@@ -159,7 +149,7 @@ def test_cost_is_counted_per_client_model_and_provider_and_logged(settings, auth
 
 def test_a_bare_key_is_named_from_its_hash_never_by_itself(client, auth, upstream, json_lines):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    post(client, auth)
+    generate(client, auth)
     (line,) = [line for line in json_lines() if line["message"] == "request"]
     assert line["key_name"] == f"key-{line['key_id']}" and CLIENT_KEY not in line["key_name"]
 
@@ -175,7 +165,7 @@ def test_requests_images_and_tokens_are_counted_per_client_name(settings, auth, 
                 metric(text, "gateway_tokens_total", client="alice", kind="output"))
 
     before = counts()
-    post(client, auth)
+    generate(client, auth)
     assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1290]
 
 

@@ -39,9 +39,9 @@ def body(**params):
 def form(edit_call):
     """The multipart body as (fields, files), read back the way a server reads it."""
     raw, content_type = openai_provider.build_form(edit_call)
-    parsed = EnvironBuilder(method="POST", data=raw, content_type=content_type).get_request()
-    return dict(parsed.form), {name: [(upload.filename, upload.read()) for upload in parsed.files.getlist(name)]
-                               for name in parsed.files}
+    with EnvironBuilder(method="POST", data=raw, content_type=content_type).get_request() as parsed:
+        return dict(parsed.form), {name: [(upload.filename, upload.read()) for upload in parsed.files.getlist(name)]
+                                   for name in parsed.files}
 
 
 def answer(count=1, usage=None):

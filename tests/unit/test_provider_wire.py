@@ -1,7 +1,6 @@
 """Both providers' wire format, tested as pure functions with no network and no Flask: the body
 each builds from an ImageCall, how each reads an answer into a Generation, and how each maps an
 upstream error to the neutral errors; plus one mocked round trip of each provider's generate()."""
-import base64
 import dataclasses
 import io
 import json
@@ -18,7 +17,16 @@ from gateway.providers import ImageCall, Usage, gemini, openrouter
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openrouter import OpenRouterProvider
 from tests.conftest import OPENROUTER_KEY, UPSTREAM_KEY
-from tests.support import GENERATE_URL, assert_valid_gemini_request, gemini_answer, image_part, png_bytes
+from tests.support import (
+    GENERATE_URL,
+    assert_valid_gemini_request,
+    b64,
+    data_url,
+    gemini_answer,
+    google_error,
+    image_part,
+    png_bytes,
+)
 
 GOOGLE_STYLE_KEY = "AIza" + "SyD-0123456789abcdefghijklmnopqrstu"  # fake; split so no key-like literal is committed
 OPENROUTER_STYLE_KEY = "sk-" + "or-v1-" + "0123456789abcdef" * 4  # fake, likewise
@@ -34,19 +42,11 @@ def jpeg_bytes(size=(32, 24)):
 GREEN_JPEG = jpeg_bytes()
 
 
-def b64(data):
-    return base64.b64encode(data).decode()
-
-
-def data_url(data, mime_type="image/png"):
-    return f"data:{mime_type};base64,{b64(data)}"
-
-
 def source(data, mime_type="image/png"):
     return SourceImage(data, mime_type, Image.open(io.BytesIO(data)).size)
 
 
-def call(**fields):
+def image_call(**fields):
     return ImageCall(**{"model": "model-x", "prompt": "a red fox", **fields})
 
 
@@ -60,13 +60,6 @@ def http_response(status, body=None, retry_after=None):
     return response
 
 
-def google_error(status, message="upstream says no", reason=None):
-    error = {"code": status, "message": message, "status": "SOME_STATUS"}
-    if reason:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]
-    return {"error": error}
-
-
 def openrouter_error(status, message="upstream says no", **metadata):
     error = {"code": status, "message": message}
     if metadata:
@@ -74,7 +67,7 @@ def openrouter_error(status, message="upstream says no", **metadata):
     return {"error": error}
 
 
-def openrouter_answer(*urls, content="Here it is.", usage=None, finish_reason="stop", **choice):
+def chat_completion(*urls, content="Here it is.", usage=None, finish_reason="stop", **choice):
     """A chat-completions answer carrying `urls` as message.images."""
     message = {"role": "assistant", "content": content,
                "images": [{"type": "image_url", "image_url": {"url": url}} for url in urls]}
@@ -85,11 +78,11 @@ def openrouter_answer(*urls, content="Here it is.", usage=None, finish_reason="s
 
 
 def gemini_body(**fields):
-    return json.loads(gemini.build_body(call(**fields)))
+    return json.loads(gemini.build_body(image_call(**fields)))
 
 
 def openrouter_body(**fields):
-    return json.loads(openrouter.build_body(call(**fields)))
+    return json.loads(openrouter.build_body(image_call(**fields)))
 
 
 # --- Gemini: the request body ------------------------------------------------------------------
@@ -275,14 +268,6 @@ def test_gemini_429_is_rate_limited_with_retry_after(header, retry_after, sent):
 
 
 
-@pytest.mark.parametrize("status", [400, 404, 429, 500])
-def test_gemini_keys_in_upstream_messages_are_redacted(status):
-    message = f"key {UPSTREAM_KEY} and {GOOGLE_STYLE_KEY} are invalid"
-    error = gemini.error_for(http_response(status, google_error(status, message)), UPSTREAM_KEY)
-    assert UPSTREAM_KEY not in error.message and GOOGLE_STYLE_KEY not in error.message
-    assert "key [redacted] and [redacted] are invalid" in error.message
-
-
 # --- OpenRouter: the request body ------------------------------------------------------------
 
 def test_openrouter_body_is_exactly_the_chat_completions_request():
@@ -329,7 +314,7 @@ def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():
 # --- OpenRouter: reading an answer -------------------------------------------------------------
 
 def test_openrouter_answer_images_are_read_in_order():
-    answer = openrouter.parse_answer(openrouter_answer(data_url(RED), data_url(GREEN_JPEG, "image/jpeg"),
+    answer = openrouter.parse_answer(chat_completion(data_url(RED), data_url(GREEN_JPEG, "image/jpeg"),
                                                        data_url(BLUE)))
     assert [image.b64.decode() for image in answer.images] == [b64(RED), b64(GREEN_JPEG), b64(BLUE)]
     assert [(image.format, image.size) for image in answer.images] == [("PNG", (64, 48)), ("JPEG", (32, 24)),
@@ -344,11 +329,11 @@ def test_openrouter_answer_images_are_read_in_order():
     ("", ""),
 ])
 def test_openrouter_answer_words_come_from_the_message_content(content, text):
-    assert openrouter.parse_answer(openrouter_answer(data_url(RED), content=content)).text == text
+    assert openrouter.parse_answer(chat_completion(data_url(RED), content=content)).text == text
 
 
 def test_openrouter_usage_splits_image_tokens_from_text_and_keeps_the_cost():
-    usage = openrouter.parse_answer(openrouter_answer(data_url(RED), usage={
+    usage = openrouter.parse_answer(chat_completion(data_url(RED), usage={
         "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590,
         "prompt_tokens_details": {"image_tokens": 258, "cached_tokens": 0}, "cost": 0.0391,
     })).usage
@@ -402,7 +387,7 @@ def test_openrouter_usage_missing_is_all_zero(usage):
     "garbage",
 ])
 def test_openrouter_unusable_image_is_retryable_bad_image(item):
-    payload = openrouter_answer()
+    payload = chat_completion()
     payload["choices"][0]["message"]["images"] = [item]
     with pytest.raises(UpstreamUnavailable) as caught:
         openrouter.parse_answer(payload)
@@ -412,19 +397,19 @@ def test_openrouter_unusable_image_is_retryable_bad_image(item):
 @pytest.mark.parametrize(("native", "named"), [("IMAGE_SAFETY", "IMAGE_SAFETY"), (None, "content_filter")])
 def test_openrouter_content_filter_without_an_image_is_blocked(native, named):
     with pytest.raises(Blocked) as caught:
-        openrouter.parse_answer(openrouter_answer(finish_reason="content_filter", native_finish_reason=native))
+        openrouter.parse_answer(chat_completion(finish_reason="content_filter", native_finish_reason=native))
     assert (caught.value.status, caught.value.cause) == (400, "blocked")
     assert f"(finish_reason: {named})" in caught.value.message
 
 
 def test_openrouter_content_filter_with_an_image_still_answers_the_image():
-    answer = openrouter.parse_answer(openrouter_answer(data_url(RED), finish_reason="content_filter"))
+    answer = openrouter.parse_answer(chat_completion(data_url(RED), finish_reason="content_filter"))
     assert len(answer.images) == 1
 
 
 @pytest.mark.parametrize("payload", [
-    openrouter_answer(),
-    openrouter_answer(finish_reason="length"),
+    chat_completion(),
+    chat_completion(finish_reason="length"),
     {"choices": [{"message": {"role": "assistant", "content": "words"}, "finish_reason": "stop"}]},
     {"choices": [{"finish_reason": "stop"}]},
     {"choices": []},
@@ -447,7 +432,7 @@ def test_openrouter_answer_without_an_image_is_no_image(payload):
     ("choice", "boom", UpstreamUnavailable, 502),
 ])
 def test_openrouter_error_inside_a_200_is_mapped_by_its_code(where, code, kind, status):
-    payload = openrouter_answer(data_url(RED))
+    payload = chat_completion(data_url(RED))
     error = {"code": code, "message": "Provider returned error"}
     if where == "top":
         payload["error"] = error
@@ -484,7 +469,7 @@ def test_gemini_usage_with_nulls_or_strings_counts_nothing_for_them(usage):
 
 
 def test_openrouter_content_parts_whose_text_is_not_a_string_are_skipped():
-    answer = openrouter_answer(data_url(png_bytes()), content=[{"type": "text", "text": 5},
+    answer = chat_completion(data_url(png_bytes()), content=[{"type": "text", "text": 5},
                                                                {"type": "text", "text": "a fox"}])
     assert openrouter.parse_answer(answer).text == "a fox"
 
@@ -575,11 +560,15 @@ def test_gemini_error_without_an_error_object_says_the_status(body):
     assert gemini.error_for(http_response(400, body)).message == "HTTP 400"
 
 
-@pytest.mark.parametrize("status", [400, 402, 404, 429, 500])
-def test_openrouter_keys_in_upstream_messages_are_redacted(status):
-    message = f"key {OPENROUTER_KEY} and {OPENROUTER_STYLE_KEY} are invalid"
-    error = openrouter.error_for(http_response(status, openrouter_error(status, message)), OPENROUTER_KEY)
-    assert OPENROUTER_KEY not in error.message and OPENROUTER_STYLE_KEY not in error.message
+@pytest.mark.parametrize("provider, error_body, key, key_shaped, status", [
+    *((gemini, google_error, UPSTREAM_KEY, GOOGLE_STYLE_KEY, status) for status in (400, 404, 429, 500)),
+    *((openrouter, openrouter_error, OPENROUTER_KEY, OPENROUTER_STYLE_KEY, status)
+      for status in (400, 402, 404, 429, 500)),
+])
+def test_keys_in_upstream_messages_are_redacted(provider, error_body, key, key_shaped, status):
+    message = f"key {key} and {key_shaped} are invalid"
+    error = provider.error_for(http_response(status, error_body(status, message)), key)
+    assert key not in error.message and key_shaped not in error.message
     assert "key [redacted] and [redacted] are invalid" in error.message
 
 
@@ -601,7 +590,7 @@ def test_usage_addition_keeps_the_cost_that_is_known(first, second, cost):
 
 def test_gemini_provider_posts_to_generate_content_with_its_key(settings):
     provider = GeminiProvider(settings)
-    request = provider.request_for(call(model="gemini-3-pro-image-preview", images=(source(BLUE),)))
+    request = provider.request_for(image_call(model="gemini-3-pro-image-preview", images=(source(BLUE),)))
     url = GENERATE_URL.format(model="gemini-3-pro-image-preview")
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=gemini_answer({"text": "A fox."}, image_part(RED)))
@@ -618,10 +607,10 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     settings = dataclasses.replace(settings, openrouter_api_key=OPENROUTER_KEY,
                                    openrouter_base_url="https://openrouter.test/api/v1")
     provider = OpenRouterProvider(settings)
-    request = provider.request_for(call(model="google/gemini-3-pro-image-preview", images=(source(BLUE),)))
+    request = provider.request_for(image_call(model="google/gemini-3-pro-image-preview", images=(source(BLUE),)))
     url = "https://openrouter.test/api/v1/chat/completions"
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, url, json=openrouter_answer(data_url(RED), usage={
+        mock.add(responses.POST, url, json=chat_completion(data_url(RED), usage={
             "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590, "cost": 0.04}))
         generation = provider.generate(request, time.monotonic() + 5)
         sent = mock.calls[0].request

@@ -15,8 +15,7 @@ from gateway.counters import RedisCounters
 from gateway.errors import GatewayError
 from gateway.policies import Policy
 from tests.conftest import CLIENT_KEY, REDIS_URL
-from tests.support import gemini_answer, metric
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer, metric
 
 
 def test_a_keys_counters_share_one_hash_tag(redis_server, redis_prefix):

@@ -12,18 +12,7 @@ import responses
 from gateway import create_app
 from gateway.config import ConfigError, Settings
 from tests.conftest import OPENROUTER_KEY
-from tests.support import gemini_answer, png_bytes
-from tests.unit.conftest import GENERATE
-
-CHAT = "https://openrouter.test/api/v1/chat/completions"
-
-
-def openrouter_answer(png=None, cost=0.039):
-    url = "data:image/png;base64," + base64.b64encode(png or png_bytes()).decode()
-    return {"choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "A fox.",
-                                     "images": [{"type": "image_url", "image_url": {"url": url}}]}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 1290, "total_tokens": 1302, "cost": cost}}
+from tests.support import CHAT, GENERATE, gemini_answer, generate, openrouter_answer, png_bytes
 
 
 @pytest.fixture
@@ -32,12 +21,8 @@ def both(settings):
                                openrouter_base_url="https://openrouter.test/api/v1")
 
 
-def gateway(settings, **changes):
+def client_with(settings, **changes):
     return create_app(dataclasses.replace(settings, **changes)).test_client()
-
-
-def generate(client, auth, **params):
-    return client.post("/v1/images/generations", json={"prompt": "a fox", **params}, headers=auth)
 
 
 @pytest.fixture
@@ -54,13 +39,13 @@ def sent(mock):
 
 def test_the_first_configured_provider_in_order_takes_the_request(both, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    response = generate(gateway(both), auth)
+    response = generate(client_with(both), auth)
     assert response.headers["x-gateway-provider"] == "gemini"
     assert re.fullmatch(GENERATE, sent(upstream)[0])
 
 
 def test_gateway_providers_changes_the_order(both, auth, chat):
-    response = generate(gateway(both, providers=("openrouter", "gemini")), auth)
+    response = generate(client_with(both, providers=("openrouter", "gemini")), auth)
     assert response.status_code == 200
     assert response.headers["x-gateway-provider"] == "openrouter"
     url, body = sent(chat)
@@ -69,14 +54,14 @@ def test_gateway_providers_changes_the_order(both, auth, chat):
 
 
 def test_an_unconfigured_provider_is_skipped(both, auth, chat):
-    response = generate(gateway(both, gemini_api_key=""), auth, model="nano-banana-2", size="1792x1024")
+    response = generate(client_with(both, gemini_api_key=""), auth, model="nano-banana-2", size="1792x1024")
     assert response.headers["x-gateway-provider"] == "openrouter"
     assert sent(chat)[1]["model"] == "google/gemini-3.1-flash-image-preview"
     assert sent(chat)[1]["image_config"] == {"aspect_ratio": "16:9", "image_size": "2K"}
 
 
 def test_the_openrouter_answer_becomes_the_images_response_with_its_cost(both, auth, chat):
-    body = generate(gateway(both, gemini_api_key=""), auth).get_json()
+    body = generate(client_with(both, gemini_api_key=""), auth).get_json()
     assert body["data"][0]["revised_prompt"] == "A fox."
     assert base64.b64decode(body["data"][0]["b64_json"]) == png_bytes()
     assert body["usage"] == {"input_tokens": 12, "output_tokens": 1290, "total_tokens": 1302,
@@ -86,7 +71,7 @@ def test_the_openrouter_answer_becomes_the_images_response_with_its_cost(both, a
 def test_costs_of_n_calls_add_up(both, auth, upstream):
     for cost in (0.25, 0.5):
         upstream.add(responses.POST, CHAT, json=openrouter_answer(cost=cost))
-    body = generate(gateway(both, gemini_api_key=""), auth, n=2).get_json()
+    body = generate(client_with(both, gemini_api_key=""), auth, n=2).get_json()
     assert len(body["data"]) == 2 and body["usage"]["cost"] == 0.75
 
 
@@ -98,12 +83,12 @@ def test_costs_of_n_calls_add_up(both, auth, upstream):
 ])
 def test_gemini_answers_are_priced_by_the_catalogs_table(both, auth, upstream, params, cost):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    assert generate(gateway(both), auth, **params).get_json()["usage"]["cost"] == cost
+    assert generate(client_with(both), auth, **params).get_json()["usage"]["cost"] == cost
 
 
 def test_an_edit_sends_its_images_to_openrouter_as_data_urls(both, auth, chat):
     source = png_bytes((40, 30), (0, 200, 0))
-    response = gateway(both, gemini_api_key="").post(
+    response = client_with(both, gemini_api_key="").post(
         "/v1/images/edits", headers=auth, data={"prompt": "make it blue", "image": (io.BytesIO(source), "in.png")})
     assert response.status_code == 200, response.get_json()
     content = sent(chat)[1]["messages"][0]["content"]
@@ -113,7 +98,7 @@ def test_an_edit_sends_its_images_to_openrouter_as_data_urls(both, auth, chat):
 
 
 def test_openrouter_models_pass_through_with_image_only_modalities(both, auth, chat):
-    response = generate(gateway(both), auth, model="openrouter/black-forest-labs/flux.2-pro", size="1024x1536")
+    response = generate(client_with(both), auth, model="openrouter/black-forest-labs/flux.2-pro", size="1024x1536")
     assert response.status_code == 200
     assert response.get_json()["model"] == "openrouter/black-forest-labs/flux.2-pro"
     body = sent(chat)[1]
@@ -122,30 +107,31 @@ def test_openrouter_models_pass_through_with_image_only_modalities(both, auth, c
 
 
 def test_a_passthrough_model_is_sent_no_tier_the_client_never_asked_for(both, auth, chat):
-    response = generate(gateway(both), auth, model="openrouter/openai/gpt-5-image", size="1792x1024", quality="hd")
+    response = generate(client_with(both), auth, model="openrouter/openai/gpt-5-image", size="1792x1024",
+                        quality="hd")
     assert response.status_code == 200
     assert sent(chat)[1]["image_config"] == {"aspect_ratio": "16:9"}
 
 
 def test_other_openrouter_models_get_image_and_text(both, auth, chat):
-    generate(gateway(both), auth, model="openrouter/openai/gpt-5-image")
+    generate(client_with(both), auth, model="openrouter/openai/gpt-5-image")
     assert sent(chat)[1]["modalities"] == ["image", "text"]
 
 
 def test_the_512_tier_is_0_5k_on_openrouter(both, auth, chat):
-    generate(gateway(both, gemini_api_key=""), auth, model="gemini-3.1-flash-image", size="512x512")
+    generate(client_with(both, gemini_api_key=""), auth, model="gemini-3.1-flash-image", size="512x512")
     assert sent(chat)[1]["image_config"] == {"aspect_ratio": "1:1", "image_size": "0.5K"}
 
 
 @pytest.mark.parametrize("model", ["openrouter/flux", "openrouter//x", "openrouter/a/b c", "openrouter/a/"])
 def test_a_malformed_openrouter_name_is_an_unknown_model(both, auth, model):
-    response = generate(gateway(both), auth, model=model)
+    response = generate(client_with(both), auth, model=model)
     assert response.status_code == 400
     assert response.get_json()["message"].startswith("Invalid request parameters: model: unknown model")
 
 
 def test_a_model_only_an_unconfigured_provider_serves_is_503_naming_its_setting(settings, auth, upstream):
-    response = generate(gateway(settings), auth, model="openrouter/openai/gpt-5-image")
+    response = generate(client_with(settings), auth, model="openrouter/openai/gpt-5-image")
     assert response.status_code == 503
     assert response.get_json()["message"] == ("No provider that serves openrouter/openai/gpt-5-image is configured: "
                                               "set OPENROUTER_API_KEY on the gateway.")
@@ -153,7 +139,7 @@ def test_a_model_only_an_unconfigured_provider_serves_is_503_naming_its_setting(
 
 
 def test_a_model_whose_providers_are_left_out_of_gateway_providers_is_503(both, auth, upstream):
-    response = generate(gateway(both, providers=("gemini",)), auth, model="openrouter/openai/gpt-5-image")
+    response = generate(client_with(both, providers=("gemini",)), auth, model="openrouter/openai/gpt-5-image")
     assert response.status_code == 503
     assert response.get_json()["message"] == ("No provider in GATEWAY_PROVIDERS serves openrouter/openai/gpt-5-image; "
                                               "it is served by openrouter.")
@@ -161,13 +147,13 @@ def test_a_model_whose_providers_are_left_out_of_gateway_providers_is_503(both, 
 
 def test_upstream_ids_are_overridden_per_provider(both, auth, chat):
     overrides = {"openrouter:gemini-3-pro-image": "google/gemini-3-pro-image", "gemini-3-pro-image": "g-3-pro"}
-    generate(gateway(both, providers=("openrouter",), upstream_models=overrides), auth)
+    generate(client_with(both, providers=("openrouter",), upstream_models=overrides), auth)
     assert sent(chat)[1]["model"] == "google/gemini-3-pro-image"
 
 
 def test_an_unprefixed_override_is_for_googles_ids(both, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    generate(gateway(both, upstream_models={"gemini-3-pro-image": "gemini-3-pro-image-preview"}), auth)
+    generate(client_with(both, upstream_models={"gemini-3-pro-image": "gemini-3-pro-image-preview"}), auth)
     assert sent(upstream)[0].endswith("/models/gemini-3-pro-image-preview:generateContent")
 
 
@@ -187,19 +173,19 @@ def test_provider_settings_are_read():
 
 
 def test_models_lists_what_the_configured_providers_serve(both, auth):
-    listed = gateway(both, gemini_api_key="").get("/v1/models", headers=auth).get_json()["data"]
+    listed = client_with(both, gemini_api_key="").get("/v1/models", headers=auth).get_json()["data"]
     assert {"gemini-3-pro-image", "nano-banana-2"} <= {entry["id"] for entry in listed}
 
 
 def test_an_alias_may_name_an_openrouter_model(both, auth, chat):
-    client = gateway(both, model_aliases={"flux": "openrouter/black-forest-labs/flux.2-pro"})
+    client = client_with(both, model_aliases={"flux": "openrouter/black-forest-labs/flux.2-pro"})
     assert generate(client, auth, model="flux").get_json()["model"] == "openrouter/black-forest-labs/flux.2-pro"
     assert client.get("/v1/models/flux", headers=auth).get_json()["owned_by"] == "black-forest-labs"
 
 
 def test_metrics_name_a_passthrough_model_by_a_fixed_label_not_the_clients_text(both, auth, chat):
     from prometheus_client import REGISTRY
-    generate(gateway(both), auth, model="openrouter/someone/made-up-model-9")
+    generate(client_with(both), auth, model="openrouter/someone/made-up-model-9")
     labels = {"model": "openrouter/other", "provider": "openrouter", "outcome": "ok"}
     assert REGISTRY.get_sample_value("gateway_upstream_calls_total", labels) >= 1
     names = {sample.labels.get("model") for metric in REGISTRY.collect() for sample in metric.samples}

@@ -6,7 +6,7 @@ import responses
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
 from tests.secrets import WATCH
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE
 
 
 def test_the_watch_catches_a_key_in_a_log_line():

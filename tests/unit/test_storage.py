@@ -15,7 +15,7 @@ from gateway import create_app
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
 from gateway.storage import FILES_PATH, DirectoryStorage, S3Storage, URLSigner, remaining_seconds, storage_for
-from tests.support import gemini_answer, image_part, png_bytes
+from tests.support import fetch, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
 
 SIGNER = URLSigner(b"k" * 32)
@@ -187,7 +187,7 @@ def test_url_answers_name_each_stored_image(client, auth, upstream):
     data = response.json["data"]
     assert [set(item) for item in data] == [{"url", "revised_prompt"}] * 2
     assert data[0]["url"].startswith("http://localhost/v1/images/files/") and data[0]["url"] != data[1]["url"]
-    fetched = client.get(data[0]["url"])
+    fetched = fetch(client, data[0]["url"])
     assert (fetched.status_code, fetched.data, fetched.mimetype) == (200, image, "image/png")
     assert fetched.headers["Cache-Control"].startswith("private, max-age=")
     assert 3590 <= int(fetched.headers["Cache-Control"].split("max-age=")[1].split(",")[0]) <= 3600
@@ -195,7 +195,7 @@ def test_url_answers_name_each_stored_image(client, auth, upstream):
 
 def test_a_file_url_needs_no_key_but_its_signature(client, auth, upstream):
     url = generate_url(client, auth, upstream).json["data"][0]["url"]
-    assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 200
+    assert fetch(client, url, headers={"Authorization": "Bearer wrong"}).status_code == 200
     assert client.get(url.split("&sig=")[0]).status_code == 403
     assert client.get(url.split("?")[0]).status_code == 403
 
@@ -215,7 +215,7 @@ def test_the_public_url_setting_roots_the_urls(app, client, auth, upstream):
 
 def test_url_answers_keep_the_asked_format(client, auth, upstream):
     response = generate_url(client, auth, upstream, output_format="webp")
-    fetched = client.get(response.json["data"][0]["url"])
+    fetched = fetch(client, response.json["data"][0]["url"])
     assert fetched.mimetype == "image/webp" and fetched.data[8:12] == b"WEBP"
 
 
@@ -225,7 +225,7 @@ def test_a_multipart_edit_answers_urls(client, auth, upstream):
         "prompt": "make it blue", "response_format": "url",
         "image": (io.BytesIO(png_bytes((40, 30))), "in.png")})
     assert response.status_code == 200, response.json
-    assert client.get(response.json["data"][0]["url"]).status_code == 200
+    assert fetch(client, response.json["data"][0]["url"]).status_code == 200
 
 
 def test_a_storage_failure_is_a_503_naming_the_store(app, client, auth, upstream, tmp_path):

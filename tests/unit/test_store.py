@@ -15,8 +15,7 @@ from gateway import create_app
 from gateway.config import Settings
 from gateway.store import Store, engine_url, metadata
 from tests.conftest import CLIENT_KEY, STORES
-from tests.support import gemini_answer, metric
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, gemini_answer, metric
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # the discard port: refused at once

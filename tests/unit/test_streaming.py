@@ -1,44 +1,37 @@
 """`stream: true` (docs/api.md): OpenAI's image events as server-sent events on both
-endpoints, partial images from Gemini 3's thought images, `n` > 1, errors after the stream
-started, keep-alive comments and the request's log line; and the one JSON body, unchanged."""
-import base64
+endpoints, partial images, `n` > 1, errors after the stream started, keep-alive comments and the
+request's log line; and the one JSON body, unchanged. The service's side with a FakeProvider;
+Gemini's streamed thought images (its partial images) on the mocked wire at the end."""
 import dataclasses
 import io
 import json
-import threading
 import time
 
 import pytest
 import responses
 
 from gateway import create_app
+from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.images.streaming import sse
-from gateway.jobs import ImageJob
 from gateway.limits import upstream_slots
 from gateway.providers.transport import Cancel
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE, STREAM, sent_bodies
+from tests.support import (
+    GENERATE,
+    STREAM,
+    Answer,
+    FakeProvider,
+    b64,
+    decode,
+    gemini_answer,
+    generate,
+    image_part,
+    png_bytes,
+    sent_bodies,
+    serve_with,
+    tokens,
+)
 
 IMAGE_FIELDS = {"type", "b64_json", "created_at", "size", "quality", "background", "output_format"}
-CALL = threading.local()  # the index of the job's call running on this thread
-
-
-def b64(data):
-    return base64.b64encode(data).decode("ascii")
-
-
-def usage(prompt, output):
-    return {"promptTokenCount": prompt, "candidatesTokenCount": output, "totalTokenCount": prompt + output,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
-
-
-def thought(data):
-    return {"candidates": [{"content": {"role": "model", "parts": [image_part(data, thought=True)]}}]}
-
-
-def gemini_stream(upstream, *payloads):
-    body = b"".join(b"data: " + json.dumps(payload).encode() + b"\r\n\r\n" for payload in payloads)
-    upstream.add(responses.POST, STREAM, body=body, content_type="text/event-stream")
 
 
 def events(response):
@@ -60,30 +53,8 @@ def images(response):
     return [(kind, data) for kind, data in events(response) if kind != "comment"]
 
 
-def generate(client, auth, **params):
-    return client.post("/v1/images/generations", json={"prompt": "a fox", **params}, headers=auth)
-
-
-@pytest.fixture
-def per_call(monkeypatch, upstream):
-    """Answers each call with its own image, usage and delay: `per_call({index: (png, tokens, delay)})`."""
-    original = ImageJob._call
-
-    def tagged(self, index, *args):
-        CALL.index = index
-        return original(self, index, *args)
-
-    monkeypatch.setattr(ImageJob, "_call", tagged)
-
-    def answer_with(plan):
-        def callback(request):
-            png, tokens, delay = plan[CALL.index]
-            time.sleep(delay)
-            return 200, {}, json.dumps(gemini_answer(image_part(png), usage=usage(*tokens)))
-
-        upstream.add_callback(responses.POST, GENERATE, callback=callback, content_type="application/json")
-
-    return answer_with
+def kinds(response):
+    return [kind for kind, _ in images(response)]
 
 
 def test_an_event_is_its_type_then_one_line_of_json_then_a_blank_line():
@@ -101,9 +72,9 @@ def test_an_event_without_fields_still_carries_data():
     assert sse("error", {}) == b'event: error\ndata: {"type": "error"}\n\n'
 
 
-def test_a_streamed_generation_sends_its_partial_images_then_the_final_one(client, auth, upstream):
+def test_a_streamed_generation_sends_its_partial_images_then_the_final_one(client, auth, fake):
     drafts, final = [png_bytes((32, 24), (0, 0, 200)), png_bytes((48, 36), (0, 200, 0))], png_bytes((64, 48))
-    gemini_stream(upstream, thought(drafts[0]), thought(drafts[1]), gemini_answer({"text": "Done."}, image_part(final)))
+    fake.will(Answer([final], text="Done.", partials=drafts))
     response = generate(client, auth, model="gemini-3-pro-image", stream=True, partial_images=2,
                         quality="high", background="opaque")
     assert response.status_code == 200
@@ -120,53 +91,49 @@ def test_a_streamed_generation_sends_its_partial_images_then_the_final_one(clien
         assert (data["quality"], data["background"], data["output_format"]) == ("high", "opaque", "png")
     assert sent[-1][1]["usage"] == {"input_tokens": 10, "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
                                     "output_tokens": 1290, "total_tokens": 1300, "cost": 0.13402}
-    (call,) = upstream.calls
-    assert STREAM.fullmatch(call.request.url)
-    assert json.loads(call.request.body)["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
+    (call,) = fake.calls
+    assert call.interim_images
 
 
-def test_no_more_partial_images_are_sent_than_asked_for(client, auth, upstream):
-    gemini_stream(upstream, thought(png_bytes((32, 24))), thought(png_bytes((48, 36))), gemini_answer())
-    kinds = [kind for kind, _ in images(generate(client, auth, stream=True, partial_images=1))]
-    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
+def test_no_more_partial_images_are_sent_than_asked_for(client, auth, fake):
+    fake.will(Answer(partials=[png_bytes((32, 24)), png_bytes((48, 36))]))
+    assert kinds(generate(client, auth, stream=True, partial_images=1)) == [
+        "image_generation.partial_image", "image_generation.completed"]
 
 
 @pytest.mark.parametrize("params", [
     {"partial_images": 0}, {}, {"model": "gemini-2.5-flash-image", "partial_images": 2},
 ], ids=["zero", "not-given", "model-without-interim-images"])
-def test_without_partial_images_the_plain_call_is_made(client, auth, upstream, params):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    kinds = [kind for kind, _ in images(generate(client, auth, stream=True, **params))]
-    assert kinds == ["image_generation.completed"]
-    (body,) = sent_bodies(upstream)
-    assert upstream.calls[0].request.url.endswith(":generateContent")
-    assert "thinkingConfig" not in body["generationConfig"]
+def test_without_partial_images_none_are_asked_for(client, auth, fake, params):
+    fake.will(Answer(partials=[png_bytes((32, 24))]))
+    assert kinds(generate(client, auth, stream=True, **params)) == ["image_generation.completed"]
+    (call,) = fake.calls
+    assert not call.interim_images
 
 
-def test_stream_false_answers_the_usual_json_body(client, auth, upstream):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+def test_stream_false_answers_the_usual_json_body(client, auth, fake):
     plain, unstreamed = generate(client, auth), generate(client, auth, stream=False, partial_images=2)
     assert unstreamed.status_code == plain.status_code == 200 and unstreamed.mimetype == "application/json"
     assert {**unstreamed.get_json(), "created": 0} == {**plain.get_json(), "created": 0}
-    assert all(GENERATE.fullmatch(call.request.url) for call in upstream.calls)
+    assert not any(call.interim_images for call in fake.calls)
 
 
-@pytest.mark.parametrize("fields, kinds", [
+@pytest.mark.parametrize("fields, expected", [
     ({}, ["image_edit.completed"]),
     ({"partial_images": "1"}, ["image_edit.partial_image", "image_edit.completed"]),
 ], ids=["final-only", "with-a-partial"])
-def test_a_multipart_edit_streams_image_edit_events(client, auth, upstream, fields, kinds):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    gemini_stream(upstream, thought(png_bytes((32, 24))), gemini_answer())
+def test_a_multipart_edit_streams_image_edit_events(client, auth, fake, fields, expected):
+    fake.will(Answer(partials=[png_bytes((32, 24))]))
     response = client.post("/v1/images/edits", content_type="multipart/form-data", headers=auth, data={
         "prompt": "make it blue", "image": (io.BytesIO(png_bytes()), "a.png"), "stream": "true", **fields})
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
-    assert [kind for kind, _ in images(response)] == kinds
+    assert kinds(response) == expected
 
 
-def test_each_of_n_images_is_a_completed_event_with_its_calls_index(client, auth, per_call):
+def test_each_of_n_images_is_a_completed_event_with_its_calls_index(client, auth, fake, call_index):
     pngs = [png_bytes((40 + 8 * index, 30), (60 * index, 0, 0)) for index in range(3)]
-    per_call({index: (png, (10, 100 * (index + 1)), 0.1 * (2 - index)) for index, png in enumerate(pngs)})
+    fake.by_call(call_index, {index: Answer([png], usage=tokens(10, 100 * (index + 1)), delay=0.1 * (2 - index))
+                              for index, png in enumerate(pngs)})
     sent = images(generate(client, auth, stream=True, n=3))
     assert {kind for kind, _ in sent} == {"image_generation.completed"}
     assert sorted(data["index"] for _, data in sent) == [0, 1, 2]
@@ -177,57 +144,78 @@ def test_each_of_n_images_is_a_completed_event_with_its_calls_index(client, auth
 
 
 @pytest.mark.parametrize("params", [{}, {"partial_images": 2}], ids=["plain-call", "streamed-call"])
-def test_a_request_whose_every_call_fails_first_answers_the_json_error(client, auth, upstream, params):
-    refusal = {"status": 400, "json": {"error": {"code": 400, "message": "bad aspect ratio"}}}
-    upstream.add(responses.POST, GENERATE, **refusal)
-    upstream.add(responses.POST, STREAM, **refusal)
+def test_a_request_whose_every_call_fails_first_answers_the_json_error(client, auth, fake, params):
+    fake.will(Answer(error=Rejected("bad aspect ratio")), Answer(error=Rejected("bad aspect ratio")))
     streamed, plain = generate(client, auth, stream=True, **params), generate(client, auth)
     assert streamed.status_code == plain.status_code == 400 and streamed.mimetype == "application/json"
-    assert streamed.get_json() == plain.get_json() and streamed.get_json()["error"] is True
+    assert streamed.get_json() == plain.get_json() == {"error": True, "status": 400, "message": "bad aspect ratio"}
 
 
-def test_a_failure_after_the_stream_started_is_its_last_event(client, auth, upstream):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
-    for _ in range(3):
-        upstream.add(responses.POST, GENERATE, status=503, json={"error": {"code": 503, "message": "overloaded"}})
+def test_a_failure_after_the_stream_started_is_its_last_event(client, auth, fake):
+    fake.will(Answer(), Answer(delay=0.2, error=UpstreamUnavailable("The fake API is overloaded.")))
     response = generate(client, auth, stream=True, partial_images=0, n=2)
     assert response.status_code == 200
     (completed, completed_data), (last, error) = images(response)
     assert completed == "image_generation.completed" and completed_data["index"] in (0, 1)
-    assert last == "error" and response.get_data().endswith(b"\n\n") and len(upstream.calls) == 4
-    assert error == {"type": "error", "error": {"message": error["error"]["message"], "type": "server_error",
+    assert last == "error" and response.get_data().endswith(b"\n\n") and len(fake.requests) == 2
+    assert error == {"type": "error", "error": {"message": "The fake API is overloaded.", "type": "server_error",
                                                 "code": "502", "param": None}}
-    assert "overloaded" in error["error"]["message"]
 
 
-def test_a_quiet_stream_sends_keep_alive_comments(settings, auth, upstream):
-    def slow(request):
-        time.sleep(0.7)
-        return 200, {}, json.dumps(gemini_answer())
-
-    upstream.add_callback(responses.POST, GENERATE, callback=slow, content_type="application/json")
-    client = create_app(dataclasses.replace(settings, stream_keepalive=0.2)).test_client()
+def test_a_quiet_stream_sends_keep_alive_comments(settings, auth):
+    app = create_app(dataclasses.replace(settings, stream_keepalive=0.2))
+    client = serve_with(app, FakeProvider("gemini", Answer(delay=0.7)))
     sent = events(generate(client, auth, stream=True))
+    app.config["STORE"].close()
     assert sent[0] == ("comment", ": keep-alive") and sent[-1][0] == "image_generation.completed"
 
 
-def test_a_streams_log_line_is_written_once_when_it_ends(client, auth, upstream, json_lines):
-    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+def test_a_streams_log_line_is_written_once_when_it_ends(client, auth, fake, json_lines):
     response = generate(client, auth, stream=True)
     response.get_data()
     (line,) = [line for line in json_lines() if line["message"] == "request"]
-    assert (line["status"], line["images"], line["upstream_calls"]) == (200, 1, 1)
+    assert (line["status"], line["images"], line["model"]) == (200, 1, "gemini-3-pro-image")
 
 
-def test_the_json_body_lists_images_in_call_order_with_usage_summed(client, auth, per_call):
+def test_the_json_body_lists_images_in_call_order_with_usage_summed(client, auth, fake, call_index):
     pngs = [png_bytes((40, 30), (200, 0, 0)), png_bytes((40, 30), (0, 0, 200))]
-    per_call({0: (pngs[0], (10, 100), 0.3), 1: (pngs[1], (20, 200), 0)})  # the second call finishes first
+    fake.by_call(call_index, {0: Answer([pngs[0]], usage=tokens(10, 100), delay=0.3),
+                              1: Answer([pngs[1]], usage=tokens(20, 200))})  # the second call finishes first
     response = generate(client, auth, n=2)
     assert response.status_code == 200
     body = response.get_json()
     assert [item["b64_json"] for item in body["data"]] == [b64(png) for png in pngs]
     assert body["usage"] == {"input_tokens": 30, "input_tokens_details": {"text_tokens": 30, "image_tokens": 0},
                              "output_tokens": 300, "total_tokens": 330, "cost": 0.26806}
+
+
+# --- Gemini's wire: thought images streamed as events are the partial images ---------------------
+
+def thought(data):
+    return {"candidates": [{"content": {"role": "model", "parts": [image_part(data, thought=True)]}}]}
+
+
+def gemini_stream(upstream, *payloads):
+    body = b"".join(b"data: " + json.dumps(payload).encode() + b"\r\n\r\n" for payload in payloads)
+    upstream.add(responses.POST, STREAM, body=body, content_type="text/event-stream")
+
+
+def test_gemini_streams_its_thought_images_when_partial_images_are_asked_for(client, auth, upstream):
+    drafts, final = [png_bytes((32, 24), (0, 0, 200)), png_bytes((48, 36), (0, 200, 0))], png_bytes((64, 48))
+    gemini_stream(upstream, thought(drafts[0]), thought(drafts[1]), gemini_answer({"text": "Done."}, image_part(final)))
+    sent = images(generate(client, auth, model="gemini-3-pro-image", stream=True, partial_images=2))
+    assert [data["b64_json"] for _, data in sent] == [b64(png) for png in [*drafts, final]]
+    (call,) = upstream.calls
+    assert STREAM.fullmatch(call.request.url)
+    assert json.loads(call.request.body)["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
+
+
+def test_gemini_is_called_plainly_without_partial_images(client, auth, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    assert kinds(generate(client, auth, stream=True)) == ["image_generation.completed"]
+    (body,) = sent_bodies(upstream)
+    assert upstream.calls[0].request.url.endswith(":generateContent")
+    assert "thinkingConfig" not in body["generationConfig"]
 
 
 def test_a_client_that_goes_away_takes_its_calls_waiting_for_a_slot_out_of_the_queue(settings, auth, upstream):

@@ -12,7 +12,7 @@ import responses
 from gateway import create_app, tracing
 from gateway.config import Settings
 from tests.otlp import Receiver
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "a harbour at dawn, as only this prompt says"

@@ -13,7 +13,7 @@ from gateway.providers import Generation, transport
 URL = "https://upstream.test/generate"
 
 
-def answer(payload):
+def text_answer(payload):
     return Generation(images=[], text=payload["text"])
 
 
@@ -26,22 +26,16 @@ def error_for(response):
 
 
 @pytest.fixture
-def web():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
 def sleeps(monkeypatch):
     waited = []
     monkeypatch.setattr(transport.time, "sleep", waited.append)
     return waited
 
 
-def call(settings, **changes):
+def transport_call(settings, **changes):
     settings = dataclasses.replace(settings, **changes)
     sender = transport.Transport(settings, "test", "The test API")
-    return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", answer, error_for,
+    return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", text_answer, error_for,
                        time.monotonic() + settings.upstream_timeout)
 
 
@@ -49,7 +43,7 @@ def test_backoff_grows_exponentially_with_jitter(settings, web, sleeps):
     for _ in range(3):
         web.add(responses.POST, URL, status=503)
     web.add(responses.POST, URL, json={"text": "made"})
-    generation = call(settings, upstream_retry_base_delay=1.0, upstream_max_retries=3, upstream_timeout=60)
+    generation = transport_call(settings, upstream_retry_base_delay=1.0, upstream_max_retries=3, upstream_timeout=60)
     assert (generation.text, generation.attempts) == ("made", 4)
     assert len(sleeps) == 3
     for attempt, delay in enumerate(sleeps):
@@ -59,14 +53,14 @@ def test_backoff_grows_exponentially_with_jitter(settings, web, sleeps):
 def test_retry_after_is_honoured(settings, web, sleeps):
     web.add(responses.POST, URL, status=429, headers={"Retry-After": "2"})
     web.add(responses.POST, URL, json={"text": "made"})
-    call(settings)
+    transport_call(settings)
     assert sleeps == [2]
 
 
 def test_a_retry_after_past_the_deadline_ends_the_retries(settings, web, sleeps):
     web.add(responses.POST, URL, status=429, headers={"Retry-After": "60"})
     with pytest.raises(RateLimited) as caught:
-        call(settings, upstream_timeout=5)
+        transport_call(settings, upstream_timeout=5)
     assert caught.value.status == 429
     assert caught.value.headers["Retry-After"] == "60"
     assert len(web.calls) == 1 and sleeps == []
@@ -75,7 +69,7 @@ def test_a_retry_after_past_the_deadline_ends_the_retries(settings, web, sleeps)
 def test_an_http_date_retry_after_is_understood(settings, web, sleeps):
     web.add(responses.POST, URL, status=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     web.add(responses.POST, URL, json={"text": "made"})
-    call(settings)
+    transport_call(settings)
     assert sleeps == [0]  # a date in the past means "now"
 
 
@@ -83,20 +77,20 @@ def test_retries_stop_at_upstream_max_retries(settings, web, sleeps):
     for _ in range(5):
         web.add(responses.POST, URL, status=503)
     with pytest.raises(UpstreamUnavailable):
-        call(settings, upstream_max_retries=2)
+        transport_call(settings, upstream_max_retries=2)
     assert len(web.calls) == 3
 
 
 def test_non_retryable_errors_are_not_retried(settings, web, sleeps):
     web.add(responses.POST, URL, status=400)
     with pytest.raises(Rejected):
-        call(settings)
+        transport_call(settings)
     assert len(web.calls) == 1 and sleeps == []
 
 
 def test_each_attempt_gets_connect_and_read_timeouts_within_the_deadline(settings, web):
     web.add(responses.POST, URL, json={"text": "made"})
-    call(settings, upstream_timeout=30)
+    transport_call(settings, upstream_timeout=30)
     connect, read = web.calls[0].request.req_kwargs["timeout"]
     assert connect == 10
     assert 29 < read <= 30
@@ -104,7 +98,7 @@ def test_each_attempt_gets_connect_and_read_timeouts_within_the_deadline(setting
 
 def test_the_body_and_headers_are_sent_as_given(settings, web):
     web.add(responses.POST, URL, json={"text": "made"})
-    call(settings)
+    transport_call(settings)
     sent = web.calls[0].request
     assert sent.body == b"{}"
     assert sent.headers["Authorization"] == "Bearer k"
@@ -120,7 +114,7 @@ def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypat
     web.add(responses.POST, URL, json={"text": "made"})
     sender = transport.Transport(settings, "test", "The test API", session=transport.Session())
     for _ in range(2):
-        sender.call("model-x", URL, {}, b"{}", answer, error_for, time.monotonic() + 30)
+        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, time.monotonic() + 30)
     expected = {"https": "http://proxy.test:3128"} if proxied else {}
     assert [call.request.req_kwargs["proxies"] for call in web.calls] == [expected, expected]
 
@@ -130,21 +124,21 @@ def test_a_redirect_is_an_upstream_error_and_is_not_followed(settings, web):
     web.add(responses.POST, URL, status=307, headers={"Location": "https://elsewhere.test/generate"})
     web.add(responses.POST, "https://elsewhere.test/generate", json={"text": "made"})
     with pytest.raises(Rejected):
-        call(settings)
+        transport_call(settings)
     assert [c.request.url for c in web.calls] == [URL]
 
 
 def test_no_cookie_from_one_call_rides_along_on_the_next(settings, web):
     web.add(responses.POST, URL, json={"text": "made"}, headers={"Set-Cookie": "session=client-a; Path=/"})
-    call(settings)
-    call(settings)
+    transport_call(settings)
+    transport_call(settings)
     assert "Cookie" not in web.calls[1].request.headers
 
 
 def test_an_answer_over_the_size_limit_is_refused(settings, web):
     web.add(responses.POST, URL, body=b'{"text": "' + b"x" * 4096 + b'"}', content_type="application/json")
     with pytest.raises(UpstreamError) as caught:
-        call(settings, upstream_max_response_bytes=1024)
+        transport_call(settings, upstream_max_response_bytes=1024)
     assert caught.value.status == 502 and not caught.value.retryable
     assert "larger than the gateway's limit of 1024 bytes" in caught.value.message
 
@@ -153,7 +147,7 @@ def test_a_non_json_answer_is_retried_then_502(settings, web, sleeps):
     for _ in range(3):
         web.add(responses.POST, URL, body=b"<html>proxy error</html>")
     with pytest.raises(UpstreamUnavailable) as caught:
-        call(settings)
+        transport_call(settings)
     assert caught.value.message == "The test API returned a malformed response (not JSON)."
     assert len(web.calls) == 3
 
@@ -161,7 +155,7 @@ def test_a_non_json_answer_is_retried_then_502(settings, web, sleeps):
 def test_no_attempt_starts_after_the_deadline(settings, web):
     sender = transport.Transport(settings, "test", "The test API")
     with pytest.raises(UpstreamTimeout):
-        sender.call("model-x", URL, {}, b"{}", answer, error_for, time.monotonic() - 1)
+        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, time.monotonic() - 1)
     assert not web.calls
 
 
@@ -173,7 +167,7 @@ def test_attempts_are_counted_per_provider_and_outcome(settings, web):
     before = attempts("upstream_503"), attempts("ok")
     web.add(responses.POST, URL, status=503)
     web.add(responses.POST, URL, json={"text": "made"})
-    call(settings)
+    transport_call(settings)
     assert (attempts("upstream_503"), attempts("ok")) == (before[0] + 1, before[1] + 1)
 
 
@@ -181,6 +175,6 @@ def test_a_timeout_is_504_and_not_retried(settings, web):
     import requests
     web.add(responses.POST, URL, body=requests.exceptions.ReadTimeout())
     with pytest.raises(UpstreamTimeout) as caught:
-        call(settings)
+        transport_call(settings)
     assert caught.value.status == 504 and caught.value.message == "The test API did not answer within 5 seconds."
     assert len(web.calls) == 1

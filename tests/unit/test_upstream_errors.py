@@ -13,8 +13,7 @@ from gateway.errors import GatewayError
 from gateway.limits import upstream_slots
 from gateway.providers.transport import Cancel
 from tests.conftest import UPSTREAM_KEY
-from tests.support import decode, gemini_answer, image_part, png_bytes
-from tests.unit.conftest import GENERATE
+from tests.support import GENERATE, assert_error, decode, gemini_answer, generate, google_error, image_part, png_bytes
 
 URL = "/v1/images/generations"
 NO_IMAGE = ("The model did not generate any images. "
@@ -24,20 +23,6 @@ CREDENTIALS = ("The Gemini API refused the gateway's credentials (HTTP {status})
 GOOGLE_STYLE_KEY = "AIza" + "SyD-0123456789abcdefghijklmnopqrstu"  # fake; split so no key-like literal is committed
 SAFETY_FINISH_REASONS = ["SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
                          "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"]
-GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-                 504: "DEADLINE_EXCEEDED"}
-
-
-def google_error(code, message, reason=None):
-    """A Google API error body, optionally with an ErrorInfo reason."""
-    error = {"code": code, "message": message, "status": GOOGLE_STATUS[code]}
-    if reason:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                             "reason": reason, "domain": "googleapis.com"}]
-    return {"error": error}
-
-
 def reply(upstream, times=1, **kwargs):
     """Register the same upstream answer `times` times (answers are served in order)."""
     for _ in range(times):
@@ -50,21 +35,6 @@ def fail(upstream, status, message="upstream says no", times=1, reason=None, hea
 
 def succeed(upstream, *parts):
     reply(upstream, json=gemini_answer(*parts))
-
-
-def generate(client, auth, **params):
-    return client.post(URL, json={"prompt": "a red square", **params}, headers=auth)
-
-
-def assert_error(response, status, message=None, startswith=None):
-    """The body is exactly {error, status, message} with the same HTTP status."""
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body == {"error": True, "status": status, "message": body.get("message")}
-    if message is not None:
-        assert body["message"] == message
-    if startswith is not None:
-        assert body["message"].startswith(startswith), body["message"]
 
 
 def assert_one_image(response):

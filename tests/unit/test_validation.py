@@ -8,8 +8,7 @@ import responses
 
 from gateway import create_app
 from gateway.catalog import MODELS
-from tests.support import gemini_answer
-from tests.unit.conftest import GENERATE, sent_bodies
+from tests.support import GENERATE, assert_error, gemini_answer, sent_bodies
 
 URL = "/v1/images/generations"
 PREFIX = "Invalid request parameters: "
@@ -20,14 +19,8 @@ def error_body(status, message):
     return {"error": True, "status": status, "message": message}
 
 
-def assert_error_startswith(response, status, prefix):
-    body = response.get_json()
-    assert response.status_code == status
-    assert body == error_body(status, body["message"])
-    assert body["message"].startswith(prefix), body["message"]
-
-
-def generate(client, auth, body):
+def post_body(client, auth, body):
+    """POST exactly `body` (no prompt added)."""
     return client.post(URL, json=body, headers=auth)
 
 
@@ -78,7 +71,7 @@ def answer_with_an_image(upstream):
                  "gpt-image-1-mini, gpt-image-1.5, openrouter/<vendor>/<model>", id="model-unknown"),
 ])
 def test_invalid_parameter_is_400_naming_the_field(client, auth, upstream, body, message):
-    response = generate(client, auth, body)
+    response = post_body(client, auth, body)
 
     assert response.status_code == 400
     assert response.get_json() == error_body(400, PREFIX + message)
@@ -86,7 +79,7 @@ def test_invalid_parameter_is_400_naming_the_field(client, auth, upstream, body,
 
 
 def test_several_invalid_parameters_are_all_listed(client, auth, upstream):
-    response = generate(client, auth, {"n": 0, "size": "big", "style": "loud", "foo": 1})
+    response = post_body(client, auth, {"n": 0, "size": "big", "style": "loud", "foo": 1})
 
     assert response.status_code == 400
     assert response.get_json() == error_body(400, PREFIX + "; ".join([
@@ -101,7 +94,7 @@ def test_several_invalid_parameters_are_all_listed(client, auth, upstream):
 
 @pytest.mark.parametrize("model", [m.id for m in MODELS if not m.transparent_background])
 def test_transparent_background_is_400_naming_background(client, auth, upstream, model):
-    response = generate(client, auth, {"prompt": "a cat", "model": model, "background": "transparent"})
+    response = post_body(client, auth, {"prompt": "a cat", "model": model, "background": "transparent"})
 
     assert response.status_code == 400
     assert response.get_json() == error_body(
@@ -121,7 +114,7 @@ def test_transparent_background_is_400_naming_background(client, auth, upstream,
 def test_valid_edge_value_is_accepted(client, auth, upstream, extra):
     answer_with_an_image(upstream)
 
-    response = generate(client, auth, {"prompt": "a cat", **extra})
+    response = post_body(client, auth, {"prompt": "a cat", **extra})
 
     assert response.status_code == 200, response.get_json()
     assert len(response.get_json()["data"]) == 1
@@ -132,7 +125,7 @@ def test_prompt_of_32000_chars_is_sent_whole(client, auth, upstream):
     answer_with_an_image(upstream)
     prompt = "ab" * 16000
 
-    response = generate(client, auth, {"prompt": prompt})
+    response = post_body(client, auth, {"prompt": prompt})
 
     assert response.status_code == 200
     assert sent_bodies(upstream)[0]["contents"][0]["parts"][-1]["text"] == prompt
@@ -143,7 +136,7 @@ def test_json_null_optional_fields_are_treated_as_absent(client, auth, upstream)
     nulls = dict.fromkeys(["model", "n", "size", "aspect_ratio", "quality", "style", "response_format",
                            "output_format", "output_compression", "background", "user", "moderation", "stream"])
 
-    response = generate(client, auth, {"prompt": "a cat", **nulls})
+    response = post_body(client, auth, {"prompt": "a cat", **nulls})
 
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
@@ -188,13 +181,13 @@ def test_text_plain_body_is_415_naming_json(client, auth, upstream):
 def test_unknown_route_is_json_404(client, auth):
     response = client.post("/v1/images/variations", json={"prompt": "a cat"}, headers=auth)
 
-    assert_error_startswith(response, 404, "Not Found")
+    assert_error(response, 404, startswith="Not Found")
 
 
 def test_wrong_method_is_json_405_with_allow_header(client, auth):
     response = client.get(URL, headers=auth)
 
-    assert_error_startswith(response, 405, "Method Not Allowed")
+    assert_error(response, 405, startswith="Method Not Allowed")
     assert {m.strip() for m in response.headers["Allow"].split(",")} == {"POST", "OPTIONS"}
 
 
@@ -203,5 +196,5 @@ def test_body_over_max_content_length_is_json_413(settings, auth, upstream):
 
     response = client.post(URL, json={"prompt": "x" * 3000}, headers=auth)
 
-    assert_error_startswith(response, 413, "Request Entity Too Large")
+    assert_error(response, 413, startswith="Request Entity Too Large")
     assert len(upstream.calls) == 0

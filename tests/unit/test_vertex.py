@@ -17,7 +17,7 @@ from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.media import SourceImage
 from gateway.providers import ImageCall
 from gateway.providers.vertex import VertexProvider
-from tests.support import assert_valid_gemini_request, gemini_answer, png_bytes
+from tests.support import assert_valid_gemini_request, gemini_answer, generate, png_bytes
 
 TOKEN_URI = "https://oauth.test/token"
 MODEL = "gemini-3-pro-image"
@@ -59,7 +59,7 @@ def token_endpoint(web, expires_in=3600, delay=0.0):
     return issued
 
 
-def generate(provider, call=None):
+def generate_with(provider, call=None):
     request = provider.request_for(call or ImageCall(model=MODEL, prompt="a fox"))
     return provider.generate(request, time.monotonic() + 30)
 
@@ -106,29 +106,29 @@ def test_the_body_gives_every_entry_a_role_with_images_before_the_text(settings,
 
 def test_the_access_token_from_the_token_endpoint_is_the_bearer(provider, web):
     token_endpoint(web)
-    assert len(generate(provider).images) == 1
+    assert len(generate_with(provider).images) == 1
     assert bearers(web) == ["Bearer ya29.token-1"]
 
 
 def test_the_token_is_cached_between_calls(provider, web):
     issued = token_endpoint(web)
-    generate(provider)
-    generate(provider)
+    generate_with(provider)
+    generate_with(provider)
     assert len(issued) == 1
     assert bearers(web) == ["Bearer ya29.token-1"] * 2
 
 
 def test_a_token_that_expires_soon_is_refreshed_on_the_next_call(provider, web):
     issued = token_endpoint(web, expires_in=60)  # google-auth counts under 3 min 45 s left as expired
-    generate(provider)
-    generate(provider)
+    generate_with(provider)
+    generate_with(provider)
     assert len(issued) == 2
     assert bearers(web) == ["Bearer ya29.token-1", "Bearer ya29.token-2"]
 
 
 def test_the_token_request_is_a_signed_jwt_bearer_grant(provider, web, account):
     token_endpoint(web)
-    generate(provider)
+    generate_with(provider)
     (sent,) = token_requests(web)
     form = {name: values[0] for name, values in parse_qs(sent.body.decode()).items()}
     assert form["grant_type"] == JWT_BEARER
@@ -142,7 +142,7 @@ def test_concurrent_first_calls_share_one_token_request(provider, web):
 
     def call():
         start.wait()
-        generate(provider)
+        generate_with(provider)
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
@@ -157,7 +157,7 @@ def test_a_refused_refresh_is_a_502_naming_the_credentials_without_the_key(provi
     web.add(responses.POST, TOKEN_URI, status=400,
             json={"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
     with pytest.raises(UpstreamError) as caught:
-        generate(provider)
+        generate_with(provider)
     error = caught.value
     assert (type(error), error.status, error.retryable) == (UpstreamError, 502, False)
     assert error.message.startswith("Vertex AI access token could not be had")
@@ -170,7 +170,7 @@ def test_a_refused_refresh_is_a_502_naming_the_credentials_without_the_key(provi
 def test_an_unreachable_token_endpoint_is_retryable(provider, web):
     web.add(responses.POST, TOKEN_URI, body=requests.exceptions.ConnectionError())
     with pytest.raises(UpstreamUnavailable) as caught:
-        generate(provider)
+        generate_with(provider)
     assert (caught.value.status, caught.value.retryable, caught.value.fails_over) == (502, True, True)
     assert bearers(web) == []
 
@@ -179,7 +179,7 @@ def test_a_missing_credentials_file_is_a_502_naming_it(vertex_settings, web, tmp
     missing = tmp_path / "nowhere.json"
     provider = VertexProvider(dataclasses.replace(vertex_settings, google_application_credentials=str(missing)))
     with pytest.raises(UpstreamError) as caught:
-        generate(provider)
+        generate_with(provider)
     assert (type(caught.value), caught.value.status) == (UpstreamError, 502)
     assert str(missing) in caught.value.message and "No such file or directory" in caught.value.message
 
@@ -188,8 +188,8 @@ def test_after_a_failed_refresh_the_next_call_tries_again(provider, web):
     web.add(responses.POST, TOKEN_URI, status=400, json={"error": "invalid_grant"})
     issued = token_endpoint(web)
     with pytest.raises(UpstreamError):
-        generate(provider)
-    assert len(generate(provider).images) == 1
+        generate_with(provider)
+    assert len(generate_with(provider).images) == 1
     assert len(token_requests(web)) == 2 and bearers(web) == [f"Bearer {issued[0]}"]
 
 
@@ -199,13 +199,9 @@ def gateway(vertex_settings, web):
     return create_app(vertex_settings).test_client()
 
 
-def post(gateway, auth, **params):
-    return gateway.post("/v1/images/generations", json={"prompt": "a fox", **params}, headers=auth)
-
-
 def test_the_gateway_serves_a_request_through_vertex(gateway, auth, web):
     web.add(responses.POST, VERTEX_URL, json=gemini_answer())
-    response = post(gateway, auth, size="1792x1024")
+    response = generate(gateway, auth, size="1792x1024")
     assert response.status_code == 200, response.get_json()
     assert response.headers["x-gateway-provider"] == "vertex"
     (sent,) = [call.request for call in web.calls if call.request.url == VERTEX_URL]
@@ -217,7 +213,7 @@ def test_the_gateway_serves_a_request_through_vertex(gateway, auth, web):
 
 def test_a_vertex_403_names_the_role_to_grant(gateway, auth, web):
     web.add(responses.POST, VERTEX_URL, status=403, json={"error": {"code": 403, "message": "Permission denied"}})
-    response = post(gateway, auth)
+    response = generate(gateway, auth)
     assert response.status_code == 502
     message = response.get_json()["message"]
     assert message.startswith("Vertex AI refused the gateway's credentials")
@@ -228,7 +224,7 @@ def test_a_vertex_429_after_retries_is_a_429_with_retry_after(gateway, auth, web
     monkeypatch.setattr("gateway.providers.transport.time.sleep", lambda seconds: None)
     web.add(responses.POST, VERTEX_URL, status=429, headers={"Retry-After": "3"},
             json={"error": {"code": 429, "message": "Resource exhausted"}})
-    response = post(gateway, auth)
+    response = generate(gateway, auth)
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "3"
     assert len(bearers(web)) == 3  # the first attempt and UPSTREAM_MAX_RETRIES=2 retries
