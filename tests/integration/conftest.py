@@ -117,10 +117,10 @@ def image_server(tls_certificate):
     server.close()
 
 
-def start_gateway(emulator_url, log_path, wrapper=(), **env):
-    """gunicorn with the production gunicorn.conf.py on a free port, its command line after
-    `wrapper` (a program that runs the rest); returns (process, url)."""
-    port = free_port()
+def start_gateway(emulator_url, log_path, wrapper=(), port=None, **env):
+    """gunicorn with the production gunicorn.conf.py on `port` (else a free one), its command line
+    after `wrapper` (a program that runs the rest); returns (process, url)."""
+    port = port or free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
            if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "VERTEX_", "OPENROUTER_", "UPSTREAM_",
