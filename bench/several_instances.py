@@ -9,8 +9,9 @@ connections of a server others share), the emulator (gunicorn, many threads), an
 with the production gunicorn.conf.py and its defaults (two gevent workers), everything on
 127.0.0.1 and on the same cores. Then, for one instance and for three behind nginx round robin,
 at concurrency 8 and 200 with a 3 s upstream (`[emulator: delay=3]`), each for `rounds` rounds of
-3 s: throughput, p50, errors, the gateway's CPU per request, and the most connections the
-gateways held open to PostgreSQL. Prints a Markdown table.
+3 s: throughput, p50, errors, the gateway's CPU per request, the most connections the
+gateways held open to PostgreSQL, and ledger rows that had to wait (gateway_ledger_errors_total).
+Prints a Markdown table, and checks that the ledger has a row for every request sent.
 """
 import argparse
 import glob
@@ -24,13 +25,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from run import ROOT, free_port, hey, start, tree_cpu_seconds, wait_for
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from run import free_port, hey, start, tree_cpu_seconds, wait_for
 from sqlalchemy import create_engine, text
 
 CLIENT_KEY, UPSTREAM_KEY = "bench-client-key", "bench-upstream-key"
 MODEL = "gemini-2.5-flash-image"
 BODY = {"prompt": "several instances [emulator: delay=3]", "model": MODEL}
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+WARM_UP = 60  # requests before measuring: pools, caches, every worker
 
 
 class Postgres:
@@ -139,8 +143,17 @@ http {{
     return process, f"http://127.0.0.1:{port}"
 
 
+def ledger_errors(ports):
+    """Ledger writes that failed and waited in memory, summed over the instances' /metrics."""
+    return sum(sample.value for port in ports
+               for family in text_string_to_metric_families(requests.get(f"http://127.0.0.1:{port}/metrics",
+                                                                         timeout=10).text)
+               for sample in family.samples if sample.name == "gateway_ledger_errors_total")
+
+
 def measure(count, emulator_url, database_url, work, rounds):
-    """Rows (concurrency, hey's numbers, CPU ms per request, peak connections) for `count` instances."""
+    """Rows (concurrency, hey's numbers, CPU ms per request, peak connections, ledger errors) for
+    `count` instances."""
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     with ThreadPoolExecutor(count) as pool:
@@ -150,14 +163,16 @@ def measure(count, emulator_url, database_url, work, rounds):
     try:
         headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
         target = url + "/v1/images/generations"
-        hey(target, {"prompt": "warm up", "model": MODEL}, headers, 60, 6)  # pools, caches, every worker
+        hey(target, {"prompt": "warm up", "model": MODEL}, headers, WARM_UP, 6)  # pools, caches, every worker
+        ports = [port for _, port in gateways]
         for concurrency in (8, 200):
-            cpu = sum(tree_cpu_seconds(process.pid) for process, _ in gateways)
+            cpu, waited = sum(tree_cpu_seconds(process.pid) for process, _ in gateways), ledger_errors(ports)
             connections = PeakConnections(database_url)
             numbers = hey(target, BODY, headers, concurrency * rounds, concurrency)
             peak = connections.stop()
             cpu = sum(tree_cpu_seconds(process.pid) for process, _ in gateways) - cpu
-            rows.append((concurrency, numbers, cpu * 1000 / (concurrency * rounds), peak))
+            rows.append((concurrency, numbers, cpu * 1000 / (concurrency * rounds), peak,
+                         ledger_errors(ports) - waited))
     finally:
         nginx.terminate()
         for process, _ in gateways:
@@ -188,14 +203,19 @@ def main():
         results = {count: measure(count, emulator_url, postgres.url, work, args.rounds) for count in (1, 3)}
         print(f"\n{os.cpu_count()} cores, {when}\n")
         print("| instances | concurrency | throughput | p50 | errors | gateway CPU per request | "
-              "most PostgreSQL connections |")
-        print("|---|---|---|---|---|---|---|")
+              "most PostgreSQL connections | ledger writes that waited |")
+        print("|---|---|---|---|---|---|---|---|")
         for count, rows in results.items():
-            for concurrency, numbers, cpu_ms, peak in rows:
+            for concurrency, numbers, cpu_ms, peak, waited in rows:
                 print(f"| {count} | {concurrency} | {numbers['rps']:.1f} req/s | {numbers['p50']:.0f} ms | "
-                      f"{numbers['errors']:.0f} of {concurrency * args.rounds} | {cpu_ms:.1f} ms | {peak} |")
+                      f"{numbers['errors']:.0f} of {concurrency * args.rounds} | {cpu_ms:.1f} ms | {peak} | "
+                      f"{waited:.0f} |")
         for (concurrency, one, *_), (_, three, *_) in zip(results[1], results[3], strict=True):
             print(f"\nc={concurrency}: three instances / one = {three['rps'] / one['rps']:.2f}x")
+        sent = 2 * (WARM_UP + (8 + 200) * args.rounds)
+        with create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://")).connect() as conn:
+            rows = conn.scalar(text("SELECT count(*) FROM ledger"))
+        print(f"\nledger rows: {rows} for {sent} requests sent")
     finally:
         emulator.terminate()
         emulator.wait(30)
@@ -204,5 +224,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()
