@@ -61,8 +61,13 @@ class Instance:
 
     def start(self):
         self.starts += 1
-        log = self.logs / f"instance-{self.number}-{self.starts}.log"
-        self.process, _ = start_gateway(self.emulator_url, log, port=self.port, **self.env)
+        self.log = self.logs / f"instance-{self.number}-{self.starts}.log"
+        self.process, _ = start_gateway(self.emulator_url, self.log, port=self.port, **self.env)
+
+    def served_after_sigterm(self):
+        """Image requests it answered after it was sent SIGTERM (its request log lines after gunicorn's)."""
+        _, _, after = self.log.read_text().partition('"Handling signal: term"')
+        return after.count('"path": "/v1/images/generations"')
 
     @property
     def running(self):
@@ -335,5 +340,6 @@ def test_an_instance_drained_on_sigterm_fails_no_request_through_nginx(cluster):
 
     assert leaving.process.wait(timeout=UPSTREAM_TIMEOUT + 30) == 0
     assert set(outcomes) == {200} and outcomes[200] > 20, outcomes
+    assert leaving.served_after_sigterm() > 0  # it kept serving through the drain
     errors = cluster.nginx_errors.read_text()
     assert "Connection refused) while connecting to upstream" in errors and f":{leaving.port}/" in errors, errors
