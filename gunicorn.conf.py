@@ -1,4 +1,6 @@
-"""gunicorn settings for the Procfile deploy. The gateway's own values come from its Settings.
+"""gunicorn settings for the Procfile deploy. Every value from the environment, gunicorn's own
+included, is read by the gateway's Settings (gateway/config.py), so a bad one stops the start with
+a message naming its variable.
 
 Nothing here may import `requests` (nor urllib3): the master imports this file, and gevent must
 patch ssl and sockets in each worker before urllib3 is first imported."""
@@ -19,13 +21,13 @@ from gateway.config import Settings  # noqa: E402
 settings = Settings.from_env()
 
 bind = f"{settings.host}:{settings.port}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = settings.workers
 # gevent: a connection is a greenlet (tens of KB), so 10,000 idle, dripping or half-sent
 # connections cost memory, not the worker's ability to serve (docs/operations.md). An image
 # call is 5-60 s of waiting on the network; the CPU work (decode, composite, encode) runs on
 # IMAGE_WORKERS real threads per process (gateway/limits.py), so it never stalls the event loop.
 worker_class = "gevent"
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
+worker_connections = settings.worker_connections
 # gevent's worker reads every request head (the first on a connection and each kept-alive one)
 # under a `keepalive`-second deadline: a client that sends nothing, one byte or half a header is
 # closed then. Idle kept-alive connections close after the same time (nginx's upstream
@@ -33,10 +35,6 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 keepalive = settings.client_header_timeout
 timeout = 30  # a worker that stops answering its heartbeat for 30 s is replaced
 graceful_timeout = int(settings.upstream_timeout) + 30  # in-flight requests finish after SIGTERM and the drain
-# Workers are replaced after 2,000-2,400 served image requests (jitter keeps them from retiring
-# together), so memory that Python or the C allocator keeps after a burst is given back. Counted
-# in post_request, not by gunicorn's max_requests, which a flood of cheap requests would trip.
-image_requests_per_worker = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 accesslog = None  # the gateway logs one JSON line per request itself
 logger_class = serving.Logger
 errorlog = "-"
@@ -52,8 +50,13 @@ serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_fli
 
 
 def post_worker_init(worker):
+    """Workers are replaced after 2,000-2,400 served image requests (jitter keeps them from retiring
+    together), so memory that Python or the C allocator keeps after a burst is given back. Counted
+    in post_request, not by gunicorn's max_requests, which a flood of cheap requests would trip."""
     serving.return_freed_memory()
-    serving.start_recycling_count(worker, image_requests_per_worker)
+    serving.start_recycling_count(worker, settings.image_requests_per_worker)
+    from gateway import tracing  # here, in the worker: its exporter imports requests (gevent patches first)
+    tracing.start(settings)
 
 
 def pre_request(worker, req):
@@ -69,7 +72,7 @@ def on_starting(server):
     """Start metrics from zero (remove the metric files an earlier run left in the directory), and
     drain on SIGTERM before stopping (gateway/drain.py)."""
     drain.drain_on_sigterm(server, settings.drain_seconds)
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    directory = settings.prometheus_multiproc_dir
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
@@ -79,3 +82,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Export the worker's queued spans before it goes; a no-op where tracing was not started (off,
+    or in the master, which calls this for a worker that was already gone)."""
+    from gateway import tracing
+
+    tracing.stop()

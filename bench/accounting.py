@@ -10,7 +10,9 @@ gunicorn.conf.py (two workers), then:
      against a static key without a policy, rounds interleaved, the median of the rounds;
   2. 200 concurrent requests against a $1.00 budget: what was settled, and that every refused
      request never reached the emulator;
-  3. 1,000 concurrent requests from one key without a policy (2 s upstream): errors.
+  3. 1,000 concurrent requests from one key without a policy (2 s upstream): errors;
+  4. the counters in Redis (GATEWAY_REDIS_URL), and with Redis down (a closed port): the added
+     p50 of a key with rpm, ipm and max_concurrent, and errors.
 """
 import argparse
 import statistics
@@ -37,7 +39,8 @@ def timed(url, key, body):
 def p50_ms(url, key, count, concurrency, body):
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(lambda _: timed(url, key, body), range(count)))
-    assert all(status == 200 for _, status in results), [status for _, status in results if status != 200][:5]
+    failed = [status for _, status in results if status != 200]
+    assert not failed, f"{len(failed)} of {count} failed: {failed[:5]}"
     return statistics.median(seconds for seconds, _ in results) * 1000
 
 
@@ -48,10 +51,13 @@ def new_key(gateway_url, **policy):
     return response.json()["key"]
 
 
-def added_latency(gateway_url, rounds, count):
+LIMITS = {"rpm": 10_000_000, "ipm": 10_000_000, "max_concurrent": 10_000}
+
+
+def added_latency(gateway_url, rounds, count, policy):
     url = gateway_url + "/v1/images/generations"
     body = {"prompt": PROMPT, "model": MODEL}
-    limited = new_key(gateway_url, rpm=10_000_000, ipm=10_000_000, max_concurrent=10_000, budget_usd=1_000_000)
+    limited = new_key(gateway_url, **policy)
     for key in (CLIENT_KEY, limited):  # warm both paths (connections, caches)
         p50_ms(url, key, 20, 2, body)
     rows = []
@@ -86,23 +92,28 @@ def flood(gateway_url, count):
     return len(statuses) - statuses.count(200), time.monotonic() - started
 
 
-def run_store(label, database_url, emulator_url, log_dir, args):
+def run_store(label, database_url, emulator_url, log_dir, args, redis_url="", budget=True):
     port = free_port()
     gateway = start([str(Path(sys.executable).parent / "gunicorn"), "app:app", "--config", "gunicorn.conf.py",
                      "--bind", f"127.0.0.1:{port}", "--backlog", "4096"],
                     {"GATEWAY_API_KEYS": CLIENT_KEY, "GATEWAY_ADMIN_KEY": ADMIN_KEY, "GEMINI_API_KEY": UPSTREAM_KEY,
-                     "GEMINI_BASE_URL": emulator_url, "GATEWAY_DATABASE_URL": database_url, "PORT": str(port)},
-                    open(log_dir / f"accounting-{label}.log", "w"))
+                     "GEMINI_BASE_URL": emulator_url, "GATEWAY_DATABASE_URL": database_url, "PORT": str(port),
+                     "GATEWAY_REDIS_URL": redis_url, "GATEWAY_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"},
+                    open(log_dir / f"accounting-{label.replace(' ', '-')}.log", "w"))
     gateway_url = f"http://127.0.0.1:{port}"
+    policy, what = (({**LIMITS, "budget_usd": 1_000_000}, "rpm, ipm, max_concurrent and a budget") if budget
+                    else (LIMITS, "rpm, ipm and max_concurrent"))
     try:
         wait_for(gateway_url + "/health")
-        for concurrency, plain, accounted in added_latency(gateway_url, args.rounds, args.count):
+        for concurrency, plain, accounted in added_latency(gateway_url, args.rounds, args.count, policy):
             print(f"| {label} | c={concurrency} | p50 {plain:.1f} ms without a policy | {accounted:.1f} ms with "
-                  f"rpm, ipm, max_concurrent and a budget | added {accounted - plain:+.2f} ms |", flush=True)
+                  f"{what} | added {accounted - plain:+.2f} ms |", flush=True)
+        if not budget:
+            return
         made, refused, calls, spent = budget_burst(gateway_url, emulator_url)
         print(f"| {label} | 200 concurrent, $1.00 budget | {made} made, {refused} refused | emulator calls {calls} | "
               f"settled ${spent:.6f} |", flush=True)
-        if args.flood:
+        if args.flood and label == "SQLite":
             errors, wall = flood(gateway_url, args.flood)
             print(f"| {label} | {args.flood} concurrent, one key, no policy, 2 s upstream | errors {errors} | "
                   f"wall {wall:.1f} s |", flush=True)
@@ -117,6 +128,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=200, help="requests per measurement")
     parser.add_argument("--flood", type=int, default=1000, help="concurrent requests of one key (0: skip)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     log_dir = ROOT / "bench" / "results"
     log_dir.mkdir(exist_ok=True)
@@ -137,6 +149,9 @@ def main():
         with server.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{database}"'))
         run_store("PostgreSQL", args.postgres.rsplit("/", 1)[0] + f"/{database}", emulator_url, log_dir, args)
+        sqlite = f"sqlite:///{log_dir / f'accounting-{uuid.uuid4().hex[:8]}.db'}"
+        run_store("SQLite + Redis", sqlite, emulator_url, log_dir, args, args.redis, budget=False)
+        run_store("SQLite + Redis down", sqlite, emulator_url, log_dir, args, "redis://127.0.0.1:9/0", budget=False)
     finally:
         emulator.terminate()
         with server.connect() as conn:

@@ -1,15 +1,10 @@
 """An OpenAI-compatible images API served by image models reached as chat models (Gemini, OpenRouter)."""
 import logging
 
-from flask import Flask
-from flask_cors import CORS
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from . import observability
 from .catalog import is_catalog_name, resolve_model
 from .config import ConfigError, Settings
 from .drain import DRAINING
-from .errors import InvalidRequest, register_error_handlers
+from .errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -29,73 +24,111 @@ def _check_models(settings):
             raise ConfigError(f"GATEWAY_MODEL_ALIASES: {alias} names an unknown model: {target!r}") from None
 
 
+def _install_catalog(settings):
+    """The process's catalog: the built-in models and GATEWAY_MODELS_FILE's (checked here)."""
+    from .catalog import install
+    from .catalog_file import load_catalog
+    from .providers import provider_types
+
+    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
+
+
 def create_app(settings=None):
     # The modules that use `requests` are imported here, not with the package: gunicorn.conf.py
     # imports gateway.config in the master, and urllib3 must first be imported in a worker,
-    # after gevent has patched ssl and sockets.
-    from .accounting import RATE_LIMIT_HEADERS, Accounts
-    from .admin import bp as admin_bp
-    from .health import bp as health_bp
+    # after gevent has patched ssl and sockets. Flask too, so that the exceptions and the
+    # providers are imported without the web framework.
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from . import observability
+    from .http_errors import register_error_handlers
     from .images import GatewayRequest
-    from .images.edits import bp as edits_bp
-    from .images.generations import bp as generations_bp
-    from .keys import Keys
-    from .models import bp as models_bp
-    from .openapi import bp as openapi_bp
-    from .playground import bp as playground_bp
-    from .policies import static_policies
-    from .providers import build_providers
-    from .store import Store, StoreUnavailable
 
     settings = settings or Settings.from_env()
+    _install_catalog(settings)
     _check_models(settings)
     observability.configure_logging()
-    if settings.admin_key and settings.admin_key in settings.api_keys:
-        raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
-    keys = Keys(settings, Store(settings.database_url), static_policies(
-        settings.key_policies, Keys.static_names(settings), settings.default_model,
-        settings.model_aliases))
-    try:
-        keys.store.upgrade()
-    except StoreUnavailable as error:
-        log.error("the database cannot be reached (%s): keys with a budget and managed keys are refused "
-                  "until it can", error)
-    if not settings.api_keys and not settings.admin_key:
-        log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
-    providers = build_providers(settings)
-    for provider in providers.values():
-        if not provider.configured:
-            log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)
-
     app = Flask(__name__)
     app.request_class = GatewayRequest
-    app.config["SETTINGS"] = settings
-    app.config["PROVIDERS"] = providers
-    app.config["KEYS"], app.config["STORE"] = keys, keys.store
-    app.config["ACCOUNTS"] = Accounts(keys.store, settings)
-    app.config["DRAIN"] = DRAINING  # set in every worker at once by gunicorn's master on SIGTERM
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length, **_services(settings),
+                      DRAIN=DRAINING)  # DRAIN is set in every worker at once by gunicorn's master on SIGTERM
     app.json.sort_keys = False
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
     register_error_handlers(app)
     observability.init_app(app)
-    if settings.cors_allow_origins:
-        anyone = "*" in settings.cors_allow_origins
-        CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
-             send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
-                                                    r"X-Stainless-.*"],  # the Node SDK in a browser
-             expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
-                             "x-should-retry", *RATE_LIMIT_HEADERS],
-             max_age=600)
+    _allow_browsers(app, settings)
+    _register_blueprints(app, settings)
+    return app
 
-    app.register_blueprint(health_bp)
-    app.register_blueprint(generations_bp)
-    app.register_blueprint(edits_bp)
-    app.register_blueprint(models_bp)
-    app.register_blueprint(openapi_bp)
-    app.register_blueprint(admin_bp)
+
+def _services(settings):
+    """What a process serves with, built once per process (after gunicorn forks): its providers,
+    its keys, its database and the accounting of every request."""
+    from .accounting import Accounts
+    from .counters import shared_counters
+    from .keys import Keys
+    from .policies import static_policies
+    from .providers import build_providers
+
+    if settings.admin_key and settings.admin_key in settings.api_keys:
+        raise ConfigError("GATEWAY_ADMIN_KEY must differ from every key in GATEWAY_API_KEYS")
+    store = _database(settings)
+    keys = Keys(settings, store, static_policies(settings.key_policies, Keys.static_names(settings),
+                                                 settings.default_model, settings.model_aliases))
+    if not settings.api_keys and not settings.admin_key:
+        log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
+    providers = build_providers(settings)
+    for provider in providers.values():
+        if not provider.configured:
+            log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)
+    return {"PROVIDERS": providers, "KEYS": keys, "STORE": store,
+            "ACCOUNTS": Accounts(store, settings, shared_counters(settings))}
+
+
+def _database(settings):
+    """The database, its schema brought up to date; a database that cannot be reached yet is
+    logged, and the instance is not ready until it can be (gateway/health.py)."""
+    from .store import Store, StoreUnavailable
+
+    store = Store(settings.database_url, settings.database_pool_size)
+    try:
+        store.upgrade()
+    except StoreUnavailable as error:
+        log.error("the database cannot be reached (%s): keys with a budget and managed keys are refused "
+                  "until it can", error)
+    return store
+
+
+def _allow_browsers(app, settings):
+    """CORS_ALLOW_ORIGINS: which browser pages may call /v1/*, preflight included."""
+    from flask_cors import CORS
+
+    from .counters import RATE_LIMIT_HEADERS
+
+    if not settings.cors_allow_origins:
+        return
+    anyone = "*" in settings.cors_allow_origins
+    CORS(app, resources={r"/v1/*": {"origins": "*" if anyone else list(settings.cors_allow_origins)}},
+         send_wildcard=anyone, allow_headers=["Authorization", "x-api-key", "Content-Type", "X-Request-ID",
+                                                r"X-Stainless-.*"],  # the Node SDK in a browser
+         expose_headers=["X-Request-ID", "x-gateway-images-failed", "x-gateway-provider", "Retry-After",
+                         "x-should-retry", *RATE_LIMIT_HEADERS],
+         max_age=600)
+
+
+def _register_blueprints(app, settings):
+    from .admin import bp as admin_bp
+    from .health import bp as health_bp
+    from .images.edits import bp as edits_bp
+    from .images.generations import bp as generations_bp
+    from .models import bp as models_bp
+    from .openapi import bp as openapi_bp
+    from .playground import bp as playground_bp
+
+    for blueprint in (health_bp, generations_bp, edits_bp, models_bp, openapi_bp, admin_bp):
+        app.register_blueprint(blueprint)
     if settings.playground:
         app.register_blueprint(playground_bp)
-    return app

@@ -1,183 +1,33 @@
-"""Per-key limits, budgets and the usage ledger (docs/keys-and-budgets.md). A request is admitted
-before any upstream call: its key's policy allows the model, its rate windows (`rpm`, `ipm`) and
-concurrency (`max_concurrent`) have room, and its budget can hold the request's estimated cost,
-which is reserved; when the request ends its lease is released and its reservation settled with
-the real cost, in the same transaction as its ledger row. The counters live in the database
-(exact across every worker and every instance that shares it); the budget and the ledger too."""
+"""Budgets, admission and the usage ledger (docs/keys-and-budgets.md). A request is admitted
+before any upstream call: its key's policy allows the model, its rate windows and concurrency
+have room (gateway/counters.py), and its budget can hold the request's estimated cost, which is
+reserved; when its calls end its lease is released, and once its response is sent its
+reservation is settled with the real cost in the same transaction as its ledger row."""
 import logging
-import math
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy import bindparam, delete, func, insert, select
 
+from .counters import Grant, MemoryCounters, SqlCounters, window_headers
 from .errors import GatewayError, InvalidRequest
 from .keys import naive
 from .metrics import LEDGER_ERRORS, LIMITER_ERRORS
-from .store import StoreUnavailable, leases, ledger, rate_buckets, reservations, spend
+from .store import StoreUnavailable, ledger, reservations, spend
 
 log = logging.getLogger(__name__)
 
-WINDOW = 60.0  # seconds: rpm and ipm are moving windows of one minute
-CONCURRENCY_RETRY_AFTER = 5  # seconds: when a call in flight ends cannot be known
 MICRO = 1_000_000
 BACKLOG = 10_000  # ledger rows kept in memory while the database is unreachable
 
 
 def micro_usd(usd):
     return round((usd or 0.0) * MICRO)
-
-
-def reset_text(seconds):
-    """OpenAI's duration format for x-ratelimit-reset-*: `1s`, `6m0s`, `250ms`."""
-    if seconds < 1:
-        return f"{max(0, int(seconds * 1000))}ms"
-    minutes, whole = divmod(math.ceil(seconds), 60)
-    return f"{minutes}m{whole}s" if minutes else f"{whole}s"
-
-
-@dataclass(frozen=True)
-class Window:
-    """A rate window's state after a request: for the x-ratelimit-* headers."""
-    limit: int
-    remaining: int
-    reset: float  # seconds until its oldest counted request leaves the window
-
-
-class RateLimited(GatewayError):
-    def __init__(self, message, wait, windows=()):
-        headers = {"Retry-After": str(min(60, max(1, math.ceil(wait)))), **window_headers(windows)}
-        super().__init__(429, message, headers, code="rate_limit_exceeded")
-
-
-RATE_LIMIT_HEADERS = [f"x-ratelimit-{part}-{kind}" for kind in ("requests", "images")
-                      for part in ("limit", "remaining", "reset")]
-
-
-def window_headers(windows):
-    headers = {}
-    for kind, window in windows:
-        headers.update({f"x-ratelimit-limit-{kind}": str(window.limit),
-                        f"x-ratelimit-remaining-{kind}": str(window.remaining),
-                        f"x-ratelimit-reset-{kind}": reset_text(window.reset)})
-    return headers
-
-
-def decide(policy, buckets, held, n, now):
-    """The windows after admitting a request of `n` images, or the RateLimited refusal. `buckets`
-    are the (second, requests, images) counted in the last minute, oldest first; `held` the calls
-    in flight. A bucket leaves the window 60 s after its second began."""
-    waits, windows = [], []
-    requests, images = sum(bucket[1] for bucket in buckets), sum(bucket[2] for bucket in buckets)
-    reset = (buckets[0][0] if buckets else now) + WINDOW - now
-
-    def leaving(excess, column):
-        """Seconds until the oldest buckets holding `excess` of `column` have left the window."""
-        for bucket in buckets:
-            excess -= bucket[column]
-            if excess <= 0:
-                return bucket[0] + WINDOW - now
-        return WINDOW
-
-    if policy.rpm is not None:
-        if requests + 1 > policy.rpm:
-            waits.append((leaving(requests + 1 - policy.rpm, 1), f"{policy.rpm} requests per minute"))
-        windows.append(("requests", Window(policy.rpm, max(0, policy.rpm - requests - 1), reset)))
-    if policy.ipm is not None:
-        if images + n > policy.ipm:
-            waits.append((leaving(images + n - policy.ipm, 2), f"{policy.ipm} images per minute"))
-        windows.append(("images", Window(policy.ipm, max(0, policy.ipm - images - n), reset)))
-    if policy.max_concurrent is not None and held + n > policy.max_concurrent:
-        waits.append((CONCURRENCY_RETRY_AFTER, f"{policy.max_concurrent} image calls in flight ({held} running)"))
-    if waits:
-        wait = max(seconds for seconds, _ in waits)
-        reasons = " and ".join(reason for _, reason in waits)
-        raise RateLimited(f"Rate limit reached for this API key: {reasons}. Try again in {math.ceil(wait)} s.",
-                          wait, [(kind, Window(w.limit, 0, w.reset)) for kind, w in windows])
-    return windows
-
-
-@dataclass
-class Grant:
-    windows: list
-    lease: str | None = None
-    local: bool = False  # counted by this process alone (the shared store was down)
-
-
-class SqlCounters:
-    """Rate windows (a row per key and second) and concurrency leases in the database, checked
-    and counted inside the caller's transaction, which holds the key's lock."""
-
-    def __init__(self, store, lease_seconds):
-        self.lease_seconds = lease_seconds
-        bucket, lease = rate_buckets.c, leases.c
-        name, since = bindparam("name"), bindparam("since")
-        self.buckets = select(bucket.second, bucket.requests, bucket.images).where(
-            bucket.key_name == name, bucket.second > since).order_by(bucket.second)
-        self.old_buckets = delete(rate_buckets).where(bucket.key_name == name, bucket.second <= since)
-        count = store.upsert(rate_buckets).values(key_name=name, second=bindparam("second"), requests=1,
-                                                  images=bindparam("n"))
-        self.count = count.on_conflict_do_update(index_elements=["key_name", "second"], set_={
-            "requests": bucket.requests + 1, "images": bucket.images + count.excluded.images})
-        self.held = select(func.coalesce(func.sum(lease.calls), 0)).where(lease.key_name == name,
-                                                                          lease.expires_at > bindparam("now"))
-        self.old_leases = delete(leases).where(lease.key_name == name, lease.expires_at <= bindparam("now"))
-        self.lease = insert(leases).values(id=bindparam("id"), key_name=name, calls=bindparam("n"),
-                                           expires_at=bindparam("expires"))
-        self.release = delete(leases).where(lease.id == bindparam("id"))
-
-    def acquire(self, conn, name, policy, n, now):
-        buckets, held = [], 0
-        if policy.limits_rate:
-            buckets = [tuple(row) for row in conn.execute(self.buckets, {"name": name,
-                                                                         "since": math.floor(now) - WINDOW})]
-        if policy.max_concurrent is not None:
-            held = conn.scalar(self.held, {"name": name, "now": now})
-        windows = decide(policy, buckets, held, n, now)
-        if policy.limits_rate:
-            conn.execute(self.count, {"name": name, "second": math.floor(now), "n": n})
-        lease = None
-        if policy.max_concurrent is not None:
-            lease = uuid.uuid4().hex
-            conn.execute(self.lease, {"id": lease, "name": name, "n": n, "expires": now + self.lease_seconds})
-        return Grant(windows, lease)
-
-    def forget(self, conn, name, now):
-        """Delete the key's buckets that left the window and its leases that expired."""
-        conn.execute(self.old_buckets, {"name": name, "since": math.floor(now) - WINDOW})
-        conn.execute(self.old_leases, {"name": name, "now": now})
-
-
-class MemoryCounters:
-    """The same windows and leases in this process only: the fallback while the shared store
-    cannot be reached (each worker then applies the key's whole limit)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.buckets, self.held = defaultdict(deque), defaultdict(int)
-
-    def acquire(self, name, policy, n):
-        with self.lock:
-            now, buckets = time.time(), self.buckets[name]
-            while buckets and buckets[0][0] <= math.floor(now) - WINDOW:
-                buckets.popleft()
-            windows = decide(policy, list(buckets), self.held[name], n, now)
-            if policy.limits_rate:
-                if buckets and buckets[-1][0] == math.floor(now):
-                    buckets[-1] = (buckets[-1][0], buckets[-1][1] + 1, buckets[-1][2] + n)
-                else:
-                    buckets.append((math.floor(now), 1, n))
-            concurrent = policy.max_concurrent is not None
-            self.held[name] += n if concurrent else 0
-        return Grant(windows, str(n) if concurrent else None, local=True)
-
-    def release(self, name, lease):
-        with self.lock:
-            self.held[name] -= int(lease)
 
 
 def period_start(period, today):
@@ -270,7 +120,8 @@ class Ledger:
 
     def settle(self, conn, entry, reservation, now):
         """Release the reservation, add the real cost, write the ledger row, and delete the key's
-        reservations that expired."""
+        reservations that expired. It needs no lock on the key: `reserve` reads the spend and the
+        reservations in one statement, which sees this whole transaction or none of it."""
         row = entry.row()
         if reservation is not None:
             conn.execute(self.release, {"id": reservation})
@@ -309,7 +160,7 @@ class Admission:
         entry.input_tokens, entry.output_tokens = usage.input_tokens, usage.output_tokens
         entry.cost_usd = usage.cost or 0.0
         entry.duration_ms = round((time.monotonic() - self.started) * 1000)
-        if self.grant is not None and self.grant.lease is not None:
+        if self.grant is not None:
             self.accounts.release(self.client.name, self.grant)
 
     def settle(self):
@@ -319,22 +170,29 @@ class Admission:
 
 
 class Accounts:
-    """Admission and settlement of every image request, each one transaction under the key's lock.
-    While the database fails (and for RETRY_SECONDS after), limits are counted per process
-    (logged, gateway_limiter_errors_total), keys with a budget are refused with a 503 (or served,
-    GATEWAY_BUDGET_FAIL_OPEN), and ledger rows wait in a bounded backlog."""
+    """Admission and settlement of every image request. Counters in the database are taken in the
+    admission's one transaction with the budget's reservation; counters in Redis (`shared`) just
+    before it. While a shared store fails (and for RETRY_SECONDS after), limits are counted per
+    process (logged, gateway_limiter_errors_total), keys with a budget are refused with a 503 (or
+    served: GATEWAY_BUDGET_FAIL_OPEN), and ledger rows wait in a bounded backlog."""
     RETRY_SECONDS = 5.0
 
-    def __init__(self, store, settings):
+    def __init__(self, store, settings, shared=None):
+        self.store, self.fail_open, self.shared = store, settings.budget_fail_open, shared
         lease_seconds = settings.upstream_timeout + 60  # a dead instance's leases and reservations expire
-        self.store, self.fail_open = store, settings.budget_fail_open
-        self.counters, self.local = SqlCounters(store, lease_seconds), MemoryCounters()
+        self.sql, self.local = SqlCounters(store, lease_seconds), MemoryCounters()
         self.ledger = Ledger(store, lease_seconds)
-        self.down_until, self.backlog, self.lock = 0.0, deque(maxlen=BACKLOG), threading.Lock()
+        self.down_until = {"database": 0.0, "redis": 0.0}
+        self.backlog, self.lock = deque(maxlen=BACKLOG), threading.Lock()
 
-    @property
-    def store_failing(self):
-        return time.monotonic() < self.down_until
+    def failing(self, which):
+        return time.monotonic() < self.down_until[which]
+
+    def _failed(self, which, error):
+        if not self.failing(which):
+            log.error("%s failed (%s): limits count per process, budgets are %s, for %gs", which, error,
+                      "not checked" if self.fail_open else "refused", self.RETRY_SECONDS)
+        self.down_until[which] = time.monotonic() + self.RETRY_SECONDS
 
     def admit(self, client, model, n, estimate, request_id):
         """Admit `client`'s request for `n` images of `model` costing up to `estimate` USD, or refuse it."""
@@ -345,54 +203,66 @@ class Accounts:
         for limit, name in ((policy.ipm, "images per minute (ipm)"), (policy.max_concurrent, "calls in flight")):
             if limit is not None and n > limit:
                 raise InvalidRequest.field("n", f"{n} is more than this API key's limit of {limit} {name}")
-        grant = reservation = None
-        if policy.counted or policy.budget_usd is not None:
-            try:
-                grant, reservation = self._take(client, n, estimate)
-            except StoreUnavailable as error:
-                grant, reservation = self._without_store(client, n, error)
+        grant = self._count_shared(client, n) if policy.counted and self.shared is not None else None
+        try:
+            grant, reservation = self._take(client, n, estimate, grant)
+        except BaseException:
+            if grant is not None and grant.counter is not self.sql:
+                grant.counter.undo(client.name, grant, policy)
+            raise
         return Admission(self, client, grant, reservation,
                          Entry(request_id, datetime.now(UTC), client.name, model.id, n))
 
-    def _take(self, client, n, estimate):
-        if time.monotonic() < self.down_until:
-            raise StoreUnavailable("failed moments ago")
+    def _count_shared(self, client, n):
+        """The request counted in Redis, or in this process while Redis fails."""
+        if not self.failing("redis"):
+            try:
+                return self.shared.acquire(client.name, client.policy, n)
+            except RedisError as error:
+                self._failed("redis", error)
+        LIMITER_ERRORS.inc()
+        return self.local.acquire(client.name, client.policy, n)
+
+    def _take(self, client, n, estimate, grant):
+        """(grant, reservation): the database's counters (unless counted elsewhere) and the budget's
+        reservation, in one transaction under the key's lock."""
         policy = client.policy
+        count = policy.counted and grant is None
+        if not (count or policy.budget_usd is not None):
+            return grant, None
+        if self.failing("database"):
+            return self._without_database(client, n, grant, "failed moments ago")
 
         def take(conn, now):
-            grant = self.counters.acquire(conn, client.name, policy, n, now) if policy.counted else None
-            reservation = (self.ledger.reserve(conn, client, estimate, now) if policy.budget_usd is not None
+            taken = self.sql.acquire(conn, client.name, policy, n, now) if count else grant
+            return taken, (self.ledger.reserve(conn, client, estimate, now) if policy.budget_usd is not None
                            else None)
-            return grant, reservation
 
-        return self.store.run(take, client.name, durable=False)
+        try:
+            return self.store.run(take, client.name, durable=False)
+        except StoreUnavailable as error:
+            self._failed("database", error)
+            return self._without_database(client, n, grant, error)
 
-    def _without_store(self, client, n, error):
+    def _without_database(self, client, n, grant, error):
         """Admission while the database fails: per-process limits, and the budget's rule."""
-        if time.monotonic() >= self.down_until:
-            self.down_until = time.monotonic() + self.RETRY_SECONDS
-            log.error("the database failed (%s): limits count per process, budgets are %s, for %gs", error,
-                      "not checked" if self.fail_open else "refused", self.RETRY_SECONDS)
-        grant = None
-        if client.policy.counted:
+        counted_here = None
+        if client.policy.counted and grant is None:
             LIMITER_ERRORS.inc()
-            grant = self.local.acquire(client.name, client.policy, n)
+            grant = counted_here = self.local.acquire(client.name, client.policy, n)
         if client.policy.budget_usd is not None and not self.fail_open:
-            if grant is not None:
-                self.release(client.name, grant)
+            if counted_here is not None:  # a grant from Redis is undone by `admit`
+                self.local.undo(client.name, counted_here, client.policy)
             raise GatewayError(503, "This API key has a budget and the gateway's budget store (its database) "
                                     "cannot be reached; try again shortly.", {"Retry-After": "5"})
         return grant, None
 
     def release(self, name, grant):
-        """A request's concurrency lease, given back as soon as its calls end."""
-        if grant.local:
-            self.local.release(name, grant.lease)
-            return
+        """A request's concurrency lease, given back as soon as its calls end; one that cannot be
+        given back expires by itself."""
         try:
-            self.store.run(lambda conn, now: conn.execute(self.counters.release, {"id": grant.lease}), name,
-                           durable=False)
-        except StoreUnavailable as error:  # it expires by itself
+            grant.release(name)
+        except (StoreUnavailable, RedisError) as error:
             LIMITER_ERRORS.inc()
             log.error("a concurrency lease could not be released (%s); it expires by itself", error)
 
@@ -408,9 +278,9 @@ class Accounts:
 
                 def write(conn, now, entry=entry, reservation=reservation):
                     self.ledger.settle(conn, entry, reservation, now)
-                    self.counters.forget(conn, entry.key_name, now)
+                    self.sql.forget(conn, entry.key_name, now)
 
-                self.store.run(write, entry.key_name)
+                self.store.run(write, entry.key_name, locked=False)
                 pending.pop(0)
         except StoreUnavailable as error:
             LEDGER_ERRORS.inc()

@@ -7,6 +7,7 @@ from .errors import InvalidRequest, shorten
 TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 TALL_AND_WIDE = ("1:4", "4:1", "1:8", "8:1")
 TIERS = ("1K", "2K", "4K")
+ALL_TIERS = ("512", *TIERS)
 GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
 PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
 # OpenRouter models that answer with images only, so they must be asked for `"modalities": ["image"]`
@@ -28,21 +29,31 @@ class Model:
     passthrough: bool = False  # an `openrouter/<vendor>/<model>` name, not a catalog entry
     image_price: dict = None  # USD per output image by resolution tier ("1K" for a model without tiers)
     input_price: float = 0.0  # USD per million input tokens (text and images)
+    output_price: float = 0.0  # USD per million output tokens not priced per image: text and thinking
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
+    sizes: tuple = ()  # pixel sizes of a model that takes OpenAI's sizes; its aspect_ratios are theirs
 
     def estimate(self, tier, images, input_images, prompt_chars):
         """The most a request may cost, reserved from a budget before its calls: the price table's
-        per image (for a model without prices, the catalog's highest), and its input counted
-        generously: a token per prompt character plus 1,000 for instructions, 1,290 per input image."""
+        per image (for a model without a per-image price, the built-in catalog's highest), its text
+        and thinking output at THINKING_TOKENS an image, and its input counted generously: a token
+        per prompt character plus 1,000 for instructions, 1,290 per input image."""
         per_image = self.image_price[tier or "1K"] if self.image_price else UNPRICED_IMAGE_USD
         input_tokens = prompt_chars + 1000 + 1290 * input_images
-        return round(images * per_image + input_tokens * self.input_price / 1e6, 6)
+        tokens_usd = (input_tokens * self.input_price + images * THINKING_TOKENS * self.output_price) / 1e6
+        return round(images * per_image + tokens_usd, 6)
 
-    def cost(self, tier, images, input_tokens):
-        """USD for one call's images and input by the price table, or None without prices."""
-        if not self.image_price:
+    def cost(self, tier, images, usage):
+        """USD for one call by the price table: its images per image and its text and thinking
+        output per token (all its output per token for a model without a per-image price), plus
+        its input; None for a model without prices."""
+        if not (self.image_price or self.input_price or self.output_price):
             return None
-        return round(images * self.image_price[tier or "1K"] + input_tokens * self.input_price / 1e6, 6)
+        if self.image_price:
+            output = images * self.image_price[tier or "1K"] + usage.output_text_tokens * self.output_price / 1e6
+        else:
+            output = usage.output_tokens * self.output_price / 1e6
+        return round(output + usage.input_tokens * self.input_price / 1e6, 6)
 
     @property
     def label(self):
@@ -57,8 +68,9 @@ def _google(google_id, openrouter_id):
 
 
 # Google's list prices (ai.google.dev/gemini-api/docs/pricing and cloud.google.com/vertex-ai pricing,
-# the same on both; read 2026-11): output per image by tier, input per million tokens. OpenRouter
-# reports what it charged (`usage.cost`), which wins over this table.
+# the same on both; read 2026-11): output per image by tier, input per million tokens. The text and
+# thinking output prices per million tokens were not read there (docs/providers.md says which are estimates).
+# OpenRouter reports what it charged (`usage.cost`), which wins over this table.
 MODELS = (
     Model(
         id="gemini-2.5-flash-image",
@@ -70,6 +82,7 @@ MODELS = (
         created=1759363200,  # 2025-10-02, general availability
         image_price={"1K": 0.039},
         input_price=0.30,
+        output_price=2.50,
     ),
     Model(
         id="gemini-3-pro-image",
@@ -82,6 +95,7 @@ MODELS = (
         interim_images=True,
         image_price={"1K": 0.134, "2K": 0.134, "4K": 0.24},
         input_price=2.00,
+        output_price=12.00,
     ),
     Model(
         id="gemini-3.1-flash-image",
@@ -94,11 +108,12 @@ MODELS = (
         interim_images=True,
         image_price={"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
         input_price=0.50,
+        output_price=3.00,
     ),
 )
 
 UNPRICED_IMAGE_USD = max(price for model in MODELS for price in model.image_price.values())
-_BY_NAME = {name: model for model in MODELS for name in (model.id, *model.aliases)}
+THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Gemini 3 thinks before drawing)
 
 
 def _passthrough(name):
@@ -112,29 +127,65 @@ def _passthrough(name):
                  image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
 
 
+class Catalog:
+    """A set of models by id and alias: the built-in MODELS, or those with the models file's
+    entries added or overriding by id (gateway.catalog_file)."""
+
+    def __init__(self, models):
+        self.models = tuple(models)
+        self.by_name = {name: model for model in self.models for name in (model.id, *model.aliases)}
+
+    def is_name(self, name):
+        return name == "auto" or name in self.by_name
+
+    def resolve(self, name, default_model, aliases=None):
+        requested = name or "auto"
+        wanted = (aliases or {}).get(requested, requested)
+        wanted = default_model if wanted == "auto" else wanted
+        model = self.by_name.get(wanted) or _passthrough(wanted)
+        if model is None:
+            supported = ", ".join(["auto"] + [m.id for m in self.models] + ["openrouter/<vendor>/<model>"])
+            raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
+        return model
+
+    def listed(self, aliases, default_model):
+        return ([(model.id, model) for model in self.models]
+                + [(alias, model) for model in self.models for alias in model.aliases]
+                + [(alias, self.resolve(target, default_model)) for alias, target in aliases.items()])
+
+
+BUILT_IN = Catalog(MODELS)
+_installed = BUILT_IN  # the process's catalog, set by create_app before any request
+
+
+def install(catalog):
+    """Make `catalog` the one every request resolves names in. A registry rather than an argument
+    because the catalog is fixed for the process's life, like its providers, and every caller
+    (the service, policies, /v1/models, health) would otherwise carry it through each call."""
+    global _installed
+    _installed = catalog
+
+
+def models():
+    """The installed catalog's models, built-in and from the models file."""
+    return _installed.models
+
+
 def is_catalog_name(name):
     """Whether `name` is a catalog id or alias, or `auto`: names an operator's alias may not take."""
-    return name == "auto" or name in _BY_NAME
+    return _installed.is_name(name)
 
 
 def resolve_model(name, default_model, aliases=None):
     """The catalog entry for a client's model name: an operator's alias (GATEWAY_MODEL_ALIASES)
     first, then the catalog's ids and aliases, then `openrouter/...`; `auto` (or none) means the
     default, also as an alias's target."""
-    requested = name or "auto"
-    wanted = (aliases or {}).get(requested, requested)
-    wanted = default_model if wanted == "auto" else wanted
-    model = _BY_NAME.get(wanted) or _passthrough(wanted)
-    if model is None:
-        supported = ", ".join(["auto"] + [m.id for m in MODELS] + ["openrouter/<vendor>/<model>"])
-        raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")
-    return model
+    return _installed.resolve(name, default_model, aliases)
 
 
 def listed_models(aliases, default_model):
     """(name, catalog model) for GET /v1/models: every model, its aliases, then the operator's."""
-    return ([(model.id, model) for model in MODELS] + [(alias, model) for model in MODELS for alias in model.aliases]
-            + [(alias, resolve_model(target, default_model)) for alias, target in aliases.items()])
+    return _installed.listed(aliases, default_model)
 
 
 def upstream_id(model, provider, overrides):

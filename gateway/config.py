@@ -1,186 +1,272 @@
-"""Settings read once from the environment (docs/configuration.md)."""
+"""Settings read once from the environment (docs/configuration.md).
+
+Each setting is one field of `Settings` declared with `setting(variable, parser, default)`: the
+variable (a tuple names fallbacks, read when the earlier ones are unset), the parser that turns
+its text into the value and holds its bounds, and the default an unset or blank variable keeps.
+`Settings.from_env` is one loop over those declarations; a bad value is a ConfigError that names
+the variable it came from. To add a setting: one commented line in `Settings`, and its variable
+in .env.example and docs/configuration.md (tests/unit/test_config.py checks both)."""
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used; the message names it."""
 
 
-def _csv(value):
-    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+class Invalid(ValueError):
+    """What a parser found wrong with a text; `Settings.from_env` puts the variable's name first."""
 
 
-def _number(environ, name, default, kind, minimum):
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
+def setting(variables, parse, default):
+    """A field of Settings read from `variables` by `parse`; a dict default is copied per instance,
+    so no two Settings share (and mutate) one."""
+    variables = (variables,) if isinstance(variables, str) else variables
+    metadata = {"variables": variables, "parse": parse}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _number(kind, at_least):
+    """A parser of `kind` numbers no smaller than `at_least`."""
+    def parse(raw):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise Invalid(f"must be a number, got {raw!r}") from None
+        if value < at_least:
+            raise Invalid(f"must be at least {at_least}, got {raw!r}")
+        return value
+    return parse
+
+
+def integer(at_least):
+    return _number(int, at_least)
+
+
+def number(at_least):
+    return _number(float, at_least)
+
+
+def url(raw):
+    """A root URL without its trailing slashes, so a path is appended with exactly one."""
+    return raw.rstrip("/")
+
+
+def comma_list(raw):
+    """`a, b,,c` as ("a", "b", "c")."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def lowercase_list(raw):
+    """A comma list of names compared without case (host names, providers)."""
+    return tuple(item.lower() for item in comma_list(raw))
+
+
+def choice(*choices):
+    """A parser that accepts one of `choices`, in any case."""
+    def parse(raw):
+        value = raw.lower()
+        if value not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return parse
+
+
+def switch(on, off):
+    """A boolean spelled `on` or `off` (e.g. true/false), in any case."""
+    either = choice(on, off)
+    return lambda raw: either(raw) == on
+
+
+def json_object(raw):
     try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
+        return json.loads(raw)
+    except ValueError as error:
+        raise Invalid(f"must be JSON: {error}") from None
 
 
-def _pairs(environ, name, shape, removable=False):
-    """`NAME=a=b,c=d` as {a: b, c: d}; `shape` names the two sides in the error message.
+def pairs(shape, removable=False):
+    """A parser of `a=b,c=d` as {a: b, c: d}; `shape` names the two sides in the error message.
     `removable`: `a=` (nothing after `=`) is kept as {a: ""}, to remove a default."""
-    pairs = {}
-    for item in _csv(environ.get(name)):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not (value.strip() or removable):
-            raise ConfigError(f"{name} entries must look like {shape}, got {item!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
+    def parse(raw):
+        found = {}
+        for item in comma_list(raw):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not (value.strip() or removable):
+                raise Invalid(f"entries must look like {shape}, got {item!r}")
+            found[key.strip()] = value.strip()
+        return found
+    return parse
 
 
 # OpenAI's older model names mean the default model, so tools that send them work unchanged;
 # OpenAI's own current names (gpt-image-*) are left for OpenAI's models.
 OPENAI_ALIASES = {"dall-e-2": "auto", "dall-e-3": "auto"}
+_alias_pairs = pairs("alias=model", removable=True)
 
 
-def _aliases(environ):
+def aliases(raw):
     """GATEWAY_MODEL_ALIASES over OPENAI_ALIASES; `dall-e-3=` removes one."""
-    aliases = {**OPENAI_ALIASES, **_pairs(environ, "GATEWAY_MODEL_ALIASES", "alias=model", removable=True)}
+    aliases = {**OPENAI_ALIASES, **_alias_pairs(raw)}
     return {alias: model for alias, model in aliases.items() if model}
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def _named_keys(environ):
+def _named_keys(raw):
     """GATEWAY_API_KEYS entries as (key, name): `name:key` names a key; any other entry is a bare
     key (which may hold a colon), named later from its hash."""
     named = []
-    for entry in _csv(environ.get("GATEWAY_API_KEYS")):
+    for entry in comma_list(raw):
         name, sep, key = entry.partition(":")
         named.append((key.strip(), name) if sep and NAME.fullmatch(name) and key.strip() else (entry, ""))
     return named
 
 
-def _database_url(environ):
-    """GATEWAY_DATABASE_URL, else DATABASE_URL (Heroku's), else a SQLite file under the working directory."""
-    return (environ.get("GATEWAY_DATABASE_URL") or environ.get("DATABASE_URL") or "").strip() or Settings.database_url
+def client_keys(raw):
+    return tuple(key for key, _ in _named_keys(raw))
 
 
-def _json_object(environ, name):
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name} must be JSON: {error}") from None
-
-
-def _choice(environ, name, default, choices):
-    value = (environ.get(name) or default).strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+def key_names(raw):
+    return {key: name for key, name in _named_keys(raw) if name}
 
 
 @dataclass(frozen=True)
 class Settings:
-    api_keys: tuple = ()
-    client_names: dict = field(default_factory=dict)  # key -> its name from `name:key` entries
-    gemini_api_key: str = ""
-    gemini_base_url: str = "https://generativelanguage.googleapis.com"
-    vertex_project: str = ""
-    vertex_location: str = "global"
-    vertex_base_url: str = ""  # empty: Vertex's endpoint for vertex_location
-    google_application_credentials: str = ""  # empty: google-auth's default credentials
-    openrouter_api_key: str = ""
-    openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    providers: tuple = ("gemini", "vertex", "openrouter")  # GATEWAY_PROVIDERS: the order requests try them in
-    default_model: str = "gemini-3-pro-image"
-    upstream_models: dict = field(default_factory=dict)  # "[provider:]model" -> upstream id
-    model_aliases: dict = field(default_factory=lambda: dict(OPENAI_ALIASES))  # e.g. dall-e-3=gemini-3-pro-image
-    upstream_timeout: float = 180.0
-    upstream_connect_timeout: float = 10.0
-    upstream_max_retries: int = 2
-    upstream_retry_base_delay: float = 1.0
-    upstream_max_response_bytes: int = 134217728
-    upstream_max_in_flight: int = 1024  # per process, shared fairly between keys; waiting greenlets cost little
-    upstream_queue_timeout: float = 30.0
-    image_max_pixels: int = 20_000_000  # per input image; the largest model output is 12288x1536
-    image_workers: int = 2  # per process: threads that decode, composite and encode images
-    image_queue_timeout: float = 30.0
-    stream_keepalive: float = 15.0  # seconds between `: keep-alive` comments of a quiet event stream
-    client_header_timeout: int = 10
-    client_body_timeout: float = 60.0
-    client_send_timeout: float = 60.0  # seconds one write of a response may wait for the client to read
-    max_content_length: int = 52428800
-    image_fetch_max_bytes: int = 20971520
-    image_fetch_allow_hosts: tuple = ()
-    image_fetch_timeout: float = 30.0
-    ca_bundle: str = ""  # CA file for fetching edit images; empty = certifi's bundle
-    trusted_proxies: int = 0
-    error_format: str = "auto"  # OpenAI's error body for OpenAI's SDKs, the gateway's for others; or "seed", "openai"
-    playground: bool = True  # GET / serves the browser playground (GATEWAY_PLAYGROUND=off: a 404)
-    cors_allow_origins: tuple = ()  # browser origins allowed to call /v1/*; ("*",) for any
-    database_url: str = "sqlite:///var/gateway.db"  # keys, spend, the ledger (docs/keys-and-budgets.md)
-    admin_key: str = ""  # GATEWAY_ADMIN_KEY: turns the admin API on
-    key_policies: dict = field(default_factory=dict)  # GATEWAY_KEY_POLICIES: static key name -> policy (JSON)
-    budget_fail_open: bool = False  # serve keys with a budget while the database is unreachable
-    drain_seconds: float = 5.0  # after SIGTERM: readiness is 503 but requests are still served
-    prometheus_multiproc_dir: str = ""  # set (by gunicorn.conf.py) when several workers share metrics
-    host: str = "0.0.0.0"  # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it
-    port: int = 8000
+    """Every setting of the gateway and of its gunicorn.conf.py; tests build one with only the
+    fields they need, the process reads one with `from_env`."""
+
+    # Client keys, each bare or `name:key`; none = every /v1 request is a 401.
+    api_keys: tuple = setting("GATEWAY_API_KEYS", client_keys, ())
+    # Key -> its name, from the `name:key` entries of GATEWAY_API_KEYS.
+    client_names: dict = setting("GATEWAY_API_KEYS", key_names, {})
+    # Google AI Studio key of the gemini provider; none = that provider is off.
+    gemini_api_key: str = setting(("GEMINI_API_KEY", "GOOGLE_API_KEY"), str, "")
+    # Root of the Gemini API.
+    gemini_base_url: str = setting("GEMINI_BASE_URL", url, "https://generativelanguage.googleapis.com")
+    # Google Cloud project of the vertex provider; none = that provider is off.
+    vertex_project: str = setting("VERTEX_PROJECT", str, "")
+    # Vertex AI location (global, us-central1, europe-west4, ...).
+    vertex_location: str = setting("VERTEX_LOCATION", str, "global")
+    # Empty: Vertex's endpoint for vertex_location.
+    vertex_base_url: str = setting("VERTEX_BASE_URL", url, "")
+    # Empty: google-auth's default credentials.
+    google_application_credentials: str = setting("GOOGLE_APPLICATION_CREDENTIALS", str, "")
+    # Key of the openrouter provider (any OpenAI-compatible chat endpoint); none = that provider is off.
+    openrouter_api_key: str = setting("OPENROUTER_API_KEY", str, "")
+    # That endpoint's root; /chat/completions is appended.
+    openrouter_base_url: str = setting("OPENROUTER_BASE_URL", url, "https://openrouter.ai/api/v1")
+    # The providers in use, in the order requests try them.
+    providers: tuple = setting("GATEWAY_PROVIDERS", lowercase_list, ("gemini", "vertex", "openrouter"))
+    # What `auto` (or no model) means.
+    default_model: str = setting("GATEWAY_DEFAULT_MODEL", str, "gemini-3-pro-image")
+    # "[provider:]model" -> the upstream id it calls.
+    upstream_models: dict = setting("GATEWAY_UPSTREAM_MODELS", pairs("[provider:]model=upstream-id"), {})
+    # Extra model names over OPENAI_ALIASES, e.g. dall-e-3=gemini-3-pro-image.
+    model_aliases: dict = setting("GATEWAY_MODEL_ALIASES", aliases, OPENAI_ALIASES)
+    # A YAML or JSON file of catalog entries added or overridden (docs/providers.md#the-models-file).
+    models_file: str = setting("GATEWAY_MODELS_FILE", str, "")
+    # Seconds for all upstream work of one request, retries and failover included.
+    upstream_timeout: float = setting("UPSTREAM_TIMEOUT", number(at_least=1), 180.0)
+    upstream_connect_timeout: float = 10.0  # fixed, not read from the environment (docs/configuration.md)
+    # Retries of 429/5xx, connection errors and malformed answers.
+    upstream_max_retries: int = setting("UPSTREAM_MAX_RETRIES", integer(at_least=0), 2)
+    # Seconds; backoff is base * 2^attempt, jittered, unless the upstream sends Retry-After.
+    upstream_retry_base_delay: float = setting("UPSTREAM_RETRY_BASE_DELAY", number(at_least=0), 1.0)
+    # Bytes of the largest upstream answer read; larger is a 502.
+    upstream_max_response_bytes: int = setting("UPSTREAM_MAX_RESPONSE_BYTES", integer(at_least=1024), 134217728)
+    # Per process, shared fairly between keys; waiting greenlets cost little.
+    upstream_max_in_flight: int = setting("UPSTREAM_MAX_IN_FLIGHT", integer(at_least=1), 1024)
+    # Seconds a call may wait for a free upstream slot before a 503.
+    upstream_queue_timeout: float = setting("UPSTREAM_QUEUE_TIMEOUT", number(at_least=0), 30.0)
+    # Pixels of one input image; the largest model output is 12288x1536.
+    image_max_pixels: int = setting("IMAGE_MAX_PIXELS", integer(at_least=1024), 20_000_000)
+    # Per process: threads that decode, composite and encode images.
+    image_workers: int = setting("IMAGE_WORKERS", integer(at_least=1), 2)
+    # Seconds a request may wait for a free image thread before a 503.
+    image_queue_timeout: float = setting("IMAGE_QUEUE_TIMEOUT", number(at_least=0), 30.0)
+    # Seconds between `: keep-alive` comments of a quiet event stream.
+    stream_keepalive: float = setting("STREAM_KEEPALIVE_SECONDS", number(at_least=0.1), 15.0)
+    # Seconds a client has to send a request head; also how long an idle kept-alive connection stays.
+    client_header_timeout: int = setting("CLIENT_HEADER_TIMEOUT", integer(at_least=1), 10)
+    # Seconds a client has to send a request body once its head arrived.
+    client_body_timeout: float = setting("CLIENT_BODY_TIMEOUT", number(at_least=1), 60.0)
+    # Seconds one write of a response may wait for the client to read.
+    client_send_timeout: float = setting("CLIENT_SEND_TIMEOUT", number(at_least=1), 60.0)
+    # Request body limit in bytes.
+    max_content_length: int = setting("MAX_CONTENT_LENGTH", integer(at_least=1024), 52428800)
+    # Bytes of one https image fetched for an edit.
+    image_fetch_max_bytes: int = setting("IMAGE_FETCH_MAX_BYTES", integer(at_least=1024), 20971520)
+    # Host names exempt from the private-address block of edit image fetches.
+    image_fetch_allow_hosts: tuple = setting("IMAGE_FETCH_ALLOW_HOSTS", lowercase_list, ())
+    # Seconds for one edit image fetch, redirects included.
+    image_fetch_timeout: float = setting("IMAGE_FETCH_TIMEOUT", number(at_least=1), 30.0)
+    # CA file for fetching edit images; empty = certifi's bundle.
+    ca_bundle: str = setting(("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"), str, "")
+    # Proxies in front whose X-Forwarded-* headers are trusted.
+    trusted_proxies: int = setting("TRUSTED_PROXIES", integer(at_least=0), 0)
+    # OpenAI's error body for OpenAI's SDKs and the gateway's for others (auto), or always one.
+    error_format: str = setting("GATEWAY_ERROR_FORMAT", choice("auto", "seed", "openai"), "auto")
+    # GET / serves the browser playground (off: a 404).
+    playground: bool = setting("GATEWAY_PLAYGROUND", switch("on", "off"), True)
+    # Browser origins allowed to call /v1/*; ("*",) for any.
+    cors_allow_origins: tuple = setting("CORS_ALLOW_ORIGINS", comma_list, ())
+    # Keys, spend, the ledger (docs/keys-and-budgets.md); DATABASE_URL is Heroku's.
+    database_url: str = setting(("GATEWAY_DATABASE_URL", "DATABASE_URL"), str, "sqlite:///var/gateway.db")
+    # Turns the admin API on.
+    admin_key: str = setting("GATEWAY_ADMIN_KEY", str, "")
+    # Static key name -> its policy.
+    key_policies: dict = setting("GATEWAY_KEY_POLICIES", json_object, {})
+    # Serve keys with a budget while the database is unreachable.
+    budget_fail_open: bool = setting("GATEWAY_BUDGET_FAIL_OPEN", switch("true", "false"), False)
+    # Database connections per worker process (PostgreSQL: instances x workers x this < max_connections).
+    database_pool_size: int = setting("GATEWAY_DATABASE_POOL_SIZE", integer(at_least=1), 10)
+    # Redis for the shared rate and concurrency counters; none = the database counts them.
+    redis_url: str = setting(("GATEWAY_REDIS_URL", "REDIS_URL"), str, "")
+    # The start of every Redis key the gateway writes.
+    redis_prefix: str = setting("GATEWAY_REDIS_PREFIX", str, "gateway")
+    # An OTLP endpoint is set: export traces (docs/operations.md#tracing); the SDK reads the rest.
+    tracing: bool = setting(("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), bool, False)
+    # Seconds after SIGTERM during which readiness is 503 but requests are still served.
+    drain_seconds: float = setting("GATEWAY_DRAIN_SECONDS", number(at_least=0), 5.0)
+    # Set (by gunicorn.conf.py) when several workers share metrics.
+    prometheus_multiproc_dir: str = setting("PROMETHEUS_MULTIPROC_DIR", str, "")
+    # 127.0.0.1 behind a proxy on the same host, so clients cannot go around it.
+    host: str = setting("HOST", str, "0.0.0.0")
+    # Listen port.
+    port: int = setting("PORT", integer(at_least=1), 8000)
+    # gunicorn worker processes.
+    workers: int = setting("WEB_CONCURRENCY", integer(at_least=1), 2)
+    # Connections one gunicorn worker holds at once (gevent greenlets).
+    worker_connections: int = setting("GUNICORN_WORKER_CONNECTIONS", integer(at_least=1), 10000)
+    # A worker is replaced after this many served image requests, plus up to 20 % (0: never).
+    image_requests_per_worker: int = setting("GUNICORN_MAX_REQUESTS", integer(at_least=0), 2000)
 
     @classmethod
     def from_env(cls, environ=None):
+        """Each declared field from the first of its variables that is set (blank counts as
+        unset); the rest keep their defaults."""
         env = os.environ if environ is None else environ
-        named_keys = _named_keys(env)
-        return cls(
-            api_keys=tuple(key for key, _ in named_keys),
-            client_names={key: name for key, name in named_keys if name},
-            gemini_api_key=(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or "").strip(),
-            gemini_base_url=(env.get("GEMINI_BASE_URL") or cls.gemini_base_url).rstrip("/"),
-            vertex_project=(env.get("VERTEX_PROJECT") or "").strip(),
-            vertex_location=(env.get("VERTEX_LOCATION") or cls.vertex_location).strip(),
-            vertex_base_url=(env.get("VERTEX_BASE_URL") or "").strip().rstrip("/"),
-            google_application_credentials=(env.get("GOOGLE_APPLICATION_CREDENTIALS") or "").strip(),
-            openrouter_api_key=(env.get("OPENROUTER_API_KEY") or "").strip(),
-            openrouter_base_url=(env.get("OPENROUTER_BASE_URL") or cls.openrouter_base_url).rstrip("/"),
-            providers=tuple(name.lower() for name in _csv(env.get("GATEWAY_PROVIDERS"))) or cls.providers,
-            default_model=(env.get("GATEWAY_DEFAULT_MODEL") or cls.default_model).strip(),
-            upstream_models=_pairs(env, "GATEWAY_UPSTREAM_MODELS", "[provider:]model=upstream-id"),
-            model_aliases=_aliases(env),
-            upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", cls.upstream_timeout, float, 1),
-            upstream_max_retries=_number(env, "UPSTREAM_MAX_RETRIES", cls.upstream_max_retries, int, 0),
-            upstream_retry_base_delay=_number(
-                env, "UPSTREAM_RETRY_BASE_DELAY", cls.upstream_retry_base_delay, float, 0),
-            upstream_max_response_bytes=_number(
-                env, "UPSTREAM_MAX_RESPONSE_BYTES", cls.upstream_max_response_bytes, int, 1024),
-            upstream_max_in_flight=_number(env, "UPSTREAM_MAX_IN_FLIGHT", cls.upstream_max_in_flight, int, 1),
-            upstream_queue_timeout=_number(env, "UPSTREAM_QUEUE_TIMEOUT", cls.upstream_queue_timeout, float, 0),
-            image_max_pixels=_number(env, "IMAGE_MAX_PIXELS", cls.image_max_pixels, int, 1024),
-            image_workers=_number(env, "IMAGE_WORKERS", cls.image_workers, int, 1),
-            image_queue_timeout=_number(env, "IMAGE_QUEUE_TIMEOUT", cls.image_queue_timeout, float, 0),
-            stream_keepalive=_number(env, "STREAM_KEEPALIVE_SECONDS", cls.stream_keepalive, float, 0.1),
-            client_header_timeout=_number(env, "CLIENT_HEADER_TIMEOUT", cls.client_header_timeout, int, 1),
-            client_body_timeout=_number(env, "CLIENT_BODY_TIMEOUT", cls.client_body_timeout, float, 1),
-            client_send_timeout=_number(env, "CLIENT_SEND_TIMEOUT", cls.client_send_timeout, float, 1),
-            max_content_length=_number(env, "MAX_CONTENT_LENGTH", cls.max_content_length, int, 1024),
-            image_fetch_max_bytes=_number(env, "IMAGE_FETCH_MAX_BYTES", cls.image_fetch_max_bytes, int, 1024),
-            image_fetch_allow_hosts=tuple(h.lower() for h in _csv(env.get("IMAGE_FETCH_ALLOW_HOSTS"))),
-            image_fetch_timeout=_number(env, "IMAGE_FETCH_TIMEOUT", cls.image_fetch_timeout, float, 1),
-            ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or "",
-            drain_seconds=_number(env, "GATEWAY_DRAIN_SECONDS", cls.drain_seconds, float, 0),
-            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
-            trusted_proxies=_number(env, "TRUSTED_PROXIES", cls.trusted_proxies, int, 0),
-            error_format=_choice(env, "GATEWAY_ERROR_FORMAT", cls.error_format, ("auto", "seed", "openai")),
-            playground=_choice(env, "GATEWAY_PLAYGROUND", "on", ("on", "off")) == "on",
-            cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS")),
-            database_url=_database_url(env),
-            admin_key=(env.get("GATEWAY_ADMIN_KEY") or "").strip(),
-            key_policies=_json_object(env, "GATEWAY_KEY_POLICIES"),
-            budget_fail_open=_choice(env, "GATEWAY_BUDGET_FAIL_OPEN", "false", ("true", "false")) == "true",
-            host=(env.get("HOST") or cls.host).strip(),
-            port=_number(env, "PORT", cls.port, int, 1),
-        )
+        values = {}
+        for declared in fields(cls):
+            name, raw = _first_set(env, declared.metadata.get("variables", ()))
+            if raw:
+                try:
+                    values[declared.name] = declared.metadata["parse"](raw)
+                except Invalid as error:
+                    raise ConfigError(f"{name} {error}") from None
+        return cls(**values)
+
+
+def _first_set(env, variables):
+    """The first of `variables` set to more than blanks, and its text stripped; else (None, "")."""
+    for name in variables:
+        raw = (env.get(name) or "").strip()
+        if raw:
+            return name, raw
+    return None, ""

@@ -3,7 +3,7 @@ import logging
 
 from flask import Blueprint, current_app
 
-from .catalog import MODELS, listed_models
+from .catalog import listed_models, models
 from .errors import GatewayError
 from .store import StoreUnavailable
 
@@ -32,10 +32,18 @@ def ready():
         "status": "ok",
         "providers": {name: {"configured": provider.configured} for name, provider in providers.items()},
         "default_model": settings.default_model,
-        "models": [model.id for model in MODELS],
+        "models": [model.id for model in models()],
         "aliases": _aliases(settings),
-        "database": "unreachable" if current_app.config["ACCOUNTS"].store_failing else "ok",
+        **_stores(current_app.config["ACCOUNTS"]),
     }
+
+
+def _stores(accounts):
+    """Each shared store and whether it answers (an outage after start leaves the instance ready)."""
+    stores = {"database": "unreachable" if accounts.failing("database") else "ok"}
+    if accounts.shared is not None:
+        stores["redis"] = "unreachable" if accounts.failing("redis") else "ok"
+    return stores
 
 
 def _aliases(settings):

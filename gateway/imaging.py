@@ -6,7 +6,7 @@ import math
 import threading
 
 from . import media
-from .catalog import resolve_model, upstream_id
+from .catalog import ALL_TIERS, resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest
 from .fetch import fetch_for
 from .jobs import ImageJob, Mask
@@ -42,9 +42,15 @@ def nearest_aspect_ratio(width, height, ratios):
 
 
 def tier_for_long_edge(model, long_edge):
-    if "512" in model.tiers and long_edge <= 640:
-        return "512"
-    return "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K"
+    wanted = "512" if long_edge <= 640 else "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K"
+    return nearest_tier(model, wanted)
+
+
+def nearest_tier(model, wanted):
+    """`wanted`, else the model's largest tier below it, else its smallest: a model of the models
+    file may take fewer tiers than Google's."""
+    below = [tier for tier in model.tiers if ALL_TIERS.index(tier) <= ALL_TIERS.index(wanted)]
+    return max(below, key=ALL_TIERS.index) if below else min(model.tiers, key=ALL_TIERS.index)
 
 
 def shape_for(model, size=None, aspect_ratio=None, quality=None):
@@ -56,7 +62,7 @@ def shape_for(model, size=None, aspect_ratio=None, quality=None):
     if model.tiers:
         tier = tier_for_long_edge(model, max(pixels)) if pixels else None
         if quality in HIGH_QUALITY and tier in (None, "512", "1K"):
-            tier = "2K"
+            tier = nearest_tier(model, "2K")
     return (nearest_aspect_ratio(*ratio, model.aspect_ratios) if ratio else None), tier
 
 

@@ -181,7 +181,7 @@ class ImageJob:
         with slot, UPSTREAM_IN_FLIGHT.track_inprogress():
             generation, provider = self._with_failover(deadline, partial)
         if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
-            generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage.input_tokens)
+            generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage)
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
         with self.lock:
             self.usage += generation.usage

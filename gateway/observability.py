@@ -11,6 +11,7 @@ import uuid
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
+from . import tracing
 from .auth import client_id, current_client
 from .errors import shorten
 from .metrics import REQUEST_ID, REQUEST_SECONDS, REQUESTS, STATS, RequestStats
@@ -65,6 +66,7 @@ def start_request():
     g.request_id = supplied if CLIENT_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
     g.started = time.monotonic()
     g.tokens = (REQUEST_ID.set(g.request_id), STATS.set(RequestStats()))
+    g.traced = tracing.start_server_span(request, g.request_id)
 
 
 def finish_request(response):
@@ -74,7 +76,8 @@ def finish_request(response):
               "key_id": client_id(), "key_name": current_client().name}
     if "error_message" in g:  # why the request failed, as its client was told (no key is ever in it)
         fields["error"] = shorten(g.error_message, ERROR_LOG_CHARS)
-    done = functools.partial(contextvars.copy_context().run, _request_done, endpoint, fields, g.started)
+    done = functools.partial(contextvars.copy_context().run, _request_done, endpoint, fields, g.started,
+                             g.get("traced"))
     if response.mimetype != "text/event-stream":
         done()
         return response
@@ -90,8 +93,9 @@ def _then(body, done):
         done()
 
 
-def _request_done(endpoint, fields, started):
+def _request_done(endpoint, fields, started, traced):
     seconds = time.monotonic() - started
+    tracing.end_server_span(traced, fields["status"])
     REQUESTS.labels(endpoint, str(fields["status"]), fields["key_name"]).inc()
     REQUEST_SECONDS.labels(endpoint).observe(seconds)
     if endpoint in ("/metrics", "/health", "/health/live", "/health/ready"):  # scraped and probed often
@@ -105,6 +109,7 @@ def _request_done(endpoint, fields, started):
 
 
 def end_request(error=None):
+    tracing.detach(g.pop("traced", None))
     request_id_token, stats_token = g.pop("tokens", (None, None))
     if request_id_token is not None:
         REQUEST_ID.reset(request_id_token)

@@ -5,7 +5,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint
 
-from .accounting import GROUPS, RATE_LIMIT_HEADERS
+from .accounting import GROUPS
+from .counters import RATE_LIMIT_HEADERS
 from .images.edits import IMAGE_FIELDS
 from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
 from .policies import KeyCreateSchema, PolicySchema

@@ -124,7 +124,8 @@ def write_json_error(sock, status_int, reason, mesg, error_format="seed"):
     counted in gateway_requests_total{endpoint="unparsed"} (gunicorn logs them itself). The
     request's headers may be unread or unreadable here, so `auto` cannot tell an SDK and answers
     in the gateway's own body; OpenAI's SDKs do not send what gunicorn refuses."""
-    from .errors import error_body, error_format_for
+    from .errors import error_body
+    from .http_errors import error_format_for
     from .metrics import REQUESTS  # in the worker, after PROMETHEUS_MULTIPROC_DIR is set
 
     body = json.dumps(error_body(status_int, f"{reason}: {mesg}", error_format_for(error_format, {})))

@@ -5,7 +5,9 @@ Alembic (gateway/migrations) and upgraded at start, or by `python -m gateway.sto
 import contextlib
 import fcntl
 import hashlib
+import random
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import (
@@ -114,13 +116,15 @@ class Store:
     """One engine per process (connections are not shared across gunicorn's fork), and `run`, the
     transaction every write goes through."""
 
-    def __init__(self, url):
+    def __init__(self, url, pool_size=10):
         self.url = make_url(engine_url(url))
         self.sqlite = self.url.get_backend_name() == "sqlite"
         if self.sqlite and self.url.database not in (None, "", ":memory:"):
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         options = {} if self.sqlite else {"connect_args": {"connect_timeout": 3}, "pool_recycle": 1800}
-        self.engine = create_engine(self.url, pool_size=10, max_overflow=40, pool_timeout=10, **options)
+        # at most `pool_size` connections per process (PostgreSQL's max_connections is shared by every
+        # worker of every instance); more greenlets wait for one, up to 10 s
+        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=0, pool_timeout=10, **options)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -128,6 +132,8 @@ class Store:
         else:  # one round trip: the commit's durability, the key's lock, the clock
             self.start = text("SELECT set_config('synchronous_commit', :commit, true), pg_advisory_xact_lock(:lock), "
                               "extract(epoch from clock_timestamp())")
+            self.start_unlocked = text("SELECT set_config('synchronous_commit', :commit, true), :lock, "
+                                       "extract(epoch from clock_timestamp())")
         self.upsert = sqlite.insert if self.sqlite else postgresql.insert
         self.schema_applied = False
 
@@ -136,26 +142,33 @@ class Store:
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
-    def run(self, work, name=None, durable=True):
-        """`work(conn, now)` in one transaction, committed when it returns. With `name` it is the only
-        one for that key at a time on every worker and instance (SQLite: BEGIN IMMEDIATE, which
-        takes the write lock; PostgreSQL: a transaction-scoped advisory lock on the name), and `now`
-        is the database's clock, the same for every instance (else None). `durable=False` lets
-        PostgreSQL confirm the commit before it is on disk (counters and reservations, which expire
-        by themselves). A connection the database had closed (a restart) is retried once."""
-        for attempt in (1, 2):
+    def run(self, work, name=None, durable=True, locked=True):
+        """`work(conn, now)` in one transaction, committed when it returns. With `name`, `now` is the
+        database's clock, the same for every instance (else None), and unless `locked` is False the
+        transaction is the only locked one for that key at a time on every worker and instance
+        (PostgreSQL: a transaction-scoped advisory lock on the name; SQLite's BEGIN IMMEDIATE takes
+        its one write lock anyway). `durable=False` lets PostgreSQL confirm the commit before it is
+        on disk (counters and reservations, which expire by themselves). A connection the database
+        had closed (a restart) is retried once."""
+        reconnected, deadline = False, time.monotonic() + BUSY_SECONDS
+        while True:
             try:
                 with self._errors(), self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
-                    return work(conn, self._now(conn, name, durable) if name is not None else None)
+                    return work(conn, self._now(conn, name, durable, locked) if name is not None else None)
             except StoreUnavailable as error:
-                if attempt == 2 or not getattr(error.__cause__, "connection_invalidated", False):
+                if _busy(error) and time.monotonic() < deadline:
+                    time.sleep(random.uniform(0.0001, 0.001))  # cooperative under gevent, unlike SQLite's own wait
+                elif getattr(error.__cause__, "connection_invalidated", False) and not reconnected:
+                    reconnected = True
+                else:
                     raise
 
-    def _now(self, conn, name, durable):
+    def _now(self, conn, name, durable, locked):
         if self.sqlite:
             return float(conn.scalar(self.start))
-        row = conn.execute(self.start, {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
-        return float(row[2])
+        row = conn.execute(self.start if locked else self.start_unlocked,
+                           {"commit": "on" if durable else "off", "lock": _lock_id(name)}).one()
+        return float(row[-1])
 
     @contextlib.contextmanager
     def _errors(self):
@@ -198,16 +211,28 @@ class Store:
         self.engine.dispose()
 
 
+BUSY_SECONDS = 10.0  # how long a write waits for another process's SQLite write lock
+SQLITE_BUSY = 5
+
+
+def _busy(error):
+    """SQLite's write lock is held by another process: BEGIN IMMEDIATE fails at once (busy_timeout
+    is 0), before any work, so the transaction can simply be tried again."""
+    return getattr(getattr(error.__cause__, "orig", None), "sqlite_errorcode", None) == SQLITE_BUSY
+
+
 def _lock_id(name):
     """A signed 64-bit advisory lock number for a name."""
     return int.from_bytes(hashlib.sha256(f"gateway:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def _sqlite_connect(dbapi_connection, record):
-    """SQLite: WAL so readers never wait for writers; transactions begun by SQLAlchemy's event."""
+    """SQLite: WAL so readers never wait for writers; transactions begun by SQLAlchemy's event; no
+    waiting inside SQLite for a lock (it would sleep, blocking every greenlet of the worker):
+    Store.run waits between tries instead."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=0"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

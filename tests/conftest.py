@@ -88,6 +88,32 @@ def postgres_url(postgres_database):
 
 
 STORES = ["sqlite", "postgres"]
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """The Redis the tests share; skipped without one, except in CI (CI=true), where they fail."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL} ({type(error).__name__}); scripts/test starts one")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_server):
+    """A key prefix of this test's own, whose keys are deleted after it."""
+    prefix = f"gateway-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    for key in redis_server.scan_iter(f"{prefix}:*"):
+        redis_server.delete(key)
 
 
 @pytest.fixture

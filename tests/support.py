@@ -23,9 +23,12 @@ def create_key(client, name="team-a", **policy):
 
 
 def generate_as(client, key, **params):
-    """POST /v1/images/generations with a Flask test client and `key`."""
-    return client.post("/v1/images/generations", json={"prompt": "a lighthouse", **params},
-                       headers={"Authorization": f"Bearer {key}"})
+    """POST /v1/images/generations with a Flask test client and `key`, its body read as a client
+    would (the request's ledger row is written once its body has been sent)."""
+    response = client.post("/v1/images/generations", json={"prompt": "a lighthouse", **params},
+                           headers={"Authorization": f"Bearer {key}"})
+    response.get_data()
+    return response
 
 
 def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):

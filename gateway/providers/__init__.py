@@ -64,6 +64,7 @@ class Usage:
     input_image_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    output_text_tokens: int = 0  # of output_tokens, the text and thinking ones (priced per token, not per image)
     total_tokens: int = 0
     cost: float | None = None  # what the upstream charged, when it says (OpenRouter does, in credits)
 
@@ -121,15 +122,22 @@ def serving(model, providers):
     return [provider for name, provider in providers.items() if name in model.served_by]
 
 
-def build_providers(settings):
-    """The providers of GATEWAY_PROVIDERS by name, in its order, built once per process (by
-    create_app, in the worker); imported here so that gunicorn's master never loads the HTTP stack."""
-    from ..config import ConfigError
+def provider_types():
+    """{name: class} of every provider there is, configured or not; imported here so that
+    gunicorn's master never loads the HTTP stack."""
     from .gemini import GeminiProvider
     from .openrouter import OpenRouterProvider
     from .vertex import VertexProvider
 
-    known = {provider.name: provider for provider in (GeminiProvider, VertexProvider, OpenRouterProvider)}
+    return {provider.name: provider for provider in (GeminiProvider, VertexProvider, OpenRouterProvider)}
+
+
+def build_providers(settings):
+    """The providers of GATEWAY_PROVIDERS by name, in its order, built once per process (by
+    create_app, in the worker)."""
+    from ..config import ConfigError
+
+    known = provider_types()
     unknown = [name for name in settings.providers if name not in known]
     if unknown:
         raise ConfigError(f"GATEWAY_PROVIDERS names unknown providers {', '.join(unknown)}; "

@@ -115,17 +115,25 @@ def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJEC
                            lambda payloads: answer(merge_stream(payloads)), error, deadline, on_event)
 
 
+def _by_modality(details):
+    """{modality: tokens} of a usageMetadata `*TokensDetails` list."""
+    return {d.get("modality"): count(d.get("tokenCount")) for d in details or [] if isinstance(d, dict)}
+
+
 def parse_usage(metadata):
+    """Neutral usage; the text and thinking output is what the per-image price does not cover
+    (without `candidatesTokensDetails` to split the output, the thinking alone)."""
     metadata = metadata if isinstance(metadata, dict) else {}
-    by_modality = {d.get("modality"): count(d.get("tokenCount"))
-                   for d in metadata.get("promptTokensDetails") or [] if isinstance(d, dict)}
+    by_modality = _by_modality(metadata.get("promptTokensDetails"))
     input_tokens = count(metadata.get("promptTokenCount"))
-    output_tokens = count(metadata.get("candidatesTokenCount")) + count(metadata.get("thoughtsTokenCount"))
+    thoughts = count(metadata.get("thoughtsTokenCount"))
+    output_tokens = count(metadata.get("candidatesTokenCount")) + thoughts
     return Usage(
         input_text_tokens=by_modality.get("TEXT", 0),
         input_image_tokens=by_modality.get("IMAGE", 0),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        output_text_tokens=_by_modality(metadata.get("candidatesTokensDetails")).get("TEXT", 0) + thoughts,
         total_tokens=count(metadata.get("totalTokenCount")) or input_tokens + output_tokens,
     )
 

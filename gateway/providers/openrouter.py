@@ -66,17 +66,25 @@ def parse_answer(payload, secret=""):
     return Generation(images=images, text=_words(message.get("content")), usage=parse_usage(payload.get("usage")))
 
 
+def _details(usage, name):
+    return usage.get(name) if isinstance(usage.get(name), dict) else {}
+
+
 def parse_usage(usage):
+    """Neutral usage; the text and thinking output is the completion less its image tokens (the
+    reasoning alone when the image tokens are not given), for an endpoint that sends no `cost`."""
     usage = usage if isinstance(usage, dict) else {}
-    details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
     input_tokens, output_tokens = count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
-    image_tokens = count(details.get("image_tokens"))
+    image_tokens = count(_details(usage, "prompt_tokens_details").get("image_tokens"))
+    completion = _details(usage, "completion_tokens_details")
     cost = usage.get("cost")
     return Usage(
         input_text_tokens=max(0, input_tokens - image_tokens),
         input_image_tokens=image_tokens,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        output_text_tokens=(max(0, output_tokens - count(completion["image_tokens"])) if "image_tokens" in completion
+                            else count(completion.get("reasoning_tokens"))),
         total_tokens=count(usage.get("total_tokens")) or input_tokens + output_tokens,
         cost=cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
     )

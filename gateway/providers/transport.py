@@ -19,6 +19,7 @@ from gevent import monkey
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from .. import tracing
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..jsonchunks import loads_carving
 from ..metrics import record_attempt
@@ -212,7 +213,8 @@ class Transport:
             if started >= deadline:  # no attempt starts after the deadline
                 raise self._late()
             try:
-                answer = parse(self._post(url, headers, body, deadline, error_for, on_event))
+                with tracing.upstream_attempt(self.name, model_id, url) as traced:
+                    answer = traced.answered(parse(self._post(url, headers, body, deadline, error_for, on_event)))
             except UpstreamError as error:
                 failure = UpstreamError("The client went away.", cause="cancelled") if cancelled() else error
                 record_attempt(model_id, self.name, failure.cause, time.monotonic() - started, attempt > 0)
@@ -239,6 +241,7 @@ class Transport:
                 url, {**headers, "Accept-Encoding": "identity"},  # base64 barely compresses
                 body, timeout=(min(self.connect_timeout, remaining), remaining))
             see(response)
+            tracing.upstream_status(response.status_code)
             if not 200 <= response.status_code < 300:
                 raise error_for(response)
             if on_event is not None:

@@ -43,6 +43,17 @@ def burst(url, key, count, prompt):
         return list(pool.map(one, range(count)))
 
 
+def settled_usage(url, key, at_least, seconds=5):
+    """GET /v1/usage once the key's spend has reached `at_least`: a request is settled just after
+    its response has been sent, so the last ones may land a few milliseconds after their answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        usage = requests.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        if usage["spent_usd"] >= at_least or time.monotonic() > deadline:
+            return usage
+        time.sleep(0.05)
+
+
 def test_a_burst_across_workers_gets_exactly_the_rpm(keyed, emulator_url):
     _, key = new_key(keyed, rpm=5)
     prompt, since = f"rpm burst {uuid.uuid4()}", time.time()
@@ -61,7 +72,7 @@ def test_a_burst_across_workers_never_spends_past_the_budget(keyed, emulator_url
     statuses = sorted(response.status_code for response in burst(keyed, key, 12, prompt))
     assert statuses == [200] * 3 + [429] * 9
     assert len([r for r in emulator_requests(emulator_url, since) if prompt in r.get("prompt", "")]) == 3
-    usage = requests.get(f"{keyed}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+    usage = settled_usage(keyed, key, 3 * PRO_1K)
     assert 3 * PRO_1K <= usage["spent_usd"] <= 0.5
     ledger = requests.get(f"{keyed}/v1/admin/usage?key={name}", headers=ADMIN, timeout=10).json()["data"]
     assert (ledger[0]["requests"], ledger[0]["images"], ledger[0]["cost_usd"]) == (3, 3, usage["spent_usd"])

@@ -10,23 +10,32 @@ import responses
 from sqlalchemy import insert, select
 
 from gateway import create_app
-from gateway.accounting import Window, decide, reset_text
+from gateway.counters import Window, decide, reset_text
 from gateway.policies import Policy
 from gateway.store import Store, ledger, reservations
-from tests.conftest import CLIENT_KEY, STORES
+from tests.conftest import CLIENT_KEY, REDIS_URL, STORES
 from tests.support import ADMIN, ADMIN_KEY, create_key, gemini_answer, generate_as, metric
 from tests.unit.conftest import GENERATE
 
 PRO_CALL = 0.134 + 10 * 2.00 / 1e6  # gemini-3-pro-image: a 1K image and the mock's 10 input tokens
 
 
-@pytest.fixture(params=STORES)
-def database_url(request):
-    return request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(params=[*STORES, "sqlite+redis"])
+def backend(request):
+    """Where the counters live: the database (SQLite or PostgreSQL), or Redis."""
+    return request.param
 
 
 @pytest.fixture
-def settings(settings):
+def database_url(request, backend):
+    return request.getfixturevalue(f"{backend.split('+')[0]}_url")
+
+
+@pytest.fixture
+def settings(request, settings, backend):
+    if "redis" in backend:
+        prefix = request.getfixturevalue("redis_prefix")
+        settings = dataclasses.replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
     return dataclasses.replace(settings, admin_key=ADMIN_KEY)
 
 
@@ -126,22 +135,27 @@ def test_a_key_without_a_policy_gets_no_limit_headers(client, auth, answering):
     assert response.status_code == 200 and not [h for h in response.headers.keys() if h.startswith("x-ratelimit")]
 
 
-def test_two_workers_never_double_a_limit(app, settings, answering):
-    apps = [app, create_app(settings)]
-    key = key_with(app.test_client(), rpm=5)
-    statuses, start = [], threading.Barrier(12)
+def burst_on_two_workers(app, settings, key, count):
+    """The statuses of `count` requests of `key` sent at once, alternately to `app` and to a second
+    worker (another app on the same database), sorted."""
+    apps, statuses, start = [app, create_app(settings)], [], threading.Barrier(count)
 
     def call(worker):
         start.wait()
         statuses.append(generate_as(worker.test_client(), key).status_code)
 
-    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(12)]
+    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     apps[1].config["STORE"].close()
-    assert sorted(statuses) == [200] * 5 + [429] * 7
+    return sorted(statuses)
+
+
+def test_two_workers_never_double_a_limit(app, settings, answering):
+    key = key_with(app.test_client(), rpm=5)
+    assert burst_on_two_workers(app, settings, key, 12) == [200] * 5 + [429] * 7
     assert len(answering.calls) == 5
 
 
@@ -161,19 +175,7 @@ def test_a_spent_budget_is_a_429_that_must_not_be_retried_naming_budget_spend_an
 
 def test_a_burst_from_two_workers_never_spends_past_the_budget(app, settings, answering):
     key = key_with(app.test_client(), budget_usd=0.5)  # room for 3 images at $0.134
-    apps, statuses, start = [app, create_app(settings)], [], threading.Barrier(10)
-
-    def call(worker):
-        start.wait()
-        statuses.append(generate_as(worker.test_client(), key).status_code)
-
-    threads = [threading.Thread(target=call, args=(apps[i % 2],)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    apps[1].config["STORE"].close()
-    assert sorted(statuses) == [200] * 3 + [429] * 7
+    assert burst_on_two_workers(app, settings, key, 10) == [200] * 3 + [429] * 7
     assert len(answering.calls) == 3
     assert own_usage(app.test_client(), key)["spent_usd"] == pytest.approx(3 * PRO_CALL)
 

@@ -118,7 +118,7 @@ def test_usage_is_summed_over_calls(client, auth, upstream):
     assert post(client, auth, n=2).json["usage"] == {
         "input_tokens": 14, "output_tokens": 2440, "total_tokens": 2454,
         "input_tokens_details": {"text_tokens": 14, "image_tokens": 0},
-        "cost": 0.268028,  # two 3 Pro images at 1K ($0.134) and 14 input tokens at $2 per million
+        "cost": 0.270428,  # two 3 Pro images at 1K ($0.134), 14 input tokens at $2 and 200 thinking at $12 per million
     }
 
 

@@ -168,7 +168,7 @@ def test_gemini_usage_splits_input_by_modality_and_counts_thoughts_as_output():
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 7}, {"modality": "IMAGE", "tokenCount": 258}],
     })).usage
     assert usage == Usage(input_text_tokens=7, input_image_tokens=258, input_tokens=265, output_tokens=1390,
-                          total_tokens=1655, cost=None)
+                          output_text_tokens=100, total_tokens=1655, cost=None)
 
 
 def test_gemini_usage_total_defaults_to_input_plus_output():

@@ -1,6 +1,7 @@
 """gunicorn's side of resource safety (gateway/serving.py), without a server: the body deadline,
 the deferred `100 Continue`, the deadline of each response write, and recycling counted on
 served image requests."""
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
 from gateway.serving import BodyReader, _with_deadline, count_image_request, start_recycling_count
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DrippingReader:
@@ -124,5 +127,33 @@ def test_gunicorns_master_imports_neither_urllib3_nor_sqlalchemy():
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; exec(open('gunicorn.conf.py').read()); "
                                "print(sorted({'urllib3', 'requests', 'sqlalchemy', 'psycopg'} & set(sys.modules)))"],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
+        cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_gunicorns_own_settings_are_read_through_settings():
+    read = subprocess.run(
+        [sys.executable, "-c", "exec(open('gunicorn.conf.py').read()); print(workers, worker_connections)"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**os.environ, "WEB_CONCURRENCY": "3", "GUNICORN_WORKER_CONNECTIONS": "500"})
+    assert read.stdout.split() == ["3", "500"]
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be at least 1, got '0'"),  # not a number: gunicorn's own int()
+    ("GUNICORN_WORKER_CONNECTIONS", "0", "GUNICORN_WORKER_CONNECTIONS must be at least 1, got '0'"),
+    ("GUNICORN_MAX_REQUESTS", "-1", "GUNICORN_MAX_REQUESTS must be at least 0, got '-1'"),
+    ("GATEWAY_DRAIN_SECONDS", "soon", "GATEWAY_DRAIN_SECONDS must be a number, got 'soon'"),
+])
+def test_a_bad_gunicorn_setting_stops_its_start_naming_the_variable(name, value, message, tmp_path):
+    """gunicorn reads its config file before it binds or forks: a bad value stops it there, and
+    its traceback ends with the ConfigError's message."""
+    with socket.socket() as unused:  # where a gunicorn that did start would listen
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    started = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, capture_output=True,
+        text=True, timeout=60, env={**os.environ, name: value, "HOST": "127.0.0.1", "PORT": str(port),
+                                    "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert started.returncode == 1
+    assert f"ConfigError: {message}" in started.stderr

@@ -110,6 +110,6 @@ def test_not_ready_until_the_database_was_reached_once(database_down):
 def test_ready_names_a_database_that_fails_after_start(client, app, auth, upstream, monkeypatch):
     upstream.add(responses.POST, GENERATE, json=gemini_answer())
     assert client.get("/health/ready").json["database"] == "ok"
-    monkeypatch.setattr(app.config["ACCOUNTS"], "down_until", float("inf"))
+    monkeypatch.setitem(app.config["ACCOUNTS"].down_until, "database", float("inf"))
     answer = client.get("/health/ready")
     assert answer.status_code == 200 and answer.json["database"] == "unreachable"
