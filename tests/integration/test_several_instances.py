@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from sqlalchemy import create_engine, select, text, update
 
@@ -45,8 +46,9 @@ HELD_SECONDS = UPSTREAM_TIMEOUT + 60
 DRAIN = 1.0  # GATEWAY_DRAIN_SECONDS
 
 # Where the instances keep their shared rate and concurrency counters: each entry is the
-# environment added to every instance, and every test runs once per entry. The database alone
-# today; with Redis: pytest.param({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}, id="redis").
+# environment added to every instance, and every test runs once per entry (leases are read
+# where GATEWAY_REDIS_URL says). Redis is one more entry:
+#     pytest.param({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}, id="redis")
 SHARED_COUNTERS = [pytest.param({}, id="database")]
 
 
@@ -144,30 +146,64 @@ http {{
     return process, url, work / "error.log"
 
 
-class Cluster:
-    """The instances, nginx in front of them, and their database (read for the leases and
-    reservations that a dead instance left)."""
+class HeldInDatabase:
+    """A key's leases or reservations in their table, on the database's clock (which the
+    gateways count them in)."""
 
-    def __init__(self, instances, nginx_url, nginx_errors, database_url):
-        self.instances, self.nginx_url, self.nginx_errors = instances, nginx_url, nginx_errors
-        self.database = create_engine(engine_url(database_url))
+    def __init__(self, database, table):
+        self.database, self.table = database, table
 
     def now(self):
-        """The database's clock, which the gateways count leases and reservations in."""
         with self.database.connect() as conn:
             return float(conn.scalar(text("SELECT extract(epoch from clock_timestamp())")))
 
-    def held(self, table, name):
-        """The key's rows in `leases` or `reservations`."""
+    def expiries(self, name):
         with self.database.connect() as conn:
-            return conn.execute(select(table).where(table.c.key_name == name)).all()
+            return conn.scalars(select(self.table.c.expires_at).where(self.table.c.key_name == name)).all()
 
-    def fast_forward(self, table, name, seconds):
-        """What `seconds` passing does to the key's rows in `table`: their expiry comes that much
-        closer. Nothing else changes."""
+    def fast_forward(self, name, seconds):
+        """What `seconds` passing does to the key's rows: their expiry comes that much closer.
+        Nothing else changes."""
         with self.database.begin() as conn:
-            conn.execute(update(table).where(table.c.key_name == name)
-                         .values(expires_at=table.c.expires_at - seconds))
+            conn.execute(update(self.table).where(self.table.c.key_name == name)
+                         .values(expires_at=self.table.c.expires_at - seconds))
+
+
+class LeasesInRedis:
+    """A key's concurrency leases in Redis (a sorted set scored by expiry), on Redis's clock."""
+
+    def __init__(self, url, prefix="gateway"):
+        self.redis, self.prefix = redis.Redis.from_url(url), prefix
+
+    def key(self, name):
+        return f"{self.prefix}:{{{name}}}:leases"
+
+    def now(self):
+        seconds, microseconds = self.redis.time()
+        return seconds + microseconds / 1e6
+
+    def expiries(self, name):
+        return [score for _, score in self.redis.zrange(self.key(name), 0, -1, withscores=True)]
+
+    def fast_forward(self, name, seconds):
+        for lease, score in self.redis.zrange(self.key(name), 0, -1, withscores=True):
+            self.redis.zadd(self.key(name), {lease: score - seconds})
+
+
+class Cluster:
+    """The instances, nginx in front of them, and where they hold leases and reservations (read
+    for those a dead instance left)."""
+
+    def __init__(self, instances, nginx_url, nginx_errors, database_url, redis_url=None):
+        self.instances, self.nginx_url, self.nginx_errors = instances, nginx_url, nginx_errors
+        self.database = create_engine(engine_url(database_url))
+        self.leases = LeasesInRedis(redis_url) if redis_url else HeldInDatabase(self.database, leases)
+        self.reservations = HeldInDatabase(self.database, reservations)
+
+    def close(self):
+        self.database.dispose()
+        if isinstance(self.leases, LeasesInRedis):
+            self.leases.redis.close()
 
 
 @pytest.fixture(scope="module", params=SHARED_COUNTERS)
@@ -181,9 +217,9 @@ def cluster(request, emulator_url, postgres_database, tmp_path_factory):
         with ThreadPoolExecutor(INSTANCES) as pool:
             list(pool.map(Instance.start, instances))
         nginx, url, errors = start_round_robin(instances, tmp_path_factory.mktemp("nginx"))
-        cluster = Cluster(instances, url, errors, postgres_database)
+        cluster = Cluster(instances, url, errors, postgres_database, env.get("GATEWAY_REDIS_URL"))
         yield cluster
-        cluster.database.dispose()
+        cluster.close()
     finally:
         if nginx is not None:
             stop(nginx)
@@ -278,26 +314,26 @@ def test_a_key_revoked_on_one_instance_is_refused_by_every_instance_within_a_sec
 
 def test_a_killed_instance_holds_its_lease_and_reservation_only_until_they_expire(cluster):
     """Nothing shortens the UPSTREAM_TIMEOUT + 60 s a lease and a reservation live, so the test
-    checks their expiry in the database and then moves only that expiry, by exactly those
-    seconds, instead of waiting them out."""
+    checks their expiry where they are held (on that store's clock) and then moves only that
+    expiry, by exactly those seconds, instead of waiting them out."""
     name, key = new_key(cluster.nginx_url, max_concurrent=1, budget_usd=0.25)  # room for one 1K pro image
     doomed, survivor = cluster.instances[2], cluster.instances[0]
-    before = cluster.now()
+    held = (cluster.leases, cluster.reservations)
+    before = [store.now() for store in held]
     threading.Thread(target=lambda: requests_ignoring_the_death(doomed.url, key), daemon=True).start()
-    assert until(lambda: cluster.held(leases, name) and cluster.held(reservations, name), 4), \
-        "the slow request was not admitted"
-    taken = cluster.now()
+    assert until(lambda: all(store.expiries(name) for store in held), 4), "the slow request was not admitted"
+    taken = [store.now() for store in held]
     doomed.kill()
 
-    for table in (leases, reservations):
-        (row,) = cluster.held(table, name)
-        assert before + HELD_SECONDS <= row.expires_at <= taken + HELD_SECONDS, (table.name, before, row, taken)
+    for store, earliest, latest in zip(held, before, taken, strict=True):
+        (expires,) = store.expiries(name)
+        assert earliest + HELD_SECONDS <= expires <= latest + HELD_SECONDS, (store, earliest, expires, latest)
     refused(generate_with(survivor.url, key), 429, "1 image calls in flight (1 running)")
-    cluster.fast_forward(leases, name, HELD_SECONDS)
+    cluster.leases.fast_forward(name, HELD_SECONDS)
     refused(generate_with(survivor.url, key), 429, "budget of $0.25 is spent", "held by requests in flight")
-    cluster.fast_forward(reservations, name, HELD_SECONDS)
+    cluster.reservations.fast_forward(name, HELD_SECONDS)
     ok(generate_with(survivor.url, key))
-    assert until(lambda: not cluster.held(leases, name) and not cluster.held(reservations, name), 2), \
+    assert until(lambda: not any(store.expiries(name) for store in held), 2), \
         "the expired lease and reservation were not deleted when the next request was settled"
 
 
