@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -15,7 +17,7 @@ import pytest
 import requests
 
 from tests.secrets import WATCH
-from tests.support import metric  # the integration tests also import it from here
+from tests.support import ADMIN, metric  # the integration tests also import metric from here
 from tests.tls import ImageServer, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,10 +127,10 @@ def image_server(tls_certificate):
     server.close()
 
 
-def start_gateway(emulator_url, log_path, wrapper=(), **env):
-    """gunicorn with the production gunicorn.conf.py on a free port, its command line after
-    `wrapper` (a program that runs the rest); returns (process, url)."""
-    port = free_port()
+def start_gateway(emulator_url, log_path, wrapper=(), port=None, **env):
+    """gunicorn with the production gunicorn.conf.py on `port` (else a free one), its command line
+    after `wrapper` (a program that runs the rest); returns (process, url)."""
+    port = port or free_port()
     environment = {
         **{k: v for k, v in os.environ.items()
            if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "VERTEX_", "OPENROUTER_", "OPENAI_", "UPSTREAM_",
@@ -339,3 +341,44 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     if call.when == "call" and outcome.get_result().failed:
         item.failed = True
+
+
+# --- keys, limits and budgets through real HTTP --------------------------------------------------
+
+PRO_1K = 0.134  # gemini-3-pro-image's list price per 1K image
+
+
+def new_key(url, **policy):
+    """A managed key made through the admin API of the gateway at `url`: (name, secret)."""
+    name = f"team-{uuid.uuid4().hex[:8]}"
+    response = requests.post(f"{url}/v1/admin/keys", json={"name": name, **policy}, headers=ADMIN, timeout=10)
+    assert response.status_code == 201, response.text
+    WATCH.secrets.add(response.json()["key"])
+    return name, response.json()["key"]
+
+
+def burst(url, key, count, prompt):
+    def one(_):
+        return requests.post(f"{url}/v1/images/generations", json={"prompt": prompt},
+                             headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def settled_usage(url, key, at_least, seconds=5):
+    """GET /v1/usage once the key's spend has reached `at_least`: a request is settled just after
+    its response has been sent, so the last ones may land a few milliseconds after their answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        usage = requests.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        if usage["spent_usd"] >= at_least or time.monotonic() > deadline:
+            return usage
+        time.sleep(0.05)
+
+
+def until(condition, seconds):
+    """Whether `condition()` became true within `seconds` (checked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()

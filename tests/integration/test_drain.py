@@ -8,19 +8,21 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import generate, in_flight, post_stream, read_stream, refused, start_gateway, stop
+from tests.integration.conftest import (
+    generate,
+    in_flight,
+    post_stream,
+    read_stream,
+    refused,
+    start_gateway,
+    stop,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
 DRAIN = 2.5  # seconds; the in-flight calls take 4 s, so they outlast the drain and finish during the stop
 SLOW = "[emulator: delay=4]"
-
-
-def until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
 
 
 @pytest.fixture

@@ -3,17 +3,14 @@ PostgreSQL: bursts never pass a limit or a budget, refused requests never reach 
 and the ledger has a row per request."""
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.integration.conftest import emulator_requests, start_gateway, stop
-from tests.secrets import WATCH
+from tests.integration.conftest import PRO_1K, burst, emulator_requests, new_key, settled_usage, start_gateway, stop
 from tests.support import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.integration
-PRO_1K = 0.134
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -25,33 +22,6 @@ def keyed(request, emulator_url, tmp_path_factory):
     process, url = start_gateway(emulator_url, tmp_path_factory.mktemp("keys") / "gateway.log", **env)
     yield url
     stop(process)
-
-
-def new_key(url, **policy):
-    name = f"team-{uuid.uuid4().hex[:8]}"
-    response = requests.post(f"{url}/v1/admin/keys", json={"name": name, **policy}, headers=ADMIN, timeout=10)
-    assert response.status_code == 201, response.text
-    WATCH.secrets.add(response.json()["key"])
-    return name, response.json()["key"]
-
-
-def burst(url, key, count, prompt):
-    def one(_):
-        return requests.post(f"{url}/v1/images/generations", json={"prompt": prompt},
-                             headers={"Authorization": f"Bearer {key}"}, timeout=60)
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(one, range(count)))
-
-
-def settled_usage(url, key, at_least, seconds=5):
-    """GET /v1/usage once the key's spend has reached `at_least`: a request is settled just after
-    its response has been sent, so the last ones may land a few milliseconds after their answers."""
-    deadline = time.monotonic() + seconds
-    while True:
-        usage = requests.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
-        if usage["spent_usd"] >= at_least or time.monotonic() > deadline:
-            return usage
-        time.sleep(0.05)
 
 
 def test_a_burst_across_workers_gets_exactly_the_rpm(keyed, emulator_url):

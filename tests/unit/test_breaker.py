@@ -10,8 +10,7 @@ from prometheus_client import REGISTRY
 from gateway import create_app
 from gateway.breaker import LocalBreaker
 from tests.conftest import OPENROUTER_KEY
-from tests.support import gemini_answer
-from tests.unit.test_routing import CHAT, openrouter_answer
+from tests.support import CHAT, gemini_answer, openrouter_answer
 
 GEMINI = "https://gemini.test/v1beta/models/gemini-3-pro-image:generateContent"
 
