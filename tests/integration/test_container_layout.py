@@ -63,23 +63,31 @@ def copy_build_context(destination):
     return destination
 
 
-def python_runs_as(uid):
-    """Whether this test run's Python and its packages can be used by `uid` (not from a checkout
-    or a virtual environment under a home directory that only root may enter)."""
-    done = subprocess.run(["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", sys.executable, "-c",
-                           "import gunicorn"], capture_output=True, timeout=60)
+def confined(context, var, *command):
+    """`command` as the image's user, on a read-only root with the build context at /srv, `var`
+    writable at /srv/var and a fresh /tmp, as the pod runs it."""
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c", CONFINE, "confine", str(context), str(var),
+            image_uid(), *command)
+
+
+def python_runs_confined(context, var):
+    """Whether this test run's Python and its packages can be used there (not from a checkout or a
+    virtual environment under /tmp, which the confined root replaces, or under a home directory
+    that only root may enter)."""
+    done = subprocess.run(confined(context, var, sys.executable, "-c", "import gunicorn"), capture_output=True,
+                          timeout=60)
     return done.returncode == 0
 
 
 @pytest.fixture
 def confined_gateway(emulator_url, tmp_path):
-    if not python_runs_as(image_uid()):
-        pytest.skip(f"uid {image_uid()} cannot run this Python and its packages")
     context, var = copy_build_context(tmp_path / "app"), tmp_path / "var"
     var.mkdir()
     os.chown(var, int(image_uid()), int(image_uid()))  # as the Dockerfile's chown, or the pod's fsGroup
-    wrapper = ("unshare", "--mount", "--propagation", "private", "sh", "-c", CONFINE, "confine", str(context),
-               str(var), image_uid())
+    if not python_runs_confined(context, var):
+        pytest.skip(f"uid {image_uid()} cannot run this Python and its packages on the confined root "
+                    f"({sys.executable}: under /tmp, or a home only root may enter)")
+    wrapper = confined(context, var)
     # The default database, as in the image: a SQLite file in the working directory's var/
     process, url = start_gateway(emulator_url, tmp_path / "gateway.log", wrapper=wrapper,
                                  GATEWAY_DATABASE_URL=Settings.database_url)

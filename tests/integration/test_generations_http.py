@@ -79,7 +79,7 @@ def test_oversize_body_is_a_413_json_error(gateway_url, auth):
 def test_health(gateway_url):
     providers = requests.get(gateway_url + "/health", timeout=5).json()["providers"]
     assert providers == {"gemini": {"configured": True}, "vertex": {"configured": False},
-                         "openrouter": {"configured": False}}
+                         "openai": {"configured": False}, "openrouter": {"configured": False}}
 
 
 def test_no_key_or_prompt_ever_appears_in_the_gateway_log(gateway_url, gateway_log, auth):
