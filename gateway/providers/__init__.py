@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 
 from .. import media
 from ..breaker import breaker_for
-from ..errors import UpstreamUnavailable
+from ..errors import RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from . import transport
 
 
@@ -128,6 +128,33 @@ class Provider:
         time.monotonic() value): a Generation, or a neutral error. Interim images, when the
         request asked for them and the upstream sends any, go to `on_partial` as they arrive."""
         raise NotImplementedError
+
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def status_error(subject, status, message, wait=None):
+    """The neutral error for an upstream's non-2xx `status`, once its provider has handled its own
+    cases (credentials, credits, moderation): a 400 is the request's own, a 404 a model it does not
+    serve, a 429 its rate limit (`wait`: its Retry-After), 408 and 5xx worth another attempt."""
+    cause = f"upstream_{status}"
+    if status == 400:
+        return Rejected(message, cause)
+    if status == 404:
+        return UpstreamError(f"{subject} does not serve this model (HTTP 404): {message}", cause)
+    if status == 429:
+        return RateLimited(f"{subject} rate limit was reached: {message}", wait, cause)
+    failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
+    return failed(f"{subject} failed (HTTP {status}): {message}", cause)
+
+
+def error_object(response):
+    """The `error` object of an OpenAI-shaped error body (`{"error": {"message", "code", ...}}`), or {}."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return error if isinstance(error, dict) else {}
 
 
 def serving(model, providers):

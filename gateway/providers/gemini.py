@@ -2,12 +2,11 @@
 the answer as a Generation, Google's errors as the neutral ones; the shared transport sends it."""
 import base64
 
-from ..errors import Blocked, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
+from ..errors import Blocked, NoImage, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, Provider, Usage, count, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, status_error, transport
 
 SUBJECT = "The Gemini API"
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 SAFETY_FINISH_REASONS = {
     "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
     "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION",
@@ -157,14 +156,7 @@ def error_for(response, secret="", subject=SUBJECT, credentials="GEMINI_API_KEY"
     if status in (401, 403) or "API_KEY_INVALID" in reasons:
         return UpstreamError(f"{subject} refused the gateway's credentials (HTTP {status}); "
                              f"the operator should check {credentials}.", cause)
-    if status == 400:
-        return Rejected(message, cause)
-    if status == 404:
-        return UpstreamError(f"{subject} does not serve this model (HTTP 404): {message}", cause)
-    if status == 429:
-        return RateLimited(f"{subject} rate limit was reached: {message}", transport.retry_after(response))
-    failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
-    return failed(f"{subject} failed (HTTP {status}): {message}", cause)
+    return status_error(subject, status, message, transport.retry_after(response))
 
 
 class GeminiProvider(Provider):

@@ -6,11 +6,10 @@ import json
 import math
 
 from ..catalog import OPENAI_SIZES
-from ..errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
-from . import GeneratedImage, Generation, Provider, UpstreamRequest, Usage, count, transport
+from ..errors import Blocked, NoCredits, NoImage, UpstreamError, UpstreamUnavailable
+from . import GeneratedImage, Generation, Provider, UpstreamRequest, Usage, count, error_object, status_error, transport
 
 SUBJECT = "The OpenAI API"
-RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
 QUALITIES = {"standard": "medium", "hd": "high"}  # DALL-E's names; the others are OpenAI's own
 PASSED_THROUGH = ("background", "output_format", "output_compression", "moderation", "user")
 EDIT_ONLY = ("input_fidelity",)
@@ -135,24 +134,12 @@ def error_from(status, error, secret="", wait=None):
     if status == 429 and error.get("code") == "insufficient_quota":
         return NoCredits(f"The OpenAI API account of this gateway has no quota left (HTTP 429); the operator "
                          f"must add credits: {message}", cause)
-    if status == 400:
-        return Rejected(message, cause)
-    if status == 404:
-        return UpstreamError(f"{SUBJECT} does not serve this model (HTTP 404): {message}", cause)
-    if status == 429:
-        return RateLimited(f"{SUBJECT} rate limit was reached: {message}", wait, cause)
-    failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
-    return failed(f"{SUBJECT} failed (HTTP {status}): {message}", cause)
+    return status_error(SUBJECT, status, message, wait)
 
 
 def error_for(response, secret=""):
     """The neutral error for a non-2xx answer (docs/api.md and docs/providers.md)."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    return error_from(response.status_code, error if isinstance(error, dict) else {}, secret,
-                      transport.retry_after(response))
+    return error_from(response.status_code, error_object(response), secret, transport.retry_after(response))
 
 
 class OpenAIProvider(Provider):

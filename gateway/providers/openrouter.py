@@ -4,12 +4,11 @@ OpenRouter defined and llmgateway or a LiteLLM proxy also speak: the neutral cal
 (`{"error": {"code", "message"}}`) as the neutral errors; the shared transport sends it."""
 import base64
 
-from ..errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
+from ..errors import Blocked, NoCredits, NoImage, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, Provider, Usage, count, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, error_object, status_error, transport
 
 SUBJECT = "The OpenRouter API"
-RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
 TIER_NAMES = {"512": "0.5K"}  # OpenRouter's name for a tier, where it differs from Google's
 DATA_URL_PREFIX = b"data:image/"
 
@@ -105,24 +104,12 @@ def error_from(status, error, secret="", wait=None):
     if status == 402:
         return NoCredits(f"{SUBJECT} account of this gateway has no credits left (HTTP 402); the operator "
                          f"must add credits: {message}", cause)
-    if status == 400:
-        return Rejected(message, cause)
-    if status == 404:
-        return UpstreamError(f"{SUBJECT} does not serve this model (HTTP 404): {message}", cause)
-    if status == 429:
-        return RateLimited(f"{SUBJECT} rate limit was reached: {message}", wait, cause)
-    failed = UpstreamUnavailable if status in RETRYABLE_STATUSES else UpstreamError
-    return failed(f"{SUBJECT} failed (HTTP {status}): {message}", cause)
+    return status_error(SUBJECT, status, message, wait)
 
 
 def error_for(response, secret=""):
     """The neutral error for a non-2xx answer (docs/api.md and docs/providers.md)."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    return error_from(response.status_code, error if isinstance(error, dict) else {}, secret,
-                      transport.retry_after(response))
+    return error_from(response.status_code, error_object(response), secret, transport.retry_after(response))
 
 
 class OpenRouterProvider(Provider):
