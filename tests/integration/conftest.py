@@ -194,6 +194,40 @@ def emulator_requests(emulator_url, since):
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def write_nginx_conf(work, http):
+    """nginx.conf for a throwaway nginx in `work` (pid, logs and temp files there), its `http`
+    block's own lines given."""
+    (work / "nginx.conf").write_text(f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+{http}
+}}
+""")
+
+
+def run_nginx(work, http):
+    """nginx in the foreground with write_nginx_conf's configuration; (process, its output's log)."""
+    if not shutil.which(NGINX):
+        pytest.skip("nginx is not installed here (.ci/run installs it)")
+    write_nginx_conf(work, http)
+    log_path = work / "stdout.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c",
+                                    str(work / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+    return process, log_path
+
+
 def start_nginx(gateway_url, certificate, work, openai_errors=False):
     """deploy/nginx.conf on free ports in front of `gateway_url`, with a throwaway certificate;
     returns (process, https url, http url)."""
@@ -210,27 +244,7 @@ def start_nginx(gateway_url, certificate, work, openai_errors=False):
         assert old in site, old
         site = site.replace(old, new)
     (work / "site.conf").write_text(site)
-    (work / "nginx.conf").write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fastcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    include {work}/site.conf;
-}}
-""")
-    log_path = work / "stdout.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c",
-                                    str(work / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+    process, log_path = run_nginx(work, f"include {work}/site.conf;")
     url = f"https://127.0.0.1:{https_port}"
     wait_until_up(url + "/health", process, log_path, verify=str(certificate[0]))
     return process, url, f"http://127.0.0.1:{http_port}"

@@ -6,10 +6,8 @@ request."""
 import collections
 import errno
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -33,16 +31,17 @@ from tests.integration.conftest import (
     new_key,
     ok,
     refused,
+    run_nginx,
     start_gateway,
     stop,
     until,
     wait_until_up,
+    write_nginx_conf,
 )
 from tests.support import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.integration
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 INSTANCES = 3
 UPSTREAM_TIMEOUT = 5  # seconds, so a lease or reservation lives UPSTREAM_TIMEOUT + 60 s
 HELD_SECONDS = UPSTREAM_TIMEOUT + 60
@@ -100,25 +99,11 @@ def alive(pid):
         return False
 
 
-def write_nginx_conf(work, port, instances, down=()):
-    """nginx's configuration: round robin over `instances`, those in `down` marked down."""
+def round_robin(port, instances, down=()):
+    """nginx's http lines: round robin over `instances` on `port`, those in `down` marked down."""
     servers = "".join(f"        server 127.0.0.1:{instance.port}{' down' if instance in down else ''};\n"
                       for instance in instances)
-    (work / "nginx.conf").write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fastcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    upstream gateways {{
+    return f"""    upstream gateways {{
 {servers}        keepalive 64;
         keepalive_timeout 5s;
     }}
@@ -135,22 +120,14 @@ http {{
             proxy_connect_timeout 2s;
             proxy_read_timeout 60s;
         }}
-    }}
-}}
-""")
+    }}"""
 
 
 def start_round_robin(instances, work):
     """nginx on a free port, round robin over the instances with deploy/nginx.conf's upstream
-    settings; returns (process, url, error log)."""
-    if not shutil.which(NGINX):
-        pytest.skip("nginx is not installed here (.ci/run installs it)")
+    settings; returns (process, url, port)."""
     port = free_port()
-    write_nginx_conf(work, port, instances)
-    log_path = work / "stdout.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([NGINX, "-p", str(work), "-e", str(work / "error.log"), "-c",
-                                    str(work / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+    process, log_path = run_nginx(work, round_robin(port, instances))
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url + "/health/ready", process, log_path)
     return process, url, port
@@ -216,7 +193,7 @@ class Cluster:
         """nginx sends nothing to the instances in `down` from now on (a graceful reload: requests
         in flight finish), as a load balancer that probes /health/ready does once it sees 503."""
         if tuple(down) != self.down:
-            write_nginx_conf(self.nginx_work, self.nginx_port, self.instances, down)
+            write_nginx_conf(self.nginx_work, round_robin(self.nginx_port, self.instances, down))
             self.nginx.send_signal(signal.SIGHUP)
             self.down = tuple(down)
             time.sleep(0.5)  # the new nginx worker takes over
