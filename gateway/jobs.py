@@ -262,7 +262,7 @@ class ImageJob:
         """The section 8 body of every image made (never more than `n`), in call order; the
         first failure when none could be made. `cancelled()`, asked every `every` seconds, stops
         the calls of an asynchronous job that its key cancelled (JobCancelled)."""
-        completed, failed = [], []
+        completed = []
         events = self.events(idle=every if cancelled else None)
         with contextlib.closing(events):  # closing it cancels the calls still running
             for event in events:
@@ -270,13 +270,11 @@ class ImageJob:
                     raise JobCancelled()
                 if isinstance(event, Completed):
                     completed.append(event)
-                elif isinstance(event, Failed):
-                    failed.append(event)
         if not completed:
-            raise first_failure(failed)
+            raise first_failure(self.failures)  # the Failed events, as _drain collected them
         completed.sort(key=lambda event: event.index)  # stable: a call's images keep their order
         made = completed[:self.n]
-        failed_count = min(len(failed), self.n - len(made))
+        failed_count = min(len(self.failures), self.n - len(made))
         if failed_count:
             log.warning("%d of %d images failed; returning %d", failed_count, self.n, len(made))
         return ImageResult(body=self.body(made), failed=failed_count,
