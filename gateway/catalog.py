@@ -8,6 +8,7 @@ TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "
 TALL_AND_WIDE = ("1:4", "4:1", "1:8", "8:1")
 TIERS = ("1K", "2K", "4K")
 ALL_TIERS = ("512", *TIERS)
+HIGH_QUALITY = {"hd", "high"}
 GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
 OPENAI_SIZES = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}  # what OpenAI's gpt-image models draw
 PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
@@ -34,6 +35,26 @@ class Model:
     output_price: float = 0.0  # USD per million output tokens not priced per image: text and thinking
     interim_images: bool = False  # draws interim "thought" images (Gemini 3), sent as partial images
     sizes: tuple = ()  # pixel sizes of a model that takes OpenAI's sizes; its aspect_ratios are theirs
+
+    def tier_for(self, size=None, quality=None):
+        """The resolution tier a request for `size` (OpenAI's WxH) and `quality` is made and priced
+        at: its long edge's (512 up to 640 px, 1K up to 1536, 2K up to 3072, else 4K), at least
+        2K for quality `hd` or `high`, each the nearest the model takes; None for a model without
+        tiers, or a request that leaves the size to the model."""
+        if not self.tiers:
+            return None
+        long_edge = max(map(int, size.split("x"))) if size and size != "auto" else None
+        wanted = None if long_edge is None else (
+            "512" if long_edge <= 640 else "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K")
+        if quality in HIGH_QUALITY and wanted in (None, "512", "1K"):
+            wanted = "2K"
+        return self.nearest_tier(wanted) if wanted else None
+
+    def nearest_tier(self, wanted):
+        """`wanted`, else the model's largest tier below it, else its smallest: a model of the models
+        file may take fewer tiers than Google's."""
+        below = [tier for tier in self.tiers if ALL_TIERS.index(tier) <= ALL_TIERS.index(wanted)]
+        return max(below, key=ALL_TIERS.index) if below else min(self.tiers, key=ALL_TIERS.index)
 
     def estimate(self, tier, images, input_images, prompt_chars):
         """The most a request may cost, reserved from a budget before its calls: the price table's

@@ -1,12 +1,11 @@
-"""The service behind both endpoints: map OpenAI parameters to the model, route it to its
-providers, read an edit's inputs, and plan the request's calls as an ImageJob (docs/api.md and
-docs/providers.md); the job runs them."""
+"""The service behind both endpoints: route a request to its model's providers, admit it, read an
+edit's inputs, and plan the request's calls as an ImageJob (docs/api.md and docs/providers.md);
+the job runs them. Each provider maps the client's OpenAI parameters to its own wire."""
 import contextlib
-import math
 import threading
 
 from . import media
-from .catalog import ALL_TIERS, resolve_model, upstream_id
+from .catalog import resolve_model, upstream_id
 from .errors import GatewayError, InvalidRequest
 from .fetch import fetch_for
 from .jobs import ImageJob, Mask
@@ -22,50 +21,6 @@ MASK_INSTRUCTION = ("The last image is a black-and-white mask of the first image
                     "white area and keep the black area exactly as it is.")
 FIDELITY_INSTRUCTION = ("Preserve the input image faithfully: keep its composition, faces, identity, text "
                         "and fine details unchanged except where the prompt asks for a change.")
-HIGH_QUALITY = {"hd", "high"}
-
-
-def _pair(text, separator):
-    width, height = text.split(separator)
-    return int(width), int(height)
-
-
-def nearest_aspect_ratio(width, height, ratios):
-    """The supported ratio closest to width:height on a log scale (ties go to the earlier one)."""
-    target = math.log(width / height)
-
-    def distance(ratio):
-        ratio_width, ratio_height = _pair(ratio, ":")
-        return abs(target - math.log(ratio_width / ratio_height))
-
-    return min(ratios, key=distance)
-
-
-def tier_for_long_edge(model, long_edge):
-    wanted = "512" if long_edge <= 640 else "1K" if long_edge <= 1536 else "2K" if long_edge <= 3072 else "4K"
-    return nearest_tier(model, wanted)
-
-
-def nearest_tier(model, wanted):
-    """`wanted`, else the model's largest tier below it, else its smallest: a model of the models
-    file may take fewer tiers than Google's."""
-    below = [tier for tier in model.tiers if ALL_TIERS.index(tier) <= ALL_TIERS.index(wanted)]
-    return max(below, key=ALL_TIERS.index) if below else min(model.tiers, key=ALL_TIERS.index)
-
-
-def shape_for(model, size=None, aspect_ratio=None, quality=None):
-    """(aspect ratio, resolution tier) for this model from OpenAI's size / aspect_ratio /
-    quality; either is None when the request leaves it to the model."""
-    pixels = _pair(size, "x") if size and size != "auto" else None
-    ratio = _pair(aspect_ratio, ":") if aspect_ratio else pixels
-    tier = None
-    if model.tiers:
-        tier = tier_for_long_edge(model, max(pixels)) if pixels else None
-        if quality in HIGH_QUALITY and tier in (None, "512", "1K"):
-            tier = nearest_tier(model, "2K")
-    return (nearest_aspect_ratio(*ratio, model.aspect_ratios) if ratio else None), tier
-
-
 def prompt_for(params, instructions=()):
     """The exact prompt text sent upstream: the client's prompt plus any instructions."""
     sentences = [params["prompt"], *instructions]
@@ -99,7 +54,7 @@ def _route(params, settings, providers):
 
 def _admit(params, client, model, accounts, input_images=0):
     """The request admitted under its key's policy (limits, budget), before any work is done for it."""
-    tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))[1]
+    tier = model.tier_for(params.get("size"), params.get("quality"))
     n = params.get("n", 1)
     return accounts.admit(client, model, n, model.estimate(tier, n, input_images, len(params["prompt"])),
                           REQUEST_ID.get())
@@ -216,16 +171,15 @@ def _create(params, settings, client, model, chain, admission, inputs=(), instru
     edit's images and mask as the client sent them, for a provider that takes files."""
     describe_request(model.id, params.get("n", 1), params.get("safety_identifier") or params.get("user"))
     prompt = prompt_for(params, instructions)
-    aspect_ratio, tier = shape_for(model, params.get("size"), params.get("aspect_ratio"), params.get("quality"))
     partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
     per_call = _images_per_call(params, chain)
     wire_request = _WireRequests(lambda provider: ImageCall(
-        upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), aspect_ratio, tier,
-        model.image_only, interim_images=partial_images > 0, label=model.label, n=per_call, params=params,
-        edit_images=files[0], mask=files[1]))
+        upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), params, model,
+        model.image_only, interim_images=partial_images > 0, label=model.label, n=per_call, edit_images=files[0],
+        mask=files[1]))
     wire_request(chain[0])
     return ImageJob(settings, client, model, chain, wire_request, prompt, params, admission, mask, partial_images,
-                    tier, params.get("n", 1) // per_call)
+                    model.tier_for(params.get("size"), params.get("quality")), params.get("n", 1) // per_call)
 
 
 def _images_per_call(params, chain):

@@ -9,7 +9,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import media
 from .errors import GatewayError, UpstreamError, every_failure, internal_error
@@ -120,22 +120,20 @@ class ImageJob:
         """Partial, Completed and Failed events as they happen (every call ends in one Completed per
         image or one Failed); None after `idle` seconds without any. Closing the generator early
         (the client went away) cancels the calls still running or waiting for an in-flight slot."""
-        events, cancel = queue.Queue(), transport.Cancel()
-        token = transport.CANCEL.set(cancel)
-        deadline = time.monotonic() + self.settings.upstream_timeout  # all calls, failover included
+        events = queue.Queue()
+        scope = transport.Scope(time.monotonic() + self.settings.upstream_timeout)  # all calls, failover included
         calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
-                                  args=(self._call, index, deadline, cancel, events.put))
-                 for index in range(self.calls)]  # each in a copy of this context: request id, counters, cancel
+                                  args=(self._call, index, scope, events.put))
+                 for index in range(self.calls)]  # each in a copy of this context: request id, counters
         try:
             for call in calls:
                 call.start()
             yield from self._drain(events, idle)
         finally:
-            cancel.set()
+            scope.cancel.set()
             for call in calls:
                 if call.ident is not None:  # started
                     call.join()
-            transport.CANCEL.reset(token)
             record_images(self.model.label, self.client.name, self.images, self.usage)
             self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
 
@@ -155,12 +153,12 @@ class ImageJob:
             running -= getattr(event, "last", False)  # a Partial never ends its call
             yield event
 
-    def _call(self, index, deadline, cancel, emit):
+    def _call(self, index, scope, emit):
         """One upstream call, failing over as needed; its images become events. Whatever goes wrong,
         the call ends in an event with `last` set, a bug included (logged, and a 500 for the
         client), so the request never waits for a call that is gone."""
         try:
-            events = self._images(index, deadline, cancel, emit)
+            events = self._images(index, scope, emit)
         except GatewayError as error:  # e.g. no in-flight slot or image thread within its queue timeout
             events = [Failed(index, error)]
         except Exception:  # noqa: BLE001 - reported to the client as the 500 it is
@@ -170,7 +168,7 @@ class ImageJob:
         for event in events:
             emit(event)
 
-    def _images(self, index, deadline, cancel, emit):
+    def _images(self, index, scope, emit):
         """The events of one call's images (its partial images are emitted as they come). The call
         holds one of the process's in-flight slots through its retries and failover."""
         sent = []
@@ -183,9 +181,9 @@ class ImageJob:
                     sent.append(image)
 
         slot = upstream_slots(self.settings.upstream_max_in_flight).hold(
-            self.client.id, self.settings.upstream_queue_timeout, cancel)
+            self.client.id, self.settings.upstream_queue_timeout, scope.cancel)
         with slot, UPSTREAM_IN_FLIGHT.track_inprogress():
-            generation, provider = self._with_failover(deadline, partial)
+            generation, provider = self._with_failover(scope, partial)
         if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
             generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage)
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
@@ -203,10 +201,10 @@ class ImageJob:
                 events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
         return events
 
-    def _with_failover(self, deadline, on_partial, skipping=True):
+    def _with_failover(self, scope, on_partial, skipping=True):
         """(Generation, provider) from the first provider of the chain whose circuit breaker lets
         the call through, or from the next one when a provider's failure may be its own
-        (docs/providers.md), until the deadline. When every breaker is open, the chain is tried
+        (docs/providers.md), until the scope's deadline. When every breaker is open, the chain is tried
         anyway (`skipping` False): refusing would fail a call that might have succeeded."""
         skipping = skipping and any(provider.breaker.would_admit() for provider in self.chain)
         failures = []  # (provider name, its error, or None when its breaker skipped it)
@@ -216,27 +214,27 @@ class ImageJob:
                 continue
             following = [later for later in self.chain[position + 1:] if not skipping or later.breaker.would_admit()]
             try:
-                return self._generate(provider, bool(following), deadline, on_partial), provider
+                return self._generate(provider, bool(following), scope, on_partial), provider
             except UpstreamError as error:
                 failures.append((provider.name, error))
-                if not (error.fails_over and following and time.monotonic() < deadline) or transport.cancelled():
+                if not (error.fails_over and following and time.monotonic() < scope.deadline) or scope.cancel.done:
                     raise every_failure(failures) from None
                 log.warning("%s failed for %s (%s); failing over to %s", provider.name, self.model.id, error.outcome,
                             following[0].name)
                 record_failover(self.model.label, provider.name, following[0].name)
         if any(error is not None for _, error in failures):  # the providers after the last failure were skipped
             raise every_failure(failures)
-        return self._with_failover(deadline, on_partial, skipping=False)  # every breaker opened meanwhile
+        return self._with_failover(scope, on_partial, skipping=False)  # every breaker opened meanwhile
 
-    def _generate(self, provider, can_fail_over, deadline, on_partial):
+    def _generate(self, provider, can_fail_over, scope, on_partial):
         """One provider's call, its outcome told to the provider's circuit breaker. With another
         provider to fail over to, the call makes one attempt instead of spending its retries and
         their backoff on a provider that may be down (docs/providers.md#circuit-breakers)."""
-        retries = transport.RETRIES.set(0 if can_fail_over else None)
         try:
-            generation = provider.generate(self.wire_request(provider), deadline, on_partial)
+            generation = provider.generate(self.wire_request(provider),
+                                           replace(scope, retries=0 if can_fail_over else None), on_partial)
         except UpstreamError as error:
-            if transport.cancelled():
+            if scope.cancel.done:
                 provider.breaker.released()
             elif error.fails_over:
                 provider.breaker.failed()
@@ -246,8 +244,6 @@ class ImageJob:
         except BaseException:
             provider.breaker.released()
             raise
-        finally:
-            transport.RETRIES.reset(retries)
         provider.breaker.succeeded()
         return generation
 

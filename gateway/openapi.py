@@ -10,6 +10,7 @@ from .counters import RATE_LIMIT_HEADERS
 from .images.edits import IMAGE_FIELDS
 from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
 from .policies import KeyCreateSchema, PolicySchema
+from .providers import provider_types
 
 bp = Blueprint("openapi", __name__)
 
@@ -75,11 +76,10 @@ def _edit_form(plugin):
 @cache
 def build_spec():
     plugin = MarshmallowPlugin()
+    providers = "; ".join(f"`{name}` ({provider.subject.removeprefix('The ')}, configured by "
+                          f"{provider.missing_setting})" for name, provider in provider_types().items())
     spec = APISpec(title="Image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
-                   info={"description": "OpenAI-compatible images API served by the providers `gemini` (the "
-                                        "Gemini API), `vertex` (Vertex AI), `openai` (OpenAI's Images API: "
-                                        "gpt-image-1, gpt-image-1-mini, gpt-image-1.5; OPENAI_API_KEY, "
-                                        "OPENAI_BASE_URL) and `openrouter` (OpenRouter-style chat completions)."})
+                   info={"description": f"OpenAI-compatible images API served by the providers {providers}."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
     for name, schema in (("GenerationRequest", GenerationSchema), ("EditRequest", EditSchema),

@@ -254,7 +254,7 @@ class FakeProvider:
             self.calls.append(call)
         return UpstreamRequest(call.model, repr(call).encode(), call.interim_images, call.label or call.model)
 
-    def generate(self, request, deadline, on_partial=None):
+    def generate(self, request, scope, on_partial=None):
         with self.lock:
             self.requests.append(request)
             answer = self.pick() if self.pick else (self.script.popleft() if self.script else Answer())

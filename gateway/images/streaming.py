@@ -28,7 +28,7 @@ def stream_response(job, kind):
     """The 200 event stream of `job` (`kind`: image_generation or image_edit). Nothing is sent
     before the first image, keep-alive or partial image: when every call fails first, the
     failure is raised here and answered as the usual JSON error. The stream runs in a copy of
-    this request's context (its id, counters and the calls' cancel), which Flask resets once
+    this request's context (its id and counters), which Flask resets once
     the view returns, long before the stream ends."""
     context = contextvars.copy_context()
     events = job.events(idle=job.settings.stream_keepalive)

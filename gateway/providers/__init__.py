@@ -1,7 +1,9 @@
 """The seam between the service and the upstream APIs. The service speaks only these neutral
-types: a provider turns an `ImageCall` into its own wire request once per client request
-(`request_for`), sends it once per image wanted (`generate`, through the shared transport) and
-answers a `Generation`, or raises one of the neutral errors of `gateway.errors`. A provider also
+types: a provider maps an `ImageCall` (the client's validated OpenAI parameters and the catalog
+model) to its own wire request once per client request (`request_for`), sends it once per call
+(`generate`, through the shared transport, within the call's explicit `transport.Scope`: its
+deadline, cancellation and retry limit) and answers a `Generation`, or raises one of the neutral
+errors of `gateway.errors`. A provider also
 has a `name` (used in GATEWAY_PROVIDERS and the catalog), a `subject` for messages ("The
 Gemini API"), says whether
 it is `configured` and which `missing_setting` would configure it. None of them knows Flask."""
@@ -17,17 +19,16 @@ from . import transport
 @dataclass(frozen=True)
 class ImageCall:
     model: str  # the provider's own id for the model
-    prompt: str
+    prompt: str  # the client's prompt with the gateway's instructions (style, mask, input fidelity)
     images: tuple = ()  # media.SourceImage inputs, in order
-    aspect_ratio: str | None = None  # "16:9"; None lets the model choose (an edit keeps its input's shape)
-    tier: str | None = None  # resolution tier "512", "1K", "2K" or "4K"; None sends none
+    # The client's validated OpenAI parameters (prompt, size, aspect_ratio, quality, background...),
+    # which each provider maps to its own wire (Google's providers through `google.image_shape`)
+    params: dict = field(default_factory=dict)
+    catalog: object = None  # the catalog.Model: the aspect ratios, tiers and sizes it takes
     image_only: bool = False  # the model answers with images only, never words
     interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
     label: str = ""  # the model's name in metrics (a catalog id)
     n: int = 1  # images this one call makes (more than 1 only for a provider that `takes_n`)
-    # The client's validated OpenAI parameters (prompt, size, quality, background...), for a
-    # provider that maps them to its wire itself rather than through the ratio and tier above
-    params: dict = field(default_factory=dict)
     # An edit's inputs as the client sent them, and its mask (OpenAI's: transparent = edit), for a
     # provider that takes them as files; `images` then also holds the mask as a picture, for the others
     edit_images: tuple = ()
@@ -123,10 +124,11 @@ class Provider:
     def request_for(self, call):
         return UpstreamRequest(call.model, self.build_body(call), call.interim_images, call.label or call.model)
 
-    def generate(self, request, deadline, on_partial=None):
-        """One call with the request, retried as the transport sees fit until `deadline` (a
-        time.monotonic() value): a Generation, or a neutral error. Interim images, when the
-        request asked for them and the upstream sends any, go to `on_partial` as they arrive."""
+    def generate(self, request, scope, on_partial=None):
+        """One call with the request, retried as the transport sees fit within `scope` (a
+        transport.Scope: deadline, cancellation, retry limit): a Generation, or a neutral error.
+        Interim images, when the request asked for them and the upstream sends any, go to
+        `on_partial` as they arrive."""
         raise NotImplementedError
 
 

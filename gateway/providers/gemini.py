@@ -4,17 +4,19 @@ import base64
 
 from ..errors import Blocked, NoImage, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, Provider, Usage, count, status_error, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, google, status_error, transport
 
 SUBJECT = "The Gemini API"
 SAFETY_FINISH_REASONS = {
     "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
     "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION",
 }
+
+
 def image_config(call):
     """`generationConfig.imageConfig` for the call: its aspect ratio and resolution tier, if any."""
-    config = {"aspectRatio": call.aspect_ratio, "imageSize": call.tier}
-    return {key: value for key, value in config.items() if value}
+    aspect_ratio, tier = google.image_shape(call.catalog, call.params)
+    return {key: value for key, value in (("aspectRatio", aspect_ratio), ("imageSize", tier)) if value}
 
 
 def build_body(call):
@@ -22,8 +24,8 @@ def build_body(call):
     parts = [{"inlineData": {"mimeType": image.mime_type, "data": ""}} for image in call.images]
     parts.append({"text": call.prompt})
     generation_config = {"responseModalities": ["IMAGE"] if call.image_only else ["TEXT", "IMAGE"]}
-    if image_config(call):
-        generation_config["imageConfig"] = image_config(call)
+    if config := image_config(call):
+        generation_config["imageConfig"] = config
     if call.interim_images:  # Gemini 3 sends the images it draws while thinking only when asked
         generation_config["thinkingConfig"] = {"includeThoughts": True}
     body = {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
@@ -90,7 +92,7 @@ def interim_images(payload):
     return [_data(part) for part in parts if isinstance(part, dict) and part.get("thought") and "inlineData" in part]
 
 
-def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJECT, **errors):
+def send(transport_, url, headers, request, scope, on_partial, subject=SUBJECT, **errors):
     """One generateContent call, or with interim images wanted a `streamGenerateContent` call
     whose thought images go to `on_partial` as they arrive; the Gemini API and Vertex AI alike."""
     def answer(payload):
@@ -100,7 +102,7 @@ def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJEC
         return error_for(response, subject=subject, **errors)
 
     if not request.stream:
-        return transport_.call(request.label, f"{url}:generateContent", headers, request.body, answer, error, deadline)
+        return transport_.call(request.label, f"{url}:generateContent", headers, request.body, answer, error, scope)
 
     def on_event(payload):
         for b64 in interim_images(payload):
@@ -111,7 +113,7 @@ def send(transport_, url, headers, request, deadline, on_partial, subject=SUBJEC
             on_partial(image)
 
     return transport_.call(request.label, f"{url}:streamGenerateContent?alt=sse", headers, request.body,
-                           lambda payloads: answer(merge_stream(payloads)), error, deadline, on_event)
+                           lambda payloads: answer(merge_stream(payloads)), error, scope, on_event)
 
 
 def _by_modality(details):
@@ -172,7 +174,7 @@ class GeminiProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request, deadline, on_partial=None):
+    def generate(self, request, scope, on_partial=None):
         """One image call, retried as needed (the shared transport)."""
         return send(self.transport, f"{self.base_url}/v1beta/models/{request.model}", {"x-goog-api-key": self.api_key},
-                    request, deadline, on_partial, secret=self.api_key)
+                    request, scope, on_partial, secret=self.api_key)

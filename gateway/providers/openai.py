@@ -163,7 +163,7 @@ class OpenAIProvider(Provider):
         body, content_type = build_form(call)
         return UpstreamRequest(call.model, body, call.interim_images, label, content_type, prompt)
 
-    def generate(self, request, deadline, on_partial=None):
+    def generate(self, request, scope, on_partial=None):
         """One call, retried as needed (the shared transport); streamed when partial images are wanted."""
         def on_event(event):
             b64 = interim_image(event)
@@ -177,7 +177,7 @@ class OpenAIProvider(Provider):
             request.label, f"{self.base_url}/images/{_endpoint(request)}",
             {"Authorization": f"Bearer {self.api_key}", "Content-Type": request.content_type}, request.body,
             lambda payload: parse_answer(merge_stream(payload) if request.stream else payload, request.prompt),
-            lambda response: error_for(response, self.api_key), deadline, on_event if request.stream else None)
+            lambda response: error_for(response, self.api_key), scope, on_event if request.stream else None)
 
 
 

@@ -6,7 +6,7 @@ import base64
 
 from ..errors import Blocked, NoCredits, NoImage, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, Provider, Usage, count, error_object, status_error, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, error_object, google, status_error, transport
 
 SUBJECT = "The OpenRouter API"
 TIER_NAMES = {"512": "0.5K"}  # OpenRouter's name for a tier, where it differs from Google's
@@ -19,9 +19,11 @@ def build_body(call):
     content += [{"type": "image_url", "image_url": {"url": ""}} for _ in call.images]
     body = {"model": call.model, "messages": [{"role": "user", "content": content}],
             "modalities": ["image"] if call.image_only else ["image", "text"]}
-    image_config = {"aspect_ratio": call.aspect_ratio, "image_size": TIER_NAMES.get(call.tier, call.tier)}
-    if any(image_config.values()):
-        body["image_config"] = {key: value for key, value in image_config.items() if value}
+    aspect_ratio, tier = google.image_shape(call.catalog, call.params)  # a passthrough model has no tiers
+    image_config = {key: value for key, value in (("aspect_ratio", aspect_ratio),
+                                                  ("image_size", TIER_NAMES.get(tier, tier))) if value}
+    if image_config:
+        body["image_config"] = image_config
     urls = [f"data:{image.mime_type};base64,".encode() + base64.b64encode(image.data) for image in call.images]
     return b"".join(json_chunks(body, "url", urls))
 
@@ -125,9 +127,9 @@ class OpenRouterProvider(Provider):
     def configured(self):
         return bool(self.api_key)
 
-    def generate(self, request, deadline, on_partial=None):  # no interim images on this shape
+    def generate(self, request, scope, on_partial=None):  # no interim images on this shape
         """One image call, retried as needed (the shared transport)."""
         return self.transport.call(
             request.label, f"{self.base_url}/chat/completions", {"Authorization": f"Bearer {self.api_key}"},
             request.body, lambda payload: parse_answer(payload, self.api_key),
-            lambda response: error_for(response, self.api_key), deadline)
+            lambda response: error_for(response, self.api_key), scope)

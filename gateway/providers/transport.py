@@ -1,9 +1,9 @@
 """The HTTP transport every provider shares: one pooled session per process, the cancellation of
 a request's calls, bounded retries with backoff, jitter and Retry-After, all within one
-wall-clock deadline, a capped read that the deadline bounds however slowly the answer trickles,
+wall-clock deadline (the deadline, the cancellation and the retry limit travel together in each
+call's `Scope`), a capped read that the deadline bounds however slowly the answer trickles,
 and per-attempt metrics. A provider brings its URL, headers, body, and how to read answers."""
 import contextlib
-import contextvars
 import email.utils
 import http.cookiejar
 import logging
@@ -11,6 +11,7 @@ import random
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from functools import cache
 
 import gevent
@@ -100,15 +101,19 @@ class Cancel:
             waiter.throw(UpstreamError("The client went away.", cause="cancelled"))
 
 
-CANCEL = contextvars.ContextVar("cancel", default=None)  # the current request's Cancel, if it has one
-# A call's own retry limit, below UPSTREAM_MAX_RETRIES: 0 while the call has another provider to
-# fail over to (gateway/jobs.py), so a failing provider costs one attempt, not its retries and backoff.
-RETRIES = contextvars.ContextVar("retries", default=None)
 PATCHED = monkey.is_module_patched("socket")
 
 
-def cancelled():
-    return CANCEL.get() is not None and CANCEL.get().done
+@dataclass(frozen=True)
+class Scope:
+    """What bounds one upstream call, passed explicitly from the job through the provider to the
+    transport: its `deadline` (a time.monotonic() value, the client request's, failover included),
+    the request's `cancel`, and its own retry limit below UPSTREAM_MAX_RETRIES (`retries`; None
+    for the transport's own, 0 while the call has another provider to fail over to, so a failing
+    provider costs one attempt, not its retries and backoff)."""
+    deadline: float
+    cancel: Cancel = field(default_factory=Cancel)
+    retries: int | None = None
 
 
 class Session(requests.Session):
@@ -207,24 +212,25 @@ class Transport:
         self.max_response_bytes = settings.upstream_max_response_bytes
         self.session = session or shared_session()
 
-    def call(self, model_id, url, headers, body, parse, error_for, deadline, on_event=None):
+    def call(self, model_id, url, headers, body, parse, error_for, scope, on_event=None):
         """`model_id` names the model in metrics and logs (a catalog id, not client input).
         `parse(payload)` of the JSON answer to POST `body` (JSON, unless `headers` give another
-        Content-Type, such as `multipart`'s), retried as needed until `deadline`
-        (a time.monotonic() value, the client request's); `error_for(response)` turns a non-2xx
+        Content-Type, such as `multipart`'s), retried as needed within `scope` (its deadline,
+        cancellation and retry limit); `error_for(response)` turns a non-2xx
         answer into one of the neutral UpstreamErrors. With `on_event`, the answer is a server-sent
         event stream: each event's JSON goes to `on_event` as it arrives, and `parse` gets the list
         of them at the end. The caller holds the call's in-flight slot (limits.UpstreamSlots)."""
-        retries = self.max_retries if RETRIES.get() is None else min(RETRIES.get(), self.max_retries)
+        retries = self.max_retries if scope.retries is None else min(scope.retries, self.max_retries)
+        deadline = scope.deadline
         for attempt in range(retries + 1):
             started = time.monotonic()
             if started >= deadline:  # no attempt starts after the deadline
                 raise self._late()
             try:
                 with tracing.upstream_attempt(self.name, model_id, url) as traced:
-                    answer = traced.answered(parse(self._post(url, headers, body, deadline, error_for, on_event)))
+                    answer = traced.answered(parse(self._post(url, headers, body, scope, error_for, on_event)))
             except UpstreamError as error:
-                failure = UpstreamError("The client went away.", cause="cancelled") if cancelled() else error
+                failure = UpstreamError("The client went away.", cause="cancelled") if scope.cancel.done else error
                 record_attempt(model_id, self.name, failure.cause, time.monotonic() - started, attempt > 0)
                 delay = self._delay_before_retry(failure, attempt, retries, deadline)
                 if delay is None:
@@ -237,10 +243,9 @@ class Transport:
                 answer.attempts = attempt + 1
                 return answer
 
-    def _post(self, url, headers, body, deadline, error_for, on_event):
-        cancel = CANCEL.get() or Cancel()
-        with cancel.attempt() as see:
-            return self._send(url, headers, body, deadline, error_for, on_event, see)
+    def _post(self, url, headers, body, scope, error_for, on_event):
+        with scope.cancel.attempt() as see:
+            return self._send(url, headers, body, scope.deadline, error_for, on_event, see)
 
     def _send(self, url, headers, body, deadline, error_for, on_event, see):
         remaining = deadline - time.monotonic()

@@ -77,8 +77,8 @@ class VertexProvider(Provider):
         """The model's URL, without the method (`:generateContent` or `:streamGenerateContent`)."""
         return f"{self.base_url}/v1/projects/{self.project}/locations/{self.location}/publishers/google/models/{model}"
 
-    def generate(self, request, deadline, on_partial=None):
+    def generate(self, request, scope, on_partial=None):
         """One image call with a current access token, retried as needed (the shared transport)."""
         headers = {"Authorization": f"Bearer {self.tokens.token()}"}
-        return gemini.send(self.transport, self.url_for(request.model), headers, request, deadline, on_partial,
+        return gemini.send(self.transport, self.url_for(request.model), headers, request, scope, on_partial,
                            SUBJECT, credentials=CREDENTIALS)

@@ -1,4 +1,4 @@
-"""OpenAI size / aspect_ratio / quality / style -> the call's aspect ratio, tier and prompt (docs/api.md)."""
+"""OpenAI size / aspect_ratio / quality / style -> Google's aspect ratio and tier, and the prompt (docs/api.md)."""
 import dataclasses
 
 import pytest
@@ -6,12 +6,16 @@ import responses
 
 from gateway import create_app
 from gateway.catalog import resolve_model
-from gateway.imaging import shape_for
+from gateway.providers.google import image_shape
 from tests.support import GENERATE, gemini_answer, sent_bodies
 
 PRO = resolve_model("gemini-3-pro-image", "gemini-3-pro-image")
 FLASH = resolve_model("gemini-2.5-flash-image", "gemini-3-pro-image")
 FLASH_31 = resolve_model("gemini-3.1-flash-image", "gemini-3-pro-image")
+
+
+def shape_for(model, **params):
+    return image_shape(model, params)
 
 
 @pytest.mark.parametrize("size, ratio", [

@@ -13,7 +13,7 @@ import yaml
 from gateway import catalog, create_app
 from gateway.catalog_file import load_catalog
 from gateway.config import ConfigError
-from gateway.imaging import shape_for
+from gateway.providers.google import image_shape
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
 
@@ -112,8 +112,8 @@ def test_sizes_give_the_models_aspect_ratios(write):
 
 def test_a_size_asks_for_the_nearest_tier_the_model_takes(write):
     model = loaded(write(ACME)).resolve("acme-image-1", "auto")
-    assert shape_for(model, "4096x4096") == ("1:1", "2K")
-    assert shape_for(model, "512x512") == ("1:1", "1K")
+    assert image_shape(model, {"size": "4096x4096"}) == ("1:1", "2K")
+    assert image_shape(model, {"size": "512x512"}) == ("1:1", "1K")
 
 
 ERRORS = [

@@ -1,6 +1,8 @@
 """GET /openapi.json describes the API, generated from the marshmallow schemas."""
 from openapi_spec_validator import validate
 
+from gateway.providers import provider_types
+
 
 def test_the_spec_is_valid_openapi_3(client):
     response = client.get("/openapi.json")
@@ -68,3 +70,9 @@ def test_the_admin_api_usage_and_rate_limit_headers_are_described(client):
     generation = spec["paths"]["/v1/images/generations"]["post"]["responses"]
     assert "x-ratelimit-remaining-images" in generation["200"]["headers"]
     assert "insufficient_quota" in generation["429"]["description"] and "403" in generation
+
+
+def test_the_description_names_every_provider_and_its_setting(client):
+    description = client.get("/openapi.json").json["info"]["description"]
+    for name, provider in provider_types().items():
+        assert f"`{name}` (" in description and provider.missing_setting in description

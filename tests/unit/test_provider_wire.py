@@ -11,11 +11,13 @@ import requests
 import responses
 from PIL import Image
 
+from gateway.catalog import resolve_model
 from gateway.errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from gateway.media import SourceImage
 from gateway.providers import ImageCall, Usage, gemini, openrouter
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openrouter import OpenRouterProvider
+from gateway.providers.transport import Scope
 from tests.conftest import OPENROUTER_KEY, UPSTREAM_KEY
 from tests.support import (
     GENERATE_URL,
@@ -46,8 +48,13 @@ def source(data, mime_type="image/png"):
     return SourceImage(data, mime_type, Image.open(io.BytesIO(data)).size)
 
 
-def image_call(**fields):
-    return ImageCall(**{"model": "model-x", "prompt": "a red fox", **fields})
+FLASH_31 = resolve_model("gemini-3.1-flash-image", "gemini-3.1-flash-image")  # every tier and ratio Google has
+
+
+def image_call(params=None, **fields):
+    """A call for FLASH_31 with the client's OpenAI `params` (size, aspect_ratio, quality)."""
+    return ImageCall(**{"model": "model-x", "prompt": "a red fox", "catalog": FLASH_31, "params": params or {},
+                        **fields})
 
 
 def http_response(status, body=None, retry_after=None):
@@ -77,12 +84,12 @@ def chat_completion(*urls, content="Here it is.", usage=None, finish_reason="sto
                                                       "total_tokens": 1300}}
 
 
-def gemini_body(**fields):
-    return json.loads(gemini.build_body(image_call(**fields)))
+def gemini_body(params=None, **fields):
+    return json.loads(gemini.build_body(image_call(params, **fields)))
 
 
-def openrouter_body(**fields):
-    return json.loads(openrouter.build_body(image_call(**fields)))
+def openrouter_body(params=None, **fields):
+    return json.loads(openrouter.build_body(image_call(params, **fields)))
 
 
 # --- Gemini: the request body ------------------------------------------------------------------
@@ -113,14 +120,14 @@ def test_gemini_body_asks_for_words_unless_image_only(image_only, modalities):
     assert gemini_body(image_only=image_only)["generationConfig"]["responseModalities"] == modalities
 
 
-@pytest.mark.parametrize(("aspect_ratio", "tier", "image_config"), [
-    ("16:9", None, {"aspectRatio": "16:9"}),
-    (None, "512", {"imageSize": "512"}),
-    (None, "2K", {"imageSize": "2K"}),
-    ("9:21", "4K", {"aspectRatio": "9:21", "imageSize": "4K"}),
+@pytest.mark.parametrize(("params", "image_config"), [
+    ({"aspect_ratio": "16:9"}, {"aspectRatio": "16:9"}),
+    ({"quality": "high"}, {"imageSize": "2K"}),
+    ({"size": "512x512"}, {"aspectRatio": "1:1", "imageSize": "512"}),
+    ({"aspect_ratio": "9:21", "size": "4096x4096"}, {"aspectRatio": "9:21", "imageSize": "4K"}),
 ])
-def test_gemini_body_image_config_holds_only_what_is_set(aspect_ratio, tier, image_config):
-    assert gemini_body(aspect_ratio=aspect_ratio, tier=tier)["generationConfig"]["imageConfig"] == image_config
+def test_gemini_body_image_config_holds_only_what_is_set(params, image_config):
+    assert gemini_body(params)["generationConfig"]["imageConfig"] == image_config
 
 
 def test_gemini_body_has_no_image_config_when_nothing_is_set():
@@ -130,9 +137,9 @@ def test_gemini_body_has_no_image_config_when_nothing_is_set():
 @pytest.mark.parametrize("fields", [
     {},
     {"image_only": True},
-    {"aspect_ratio": "1:1", "tier": "512"},
-    {"aspect_ratio": "21:9", "tier": "1K", "images": (source(RED),)},
-    {"tier": "4K", "images": (source(RED), source(GREEN_JPEG, "image/jpeg")), "image_only": True},
+    {"params": {"size": "512x512"}},
+    {"params": {"aspect_ratio": "21:9", "size": "1024x1024"}, "images": (source(RED),)},
+    {"params": {"size": "4096x4096"}, "images": (source(RED), source(GREEN_JPEG, "image/jpeg")), "image_only": True},
 ])
 def test_gemini_body_is_a_valid_generate_content_request(fields):
     assert_valid_gemini_request(gemini_body(**fields))
@@ -271,7 +278,8 @@ def test_gemini_429_is_rate_limited_with_retry_after(header, retry_after, sent):
 # --- OpenRouter: the request body ------------------------------------------------------------
 
 def test_openrouter_body_is_exactly_the_chat_completions_request():
-    body = openrouter_body(images=(source(RED), source(GREEN_JPEG, "image/jpeg")), aspect_ratio="16:9", tier="2K")
+    body = openrouter_body({"aspect_ratio": "16:9", "size": "2048x2048"},
+                           images=(source(RED), source(GREEN_JPEG, "image/jpeg")))
     assert body == {
         "model": "model-x",
         "messages": [{"role": "user", "content": [
@@ -296,13 +304,14 @@ def test_openrouter_body_image_only_asks_for_images_alone():
     assert openrouter_body(image_only=True)["modalities"] == ["image"]
 
 
-@pytest.mark.parametrize(("tier", "image_size"), [("512", "0.5K"), ("1K", "1K"), ("2K", "2K"), ("4K", "4K")])
-def test_openrouter_body_names_the_tier_as_openrouter_does(tier, image_size):
-    assert openrouter_body(tier=tier)["image_config"] == {"image_size": image_size}
+@pytest.mark.parametrize(("size", "image_size"), [("512x512", "0.5K"), ("1024x1024", "1K"), ("2048x2048", "2K"),
+                                                  ("4096x4096", "4K")])
+def test_openrouter_body_names_the_tier_as_openrouter_does(size, image_size):
+    assert openrouter_body({"size": size})["image_config"] == {"aspect_ratio": "1:1", "image_size": image_size}
 
 
 def test_openrouter_body_image_config_may_hold_the_aspect_ratio_alone():
-    assert openrouter_body(aspect_ratio="9:21")["image_config"] == {"aspect_ratio": "9:21"}
+    assert openrouter_body({"aspect_ratio": "9:21"})["image_config"] == {"aspect_ratio": "9:21"}
 
 
 def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():
@@ -594,7 +603,7 @@ def test_gemini_provider_posts_to_generate_content_with_its_key(settings):
     url = GENERATE_URL.format(model="gemini-3-pro-image-preview")
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=gemini_answer({"text": "A fox."}, image_part(RED)))
-        generation = provider.generate(request, time.monotonic() + 5)
+        generation = provider.generate(request, Scope(time.monotonic() + 5))
         sent = mock.calls[0].request
     assert sent.url == url
     assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
@@ -612,7 +621,7 @@ def test_openrouter_provider_posts_chat_completions_with_a_bearer_key(settings):
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, url, json=chat_completion(data_url(RED), usage={
             "prompt_tokens": 300, "completion_tokens": 1290, "total_tokens": 1590, "cost": 0.04}))
-        generation = provider.generate(request, time.monotonic() + 5)
+        generation = provider.generate(request, Scope(time.monotonic() + 5))
         sent = mock.calls[0].request
     assert sent.url == url
     assert sent.headers["Authorization"] == f"Bearer {OPENROUTER_KEY}"

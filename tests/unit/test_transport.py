@@ -36,7 +36,7 @@ def transport_call(settings, **changes):
     settings = dataclasses.replace(settings, **changes)
     sender = transport.Transport(settings, "test", "The test API")
     return sender.call("model-x", URL, {"Authorization": "Bearer k"}, b"{}", text_answer, error_for,
-                       time.monotonic() + settings.upstream_timeout)
+                       transport.Scope(time.monotonic() + settings.upstream_timeout))
 
 
 def test_backoff_grows_exponentially_with_jitter(settings, web, sleeps):
@@ -114,7 +114,7 @@ def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypat
     web.add(responses.POST, URL, json={"text": "made"})
     sender = transport.Transport(settings, "test", "The test API", session=transport.Session())
     for _ in range(2):
-        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, time.monotonic() + 30)
+        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, transport.Scope(time.monotonic() + 30))
     expected = {"https": "http://proxy.test:3128"} if proxied else {}
     assert [call.request.req_kwargs["proxies"] for call in web.calls] == [expected, expected]
 
@@ -155,7 +155,7 @@ def test_a_non_json_answer_is_retried_then_502(settings, web, sleeps):
 def test_no_attempt_starts_after_the_deadline(settings, web):
     sender = transport.Transport(settings, "test", "The test API")
     with pytest.raises(UpstreamTimeout):
-        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, time.monotonic() - 1)
+        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, transport.Scope(time.monotonic() - 1))
     assert not web.calls
 
 

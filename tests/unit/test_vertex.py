@@ -13,14 +13,17 @@ import responses
 
 from emulator.oauth import JWT_BEARER, TokenIssuer, write_service_account
 from gateway import create_app
+from gateway.catalog import resolve_model
 from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.media import SourceImage
 from gateway.providers import ImageCall
+from gateway.providers.transport import Scope
 from gateway.providers.vertex import VertexProvider
 from tests.support import assert_valid_gemini_request, gemini_answer, generate, png_bytes
 
 TOKEN_URI = "https://oauth.test/token"
 MODEL = "gemini-3-pro-image"
+PRO = resolve_model(MODEL, MODEL)
 VERTEX_URL = ("https://us-central1-aiplatform.googleapis.com/v1/projects/proj/locations/us-central1"
               f"/publishers/google/models/{MODEL}:generateContent")
 PNG, JPEG = SourceImage(png_bytes(), "image/png", (64, 48)), SourceImage(b"\xff\xd8jpeg", "image/jpeg", (8, 8))
@@ -60,8 +63,8 @@ def token_endpoint(web, expires_in=3600, delay=0.0):
 
 
 def generate_with(provider, call=None):
-    request = provider.request_for(call or ImageCall(model=MODEL, prompt="a fox"))
-    return provider.generate(request, time.monotonic() + 30)
+    request = provider.request_for(call or ImageCall(model=MODEL, prompt="a fox", catalog=PRO))
+    return provider.generate(request, Scope(time.monotonic() + 30))
 
 
 def bearers(web):
@@ -91,9 +94,10 @@ def test_vertex_base_url_overrides_the_host(settings):
 
 
 @pytest.mark.parametrize("call", [
-    ImageCall(model=MODEL, prompt="a fox"),
-    ImageCall(model=MODEL, prompt="make it blue", images=(PNG,), aspect_ratio="16:9", tier="2K"),
-    ImageCall(model=MODEL, prompt="merge them", images=(PNG, JPEG), image_only=True),
+    ImageCall(model=MODEL, prompt="a fox", catalog=PRO),
+    ImageCall(model=MODEL, prompt="make it blue", images=(PNG,), params={"aspect_ratio": "16:9", "size": "2048x2048"},
+              catalog=PRO),
+    ImageCall(model=MODEL, prompt="merge them", images=(PNG, JPEG), catalog=PRO, image_only=True),
 ], ids=["text", "one-image", "two-images"])
 def test_the_body_gives_every_entry_a_role_with_images_before_the_text(settings, call):
     body = json.loads(VertexProvider(settings).request_for(call).body)
