@@ -69,6 +69,7 @@ class PricesSchema(Schema):
     image_price = fields.Dict(data_key="per_image", keys=fields.String(validate=validate.OneOf(
         ALL_TIERS, error="must be one of: {choices}")), values=_price(), validate=validate.Length(min=1))
     input_price = _price(data_key="input_per_million")
+    input_image_price = _price(data_key="input_image_per_million")
     output_price = _price(data_key="output_per_million")
 
 

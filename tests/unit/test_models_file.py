@@ -13,11 +13,12 @@ import yaml
 from gateway import catalog, create_app
 from gateway.catalog_file import load_catalog
 from gateway.config import ConfigError
+from gateway.providers import Usage
 from gateway.providers.google import image_shape
 from tests.support import gemini_answer
 from tests.unit.conftest import GENERATE
 
-PROVIDERS = ("gemini", "vertex", "openrouter")
+PROVIDERS = ("gemini", "vertex", "openai", "openrouter")
 ACME = """
 models:
   - id: acme-image-1
@@ -87,11 +88,36 @@ def test_an_override_changes_only_the_fields_it_gives(write):
     assert model.aliases == ("gemini-3-pro-image-preview", "nano-banana-pro")
 
 
+def test_an_input_image_price_prices_the_input_image_tokens_apart_from_the_text(write):
+    model = loaded(write("""
+        models:
+          - id: acme-image-1
+            providers: {openai: acme-image-1}
+            prices: {input_per_million: 5.0, input_image_per_million: 10.0, output_per_million: 40.0}
+    """)).resolve("acme-image-1", "auto")
+    usage = Usage(input_text_tokens=100, input_image_tokens=1000, input_tokens=1100, output_tokens=4000)
+    # 100 text tokens at $5/M, 1,000 image tokens at $10/M, 4,000 output tokens at $40/M
+    assert model.cost(None, 1, usage) == round((100 * 5.0 + 1000 * 10.0 + 4000 * 40.0) / 1e6, 6)
+
+
+def test_an_override_of_one_input_price_keeps_the_other(write):
+    overridden = loaded(write("""
+        models:
+          - {id: gpt-image-1, providers: {openai: gpt-image-1}, prices: {input_image_per_million: 12.0}}
+          - {id: gpt-image-1-mini, providers: {openai: gpt-image-1-mini}, prices: {input_per_million: 3.0}}
+    """))
+    one, mini = (overridden.resolve(name, "auto") for name in ("gpt-image-1", "gpt-image-1-mini"))
+    assert (one.input_price, one.input_image_price, one.output_price) == (5.00, 12.0, 40.00)
+    assert (mini.input_price, mini.input_image_price, mini.output_price) == (3.0, 2.50, 8.00)
+
+
 def test_the_example_of_the_docs_loads(write):
     docs = (Path(__file__).parents[2] / "docs" / "providers.md").read_text()
     example = re.search(r"## The models file.*?```yaml\n(.*?)```", docs, re.S)[1]
-    pro = loaded(write(example), {}).resolve("nano-banana-pro", "auto")
+    models = loaded(write(example), {})
+    pro, gpt = models.resolve("nano-banana-pro", "auto"), models.resolve("gpt-image-1", "auto")
     assert pro.served_by["openrouter"] == "google/gemini-3-pro-image" and pro.image_price["4K"] == 0.22
+    assert gpt.served_by == {"openai": "gpt-image-1.5"} and gpt.input_image_price == 8.00
 
 
 def test_a_json_file_works_the_same(write):
@@ -134,6 +160,10 @@ ERRORS = [
      "models[0] acme-image-1: capabilities.sizes: give aspect_ratios or sizes, not both"),
     ("prices: {input_per_million: -1}", "models[0] acme-image-1: prices.input_per_million: must not be negative"),
     ("prices: {output_per_million: '30'}", "models[0] acme-image-1: prices.output_per_million: Not a valid number"),
+    ("prices: {input_image_per_million: -1}", "models[0] acme-image-1: prices.input_image_per_million: must not be "
+                                              "negative"),
+    ("prices: {input_image_per_million: '10'}", "models[0] acme-image-1: prices.input_image_per_million: Not a valid "
+                                                "number"),
     ("prices: {per_image: {1K: -0.05}}", "models[0] acme-image-1: prices.per_image.1K.value: must not be negative"),
     ("capabilities: {tiers: [1K, 2K]}, prices: {per_image: {1K: 0.05}}",
      "models[0] acme-image-1: prices.per_image: no price for tier 2K (the model's tiers: 1K, 2K)"),
