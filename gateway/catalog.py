@@ -62,28 +62,28 @@ class Model:
         and thinking output at THINKING_TOKENS an image, and its input counted generously: a token
         per prompt character plus 1,000 for instructions, 1,290 per input image."""
         per_image = self.image_price[tier or "1K"] if self.image_price else UNPRICED_IMAGE_USD
-        input_tokens = prompt_chars + 1000 + 1290 * input_images
-        tokens_usd = (input_tokens * self.input_price + images * THINKING_TOKENS * self.output_price) / 1e6
+        image_tokens = 1290 * input_images
+        input_usd = self._input_cost(prompt_chars + 1000 + image_tokens, image_tokens)
+        tokens_usd = input_usd + images * THINKING_TOKENS * self.output_price / 1e6
         return round(images * per_image + tokens_usd, 6)
 
     def cost(self, tier, images, usage):
         """USD for one call by the price table: its images per image and its text and thinking
         output per token (all its output per token for a model without a per-image price), plus
         its input; None for a model without prices."""
-        if not (self.image_price or self.input_price or self.output_price):
+        if not (self.image_price or self.input_price or self.input_image_price or self.output_price):
             return None
         if self.image_price:
             output = images * self.image_price[tier or "1K"] + usage.output_text_tokens * self.output_price / 1e6
         else:
             output = usage.output_tokens * self.output_price / 1e6
-        return round(output + self._input_cost(usage), 6)
+        return round(output + self._input_cost(usage.input_tokens, usage.input_image_tokens), 6)
 
-    def _input_cost(self, usage):
-        """USD for a call's input: its image tokens at the image price where the model has one."""
+    def _input_cost(self, input_tokens, image_tokens):
+        """USD for a call's input tokens: its image tokens at the image price where the model has one."""
         if self.input_image_price is None:
-            return usage.input_tokens * self.input_price / 1e6
-        text_tokens = usage.input_tokens - usage.input_image_tokens
-        return (text_tokens * self.input_price + usage.input_image_tokens * self.input_image_price) / 1e6
+            return input_tokens * self.input_price / 1e6
+        return ((input_tokens - image_tokens) * self.input_price + image_tokens * self.input_image_price) / 1e6
 
     @property
     def label(self):
@@ -98,8 +98,9 @@ def _google(google_id, openrouter_id):
 
 
 # Google's list prices (ai.google.dev/gemini-api/docs/pricing and cloud.google.com/vertex-ai pricing,
-# the same on both; read 2026-11): output per image by tier, input per million tokens. The text and
-# thinking output prices per million tokens were not read there (docs/providers.md says which are estimates).
+# the same on both): output per image by tier, read there 2026-11; input per million tokens, written
+# from memory and not re-read; text and thinking output per million tokens from third-party listings
+# or estimated (docs/providers.md#cost says which).
 # OpenRouter reports what it charged (`usage.cost`), which wins over this table.
 MODELS = (
     Model(

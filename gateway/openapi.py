@@ -6,6 +6,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint
 
 from .accounting import GROUPS
+from .catalog import MODELS
 from .counters import RATE_LIMIT_HEADERS
 from .images.edits import IMAGE_FIELDS
 from .images.schemas import FORM_ONLY_FILES, EditSchema, ErrorSchema, GenerationSchema, ImagesResponseSchema
@@ -76,8 +77,10 @@ def _edit_form(plugin):
 @cache
 def build_spec():
     plugin = MarshmallowPlugin()
-    providers = "; ".join(f"`{name}` ({provider.subject.removeprefix('The ')}, configured by "
-                          f"{provider.missing_setting})" for name, provider in provider_types().items())
+    providers = "; ".join(
+        f"`{name}` ({provider.subject.removeprefix('The ')}, configured by {provider.missing_setting}; serves "
+        f"{', '.join(model.id for model in MODELS if name in model.served_by)})"
+        for name, provider in provider_types().items())
     spec = APISpec(title="Image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
                    info={"description": f"OpenAI-compatible images API served by the providers {providers}."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})

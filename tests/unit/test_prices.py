@@ -4,7 +4,7 @@ import dataclasses
 
 import responses
 
-from gateway.catalog import resolve_model
+from gateway.catalog import UNPRICED_IMAGE_USD, resolve_model
 from gateway.providers import Usage, gemini, openrouter
 from tests.support import gemini_answer, image_part
 from tests.unit.conftest import GENERATE
@@ -53,8 +53,19 @@ def test_a_model_without_prices_has_no_cost():
     assert model.cost("1K", 1, Usage(output_tokens=1000)) is None
 
 
+def test_a_model_priced_by_its_input_images_alone_has_a_cost():
+    model = dataclasses.replace(PRO, image_price=None, input_price=0.0, input_image_price=10.0, output_price=0.0)
+    assert model.cost(None, 1, Usage(input_tokens=1100, input_image_tokens=1000)) == 0.01
+
+
 def test_a_budget_reserves_text_and_thinking_output():
     assert PRO.estimate("1K", 1, 0, 0) == round(0.134 + 1000 * 2.00 / 1e6 + 2000 * 12.00 / 1e6, 6)
+
+
+def test_a_budget_reserves_input_images_at_their_own_price():
+    edit = resolve_model("gpt-image-1", "auto").estimate(None, 1, 2, 10)  # $5 text, $10 image, $40 output
+    assert edit == round(UNPRICED_IMAGE_USD + (10 + 1000) * 5.00 / 1e6 + 2 * 1290 * 10.00 / 1e6
+                         + 2000 * 40.00 / 1e6, 6)
 
 
 def test_the_responses_cost_includes_the_thinking(client, auth, upstream):
