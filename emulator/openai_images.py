@@ -103,35 +103,6 @@ def register(app, api_key, faults):
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         return scheme == "Bearer" and key and (not api_key or key == api_key)
 
-    def answer(kind, fields, inputs):
-        size = fields.get("size", "auto")
-        size = size if size in RATIOS else ("1024x1024" if not inputs else _nearest(inputs[0].size))
-        job = Job(fields["model"], SPEC, fields["prompt"], inputs, RATIOS[size], None)
-        wanted = faults("openai", job, {key: value for key, value in fields.items() if key != "prompt"})
-        if "fail" in wanted:
-            response = openai_error(int(wanted["fail"]), f"emulated failure {wanted['fail']}")
-            if "retry_after" in wanted:
-                response.headers["Retry-After"] = wanted["retry_after"]
-            return response
-        if "block" in wanted:
-            return openai_error(400, "Your request was rejected by the safety system. safety_violations=["
-                                     f"{wanted['block']}].", code="moderation_blocked")
-        if "malformed" in wanted:
-            return "<html>upstream proxy error</html>", 200, {"Content-Type": "text/html"}
-        pictures = job.pictures({**wanted, "images": wanted.get("images", fields.get("n", 1))})[0]
-        text_tokens, image_tokens = job.tokens_in()
-        quality = fields.get("quality", "auto")
-        output = OUTPUT_TOKENS.get(quality, OUTPUT_TOKENS["medium"])[size] * len(pictures)
-        usage = {"input_tokens": text_tokens + image_tokens, "output_tokens": output,
-                 "total_tokens": text_tokens + image_tokens + output,
-                 "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens}}
-        shape = {"size": size, "quality": "medium" if quality == "auto" else quality,
-                 "background": fields.get("background", "auto"), "output_format": fields.get("output_format", "png")}
-        if fields.get("stream"):
-            return _stream(kind, pictures, fields.get("partial_images", 0), shape, usage)
-        return deliver({"created": int(time.time()), "data": [{"b64_json": data} for data in pictures],
-                        "usage": usage, **shape}, wanted)
-
     @app.post("/v1/images/generations")
     def openai_generations():
         if not authorized():
@@ -141,24 +112,72 @@ def register(app, api_key, faults):
             fields = checked(body if isinstance(body, dict) else {}, GENERATION_FIELDS)
         except Invalid as invalid:
             return openai_error(400, invalid.message, invalid.param, invalid.code)
-        return answer("image_generation", fields, [])
+        return _answer("image_generation", fields, [], faults)
 
     @app.post("/v1/images/edits")
     def openai_edits():
         if not authorized():
             return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
         try:
-            fields = checked({name: _form_value(name, value) for name, value in request.form.items()}, EDIT_FIELDS)
-            unknown = [name for name in request.files if name not in ("image[]", "image", "mask")]
-            if unknown:
-                raise Invalid(f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
-            inputs = [_image(upload) for upload in request.files.getlist("image[]") + request.files.getlist("image")]
-            if not inputs:
-                raise Invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
-            _mask_checked(_image(request.files["mask"]) if "mask" in request.files else None, inputs[0])
+            fields, inputs = _edit_request()
         except Invalid as invalid:
             return openai_error(400, invalid.message, invalid.param, invalid.code)
-        return answer("image_edit", fields, inputs)
+        return _answer("image_edit", fields, inputs, faults)
+
+
+def _edit_request():
+    """The multipart edit's fields and input images, checked as OpenAI checks them (Invalid if not)."""
+    fields = checked({name: _form_value(name, value) for name, value in request.form.items()}, EDIT_FIELDS)
+    unknown = [name for name in request.files if name not in ("image[]", "image", "mask")]
+    if unknown:
+        raise Invalid(f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
+    inputs = [_image(upload) for upload in request.files.getlist("image[]") + request.files.getlist("image")]
+    if not inputs:
+        raise Invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+    _mask_checked(_image(request.files["mask"]) if "mask" in request.files else None, inputs[0])
+    return fields, inputs
+
+
+def _answer(kind, fields, inputs, faults):
+    """The images of a checked request (JSON, or events when streamed), or the fault it asks for."""
+    size = fields.get("size", "auto")
+    size = size if size in RATIOS else ("1024x1024" if not inputs else _nearest(inputs[0].size))
+    job = Job(fields["model"], SPEC, fields["prompt"], inputs, RATIOS[size], None)
+    wanted = faults("openai", job, {key: value for key, value in fields.items() if key != "prompt"})
+    failure = _fault(wanted)
+    if failure is not None:
+        return failure
+    pictures = job.pictures({**wanted, "images": wanted.get("images", fields.get("n", 1))})[0]
+    quality = fields.get("quality", "auto")
+    usage = _usage(job, OUTPUT_TOKENS.get(quality, OUTPUT_TOKENS["medium"])[size] * len(pictures))
+    shape = {"size": size, "quality": "medium" if quality == "auto" else quality,
+             "background": fields.get("background", "auto"), "output_format": fields.get("output_format", "png")}
+    if fields.get("stream"):
+        return _stream(kind, pictures, fields.get("partial_images", 0), shape, usage)
+    return deliver({"created": int(time.time()), "data": [{"b64_json": data} for data in pictures],
+                    "usage": usage, **shape}, wanted)
+
+
+def _fault(wanted):
+    """The response of a fault directive that replaces the answer (fail, block, malformed), or None."""
+    if "fail" in wanted:
+        response = openai_error(int(wanted["fail"]), f"emulated failure {wanted['fail']}")
+        if "retry_after" in wanted:
+            response.headers["Retry-After"] = wanted["retry_after"]
+        return response
+    if "block" in wanted:
+        return openai_error(400, "Your request was rejected by the safety system. safety_violations=["
+                                 f"{wanted['block']}].", code="moderation_blocked")
+    if "malformed" in wanted:
+        return "<html>upstream proxy error</html>", 200, {"Content-Type": "text/html"}
+    return None
+
+
+def _usage(job, output_tokens):
+    text_tokens, image_tokens = job.tokens_in()
+    return {"input_tokens": text_tokens + image_tokens, "output_tokens": output_tokens,
+            "total_tokens": text_tokens + image_tokens + output_tokens,
+            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens}}
 
 
 def _image(upload):

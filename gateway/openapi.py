@@ -77,12 +77,8 @@ def _edit_form(plugin):
 @cache
 def build_spec():
     plugin = MarshmallowPlugin()
-    providers = "; ".join(
-        f"`{name}` ({provider.subject.removeprefix('The ')}, configured by {provider.missing_setting}; serves "
-        f"{', '.join(model.id for model in MODELS if name in model.served_by)})"
-        for name, provider in provider_types().items())
     spec = APISpec(title="Image gateway", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
-                   info={"description": f"OpenAI-compatible images API served by the providers {providers}."})
+                   info={"description": f"OpenAI-compatible images API served by the providers {_providers()}."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
     for name, schema in (("GenerationRequest", GenerationSchema), ("EditRequest", EditSchema),
@@ -102,6 +98,22 @@ def build_spec():
     spec.path("/health", operations=readiness)
     spec.path("/health/live", operations={"get": {"summary": "Liveness: the process serves", "responses": {
         "200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    _model_paths(spec)
+    _admin_paths(spec)
+    _files_path(spec)
+    _job_paths(spec)
+    return spec.to_dict()
+
+
+def _providers():
+    """Each provider, what configures it and the catalog models it serves, for the description."""
+    return "; ".join(
+        f"`{name}` ({provider.subject.removeprefix('The ')}, configured by {provider.missing_setting}; serves "
+        f"{', '.join(model.id for model in MODELS if name in model.served_by)})"
+        for name, provider in provider_types().items())
+
+
+def _model_paths(spec):
     text, number = {"type": "string"}, {"type": "integer"}
     spec.components.schema("Model", {"type": "object", "required": ["id", "object", "created", "owned_by"],
                                      "properties": {"id": text, "object": text, "created": number, "owned_by": text}})
@@ -112,10 +124,6 @@ def build_spec():
     spec.path("/v1/models/{model}", operations={"get": {
         **_read("One model or alias", model),
         "parameters": [{"name": "model", "in": "path", "required": True, "schema": text}]}})
-    _admin_paths(spec)
-    _files_path(spec)
-    _job_paths(spec)
-    return spec.to_dict()
 
 
 def _read(summary, schema, errors=(("401", "missing or wrong API key"), ("404", "no such model")), status="200"):
