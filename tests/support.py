@@ -81,6 +81,9 @@ def png_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB"):
     return buffer.getvalue()
 
 
+PNG = png_bytes((24, 16))  # the hostile-input tests' image (tests/integration/test_hostile_*.py)
+
+
 def image_part(data=None, mime_type="image/png", thought=False):
     part = {"inlineData": {"mimeType": mime_type,
                            "data": base64.b64encode(data if data is not None else png_bytes()).decode()}}

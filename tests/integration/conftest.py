@@ -3,6 +3,7 @@ production gunicorn.conf.py, pointed at the emulator; and the HTTP helpers the t
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -396,3 +397,123 @@ def until(condition, seconds):
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
     return condition()
+
+
+# --- hostile input (tests/integration/test_hostile_*.py) -----------------------------------------
+
+GENERATIONS, EDITS = "/v1/images/generations", "/v1/images/edits"
+SMALL_LIMIT = 65536  # MAX_CONTENT_LENGTH of the `hardened` gateway
+BOUNDARY = "hostile-boundary-7MA4YWxkTrZu0gW"
+CRASH_MARKERS = (b"Traceback", b"unhandled error", b"WORKER TIMEOUT", b"Worker exited")
+
+
+def upload(name, data, filename="a.png", content_type="image/png"):
+    return name, data, filename, content_type
+
+
+def field(name, value):
+    return name, value, None, None
+
+
+def multipart(*parts, boundary=BOUNDARY):
+    """(body, content type) of a multipart/form-data body exactly as given: every byte is ours."""
+    chunks = []
+    for name, value, filename, content_type in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        chunks += [(head + "\r\n").encode(), value if isinstance(value, bytes) else value.encode(), b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url, path, body=None, content_type=None, headers=None, **kwargs):
+    """A raw POST: the body bytes and the content type exactly as given (None = no header)."""
+    sent = {**AUTH, **(headers or {})}
+    if content_type is not None:
+        sent["Content-Type"] = content_type
+    return requests.post(url + path, data=body, headers=sent, timeout=60, **kwargs)
+
+
+def post_json(url, path, payload):
+    return post(url, path, json.dumps(payload).encode(), "application/json")
+
+
+def post_multipart(url, *parts):
+    body, content_type = multipart(*parts)
+    return post(url, EDITS, body, content_type)
+
+
+def edit_json(url, *image_urls, **fields):
+    return post_json(url, EDITS, {"prompt": "make it blue", "images": [{"image_url": u} for u in image_urls],
+                                  **fields})
+
+
+def nothing_sent_upstream(emulator_url, since):
+    assert emulator_requests(emulator_url, since) == []
+
+
+@pytest.fixture(scope="session")
+def hardened(emulator_url, tls_certificate, tmp_path_factory):
+    """A gateway of our own: MAX_CONTENT_LENGTH 64 KiB, no IMAGE_FETCH_ALLOW_HOSTS (so localhost is
+    refused like any private address) but trusting the local image server's certificate, so a
+    fetch that slipped through the policy would really succeed. Yields (master process, url, log).
+    Session-scoped, like `gateway_url`, so that the hostile modules that use it (body size, HTTP
+    framing, image fetches) share one start: nothing changes its state but the requests sent to it."""
+    log = tmp_path_factory.mktemp("hostile") / "gateway.log"
+    process, url = start_gateway(emulator_url, log, MAX_CONTENT_LENGTH=str(SMALL_LIMIT), IMAGE_FETCH_ALLOW_HOSTS="",
+                                 REQUESTS_CA_BUNDLE=str(tls_certificate[0]), IMAGE_FETCH_TIMEOUT="5")
+    yield process, url, log
+    stop(process)
+
+
+@pytest.fixture
+def hardened_url(hardened):
+    return hardened[1]
+
+
+def master_pid(log):
+    """gunicorn's master, from its `Listening at: http://... (PID)` line."""
+    return int(re.search(rb"Listening at: \S+ \((\d+)\)", log.read_bytes())[1])
+
+
+def all_workers(log, expected=2):
+    """The master's pid and its workers' once all WEB_CONCURRENCY (2) of them are forked: a gateway
+    answers /health from its first worker, maybe before the second one exists."""
+    master = master_pid(log)
+    deadline = time.monotonic() + 10
+    while len(workers(master)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return master, workers(master)
+
+
+@pytest.fixture
+def survives(request):
+    """After each test: the gateways it used still serve a normal generation with the same
+    workers, and their logs show no traceback, unhandled error or worker restart. Every
+    test_hostile_* module applies it to all its tests (`pytest.mark.usefixtures("survives")`);
+    `slow_fetch` is test_hostile_image_fetch.py's own gateway."""
+    watched = []
+    if "gateway_url" in request.fixturenames:
+        watched.append((request.getfixturevalue("gateway_url"), Path(request.getfixturevalue("gateway_log"))))
+    if "hardened_url" in request.fixturenames:
+        _, url, log = request.getfixturevalue("hardened")
+        watched.append((url, Path(log)))
+    if "slow_fetch" in request.fixturenames:
+        watched.append(request.getfixturevalue("slow_fetch"))
+    marks = [(url, log, log.stat().st_size, *all_workers(log)) for url, log in watched]
+    yield
+    expected_failure = request.node.get_closest_marker("xfail") is not None
+    for url, log, offset, master, before in marks:
+        ok(generate(url))
+        assert workers(master) == before, "a worker was replaced"
+        if not expected_failure:
+            new = log.read_bytes()[offset:]
+            for marker in CRASH_MARKERS:
+                assert marker not in new, f"{marker!r} in the gateway log:\n{new.decode(errors='replace')[-3000:]}"
+
+
+@pytest.fixture
+def since(emulator_url):
+    return time.time()
