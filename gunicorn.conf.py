@@ -85,12 +85,16 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    """Let the worker's asynchronous jobs finish (gateway/asyncjobs.py), then export its queued
-    spans before it goes; both are no-ops where nothing was started (no job taken, tracing off, or
-    in the master, which calls this for a worker that was already gone)."""
+    """Let the worker's asynchronous jobs finish (gateway/asyncjobs.py), write its queued ledger
+    rows (gateway/accounting.py), then export its queued spans before it goes; each is a no-op
+    where nothing was started (no job taken, no request settled, tracing off, or in the master,
+    which calls this for a worker that was already gone)."""
     from gateway import tracing
 
     jobs = sys.modules.get("gateway.asyncjobs")  # imported only where an app was made
     if jobs is not None:
         jobs.wait_for_running(settings.upstream_timeout + 15)
+    accounting = sys.modules.get("gateway.accounting")
+    if accounting is not None:
+        accounting.flush_all()
     tracing.stop()

@@ -2,12 +2,15 @@
 before any upstream call: its key's policy allows the model, its rate windows and concurrency
 have room (gateway/counters.py), and its budget can hold the request's estimated cost, which is
 reserved; when its calls end its lease is released, and once its response is sent its
-reservation is settled with the real cost in the same transaction as its ledger row."""
+reservation is settled with the real cost in the same transaction as its ledger row (queued, and
+written with the others queued in the same few milliseconds by one writer per process)."""
 import logging
+import os
 import threading
 import time
 import uuid
-from collections import deque
+import weakref
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -118,17 +121,25 @@ class Ledger:
         return (f"This API key's {policy.budget_period} budget of ${policy.budget_usd:.2f} is spent: "
                 f"${spent / MICRO:.6f} used{in_flight}, and this request may cost up to ${estimate:.6f}; {when}.")
 
-    def settle(self, conn, entry, reservation, now):
-        """Release the reservation, add the real cost, write the ledger row, and delete the key's
-        reservations that expired. It needs no lock on the key: `reserve` reads the spend and the
-        reservations in one statement, which sees this whole transaction or none of it."""
-        row = entry.row()
-        if reservation is not None:
-            conn.execute(self.release, {"id": reservation})
-        conn.execute(self.expired, {"name": entry.key_name, "now": now})
-        if row["micro_usd"]:
-            conn.execute(self.add_spend, {"name": entry.key_name, "day": row["day"], "micro": row["micro_usd"]})
-        conn.execute(self.add_row, row)
+    def settle(self, conn, settlements, now):
+        """For each (entry, reservation): release the reservation, add the real cost, write the
+        ledger row; and delete the keys' reservations that expired. It needs no lock on a key:
+        `reserve` reads the spend and the reservations in one statement, which sees this whole
+        transaction or none of it. Keys and days go in sorted order, so two workers' transactions
+        take PostgreSQL's row locks in the same order and cannot deadlock."""
+        rows = [entry.row() for entry, _ in settlements]
+        released = [{"id": reservation} for _, reservation in settlements if reservation is not None]
+        if released:
+            conn.execute(self.release, released)
+        costs = Counter()
+        for row in rows:
+            costs[row["key_name"], row["day"]] += row["micro_usd"]
+        for (name, day), micro in sorted(costs.items()):
+            if micro:
+                conn.execute(self.add_spend, {"name": name, "day": day, "micro": micro})
+        for name in sorted({row["key_name"] for row in rows}):
+            conn.execute(self.expired, {"name": name, "now": now})
+        conn.execute(self.add_row, rows)
 
 
 def spent_query():
@@ -174,8 +185,14 @@ class Accounts:
     admission's one transaction with the budget's reservation; counters in Redis (`shared`) just
     before it. While a shared store fails (and for RETRY_SECONDS after), limits are counted per
     process (logged, gateway_limiter_errors_total), keys with a budget are refused with a 503 (or
-    served: GATEWAY_BUDGET_FAIL_OPEN), and ledger rows wait in a bounded backlog."""
+    served: GATEWAY_BUDGET_FAIL_OPEN), and ledger rows wait in a bounded backlog.
+
+    Settlements queue in that backlog too: one writer per process (a thread, a greenlet under
+    gevent, started by the first settlement after the fork) writes all that is queued in one
+    transaction every FLUSH_SECONDS, and `flush` writes them at once (at a worker's exit)."""
     RETRY_SECONDS = 5.0
+    FLUSH_SECONDS = 0.05  # how long a settlement waits for others to share its transaction
+    IDLE_SECONDS = 1.0  # the writer ends after this long with nothing queued; the next settlement starts another
 
     def __init__(self, store, settings, shared=None):
         self.store, self.fail_open, self.shared = store, settings.budget_fail_open, shared
@@ -184,6 +201,8 @@ class Accounts:
         self.ledger = Ledger(store, lease_seconds)
         self.down_until = {"database": 0.0, "redis": 0.0}
         self.backlog, self.lock = deque(maxlen=BACKLOG), threading.Lock()
+        self.writing, self.writer, self.writer_pid = threading.Lock(), None, None
+        ALL.add(self)
 
     def failing(self, which):
         return time.monotonic() < self.down_until[which]
@@ -267,26 +286,64 @@ class Accounts:
             log.error("a concurrency lease could not be released (%s); it expires by itself", error)
 
     def settle(self, admission):
-        """The request's settlement, with any that waited for the database before it."""
+        """Queue the request's settlement for this process's writer (started here if none runs)."""
         with self.lock:
             self.backlog.append((admission.entry, admission.reservation))
-            pending = list(self.backlog)
-            self.backlog.clear()
-        try:
-            while pending:
-                entry, reservation = pending[0]
+            if self.writer is None or self.writer_pid != os.getpid():  # none yet, or the parent's before a fork
+                self.writer, self.writer_pid = threading.Thread(target=self._write_queued, daemon=True,
+                                                                name="ledger-writer"), os.getpid()
+                self.writer.start()
 
-                def write(conn, now, entry=entry, reservation=reservation):
-                    self.ledger.settle(conn, entry, reservation, now)
-                    self.sql.forget(conn, entry.key_name, now)
-
-                self.store.run(write, entry.key_name, locked=False)
-                pending.pop(0)
-        except StoreUnavailable as error:
-            LEDGER_ERRORS.inc()
-            log.error("ledger rows could not be written (%s); %d kept to write later", error, len(pending))
+    def _write_queued(self):
+        """The writer: every FLUSH_SECONDS, all that was queued meanwhile, in one transaction (after a
+        failure, again RETRY_SECONDS later); it ends once nothing was queued for IDLE_SECONDS."""
+        quiet = 0.0
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
             with self.lock:
-                self.backlog.extendleft(reversed(pending))
+                if not self.backlog:
+                    quiet += self.FLUSH_SECONDS
+                    if quiet >= self.IDLE_SECONDS:
+                        self.writer = None  # under the lock: a settlement from now on starts another
+                        return
+                    continue
+            quiet = 0.0
+            if not self.flush():
+                time.sleep(self.RETRY_SECONDS)
+
+    def flush(self):
+        """Write every queued settlement now, in one transaction: False if the database failed (they
+        stay queued, up to BACKLOG rows)."""
+        with self.writing:  # one transaction at a time, so rows are written in order
+            with self.lock:
+                pending = list(self.backlog)
+                self.backlog.clear()
+            if not pending:
+                return True
+
+            def write(conn, now):
+                self.ledger.settle(conn, pending, now)
+                for name in sorted({entry.key_name for entry, _ in pending}):
+                    self.sql.forget(conn, name, now)
+
+            try:
+                self.store.run(write, "ledger", locked=False)
+                return True
+            except StoreUnavailable as error:
+                LEDGER_ERRORS.inc()
+                log.error("ledger rows could not be written (%s); %d kept to write later", error, len(pending))
+                with self.lock:
+                    self.backlog.extendleft(reversed(pending))
+                return False
+
+
+ALL = weakref.WeakSet()  # this process's Accounts, for `flush_all`
+
+
+def flush_all():
+    """Write every Accounts' queued settlements now (a worker's exit, gunicorn.conf.py)."""
+    for accounts in list(ALL):
+        accounts.flush()
 
 
 GROUPS = {"key": ledger.c.key_name, "model": ledger.c.model, "provider": ledger.c.providers, "day": ledger.c.day}

@@ -1,13 +1,16 @@
 """The drain on SIGTERM under real gunicorn (two workers) against the emulator: readiness turns
 503 at once on every worker, a new request is still served during GATEWAY_DRAIN_SECONDS, a
-request and an event stream in flight finish, then the process exits."""
+request and an event stream in flight finish, then the process exits with every request's ledger
+row written."""
 import signal
 import threading
 import time
 
 import pytest
 import requests
+from sqlalchemy import func, select
 
+from gateway.store import Store, ledger
 from tests.integration.conftest import (
     generate,
     in_flight,
@@ -50,7 +53,7 @@ def in_background(results, name, call):
     return thread
 
 
-def test_sigterm_drains_finishes_in_flight_work_then_exits(draining_gateway):
+def test_sigterm_drains_finishes_in_flight_work_then_exits(draining_gateway, tmp_path):
     process, url = draining_gateway
     results = {}
     threads = [
@@ -75,3 +78,7 @@ def test_sigterm_drains_finishes_in_flight_work_then_exits(draining_gateway):
     assert results["stream"][-1][0] == "image_generation.completed"
     assert process.wait(timeout=30) == 0
     assert time.monotonic() - terminated >= DRAIN
+    store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")  # start_gateway's database, next to its log
+    with store.read() as conn:
+        assert conn.scalar(select(func.count()).select_from(ledger)) == 3  # queued rows are written at exit
+    store.close()

@@ -7,10 +7,27 @@ import responses
 
 from emulator import create_emulator
 from gateway import fetch
+from gateway.accounting import Accounts
 from gateway.jobs import ImageJob
 from gateway.observability import JsonFormatter, RequestIdFilter
 from tests.conftest import UPSTREAM_KEY
 from tests.support import GENERATE, STREAM, FakeProvider, assert_valid_gemini_request, serve_with
+
+
+@pytest.fixture(autouse=True)
+def ledger_written_at_once(request, monkeypatch):
+    """In-process tests read the ledger and budgets right after a response: each settlement is
+    queued and written at once (`flush`), with any that waited for the database, and no writer
+    is started. Tests marked `ledger_writer` (tests/unit/test_ledger_writer.py) test the writer."""
+    if request.node.get_closest_marker("ledger_writer"):
+        return
+
+    def settle_at_once(self, admission):
+        with self.lock:
+            self.backlog.append((admission.entry, admission.reservation))
+        self.flush()
+
+    monkeypatch.setattr(Accounts, "settle", settle_at_once)
 
 
 @pytest.fixture
