@@ -297,9 +297,9 @@ class Accounts:
     def _write_queued(self):
         """The writer: every FLUSH_SECONDS, all that was queued meanwhile, in one transaction (after a
         failure, again RETRY_SECONDS later); it ends once nothing was queued for IDLE_SECONDS."""
-        quiet = 0.0
+        quiet, pause = 0.0, threading.Event()  # never set: a sleep that a test patching time.sleep cannot make spin
         while True:
-            time.sleep(self.FLUSH_SECONDS)
+            pause.wait(self.FLUSH_SECONDS)
             with self.lock:
                 if not self.backlog:
                     quiet += self.FLUSH_SECONDS
@@ -309,7 +309,7 @@ class Accounts:
                     continue
             quiet = 0.0
             if not self.flush():
-                time.sleep(self.RETRY_SECONDS)
+                pause.wait(self.RETRY_SECONDS)
 
     def flush(self):
         """Write every queued settlement now, in one transaction: False if the database failed (they
