@@ -125,14 +125,19 @@ class Jobs:
             expires_at=now + self.settings.image_ttl_seconds))
 
     def read(self, job_id, client, base_url):
-        """The job as its key sees it; a 404 for another key's, an expired or an unknown job."""
-        def look(conn, now):
-            self._fail_lost(conn, now, image_jobs.c.id == job_id)
-            row = conn.execute(select(image_jobs).where(image_jobs.c.id == job_id)).one_or_none()
-            return row if row is not None and row.key_name == client.name and not (
-                row.expires_at and row.expires_at < now) else None
-        row = self.store.run(look, f"job:{job_id}")
-        if row is None:
+        """The job as its key sees it; a 404 for another key's, an expired or an unknown job. A poll
+        is one read, never a write (with SQLite, writes queue for one lock); only a job that looks
+        lost, still active past its deadline by this host's clock, takes a write transaction that
+        fails it by the database's."""
+        select_row = select(image_jobs).where(image_jobs.c.id == job_id)
+        with self.store.read() as conn:
+            row = conn.execute(select_row).one_or_none()
+        if row is not None and row.status in ACTIVE and row.created_at < time.time() - self.lost_after:
+            def fail_lost(conn, now):
+                self._fail_lost(conn, now, image_jobs.c.id == job_id)
+                return conn.execute(select_row).one_or_none()
+            row = self.store.run(fail_lost, f"job:{job_id}")
+        if row is None or row.key_name != client.name or (row.expires_at and row.expires_at < time.time()):
             raise GatewayError(404, "Not Found: no such job for this API key (or it has expired).")
         return self._body(row, base_url)
 

@@ -155,6 +155,16 @@ def test_a_job_lost_with_its_instance_is_failed_after_its_deadline(app, client, 
     assert job["status"] == "failed" and job["error"]["message"] == LOST and job["completed_at"]
 
 
+def test_polling_a_job_takes_no_write_transaction(app, client, auth, upstream, monkeypatch):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer(image_part()))
+    job_id = submit(client, auth).json["id"]
+    finished(client, auth, job_id)
+    store, writes = app.config["STORE"], []
+    monkeypatch.setattr(store, "run", lambda *args, **kwargs: writes.append(args))
+    assert client.get(f"/v1/images/jobs/{job_id}", headers=auth).json["status"] == "completed"
+    assert writes == []
+
+
 def test_an_expired_job_is_404(app, client, auth, upstream):
     upstream.add(responses.POST, GENERATE, json=gemini_answer(image_part()))
     job_id = submit(client, auth).json["id"]
