@@ -174,6 +174,10 @@ class Admission:
         if self.grant is not None:
             self.accounts.release(self.client.name, self.grant)
 
+    def answered(self, status):
+        """The status the client got, where it differs from the calls' (made images it never got)."""
+        self.entry.status = status
+
     def settle(self):
         if not self.settled:
             self.settled = True

@@ -59,7 +59,8 @@ def image_response(job, kind):
         if prefers_async():
             return accepted(job)
         response = stream_response(job, kind) if job.params.get("stream") else _json_response(job)
-    except BaseException:
+    except BaseException as error:  # e.g. the image store failed after the images were made
+        job.admission.answered(getattr(error, "status", 500))
         job.admission.settle()
         raise
     response.headers.update(job.admission.headers)

@@ -10,11 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
+from sqlalchemy import select
 
 from gateway import create_app
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
 from gateway.storage import FILES_PATH, DirectoryStorage, S3Storage, URLSigner, remaining_seconds, storage_for
+from gateway.store import ledger
 from tests.support import fetch, gemini_answer, image_part, png_bytes
 from tests.unit.conftest import GENERATE
 
@@ -233,6 +235,9 @@ def test_a_storage_failure_is_a_503_naming_the_store(app, client, auth, upstream
     response = generate_url(client, auth, upstream)
     assert response.status_code == 503
     assert "image store cannot be written" in response.json["message"]
+    with app.config["STORE"].read() as conn:  # the images were made and paid for, but never delivered
+        row = conn.execute(select(ledger)).mappings().one()
+    assert (row["n_made"], row["status"]) == (1, 503)
 
 
 def test_b64_json_answers_store_nothing(client, auth, upstream, tmp_path):
