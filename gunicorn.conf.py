@@ -92,9 +92,14 @@ def worker_exit(server, worker):
     from gateway import tracing
 
     jobs = sys.modules.get("gateway.asyncjobs")  # imported only where an app was made
-    if jobs is not None:
-        jobs.wait_for_running(settings.upstream_timeout + 15)
     accounting = sys.modules.get("gateway.accounting")
+    steps = [tracing.stop]
     if accounting is not None:
-        accounting.flush_all()
-    tracing.stop()
+        steps.insert(0, accounting.flush_all)
+    if jobs is not None:
+        steps.insert(0, lambda: jobs.wait_for_running(settings.upstream_timeout + 15))
+    for step in steps:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - one step's failure must not skip the others
+            server.log.exception("worker exit: a step failed")

@@ -122,12 +122,13 @@ class Ledger:
                 f"${spent / MICRO:.6f} used{in_flight}, and this request may cost up to ${estimate:.6f}; {when}.")
 
     def settle(self, conn, settlements, now):
-        """For each (entry, reservation): release the reservation, add the real cost, write the
-        ledger row; and delete the keys' reservations that expired. It needs no lock on a key:
-        `reserve` reads the spend and the reservations in one statement, which sees this whole
-        transaction or none of it. Keys and days go in sorted order, so two workers' transactions
-        take PostgreSQL's row locks in the same order and cannot deadlock."""
-        rows = [entry.row() for entry, _ in settlements]
+        """For each (ledger row, reservation): release the reservation, add the real cost, write the
+        row; and delete the keys' reservations that expired. It needs no lock on a key: `reserve`
+        reads the spend and the reservations in one statement, which sees this whole transaction or
+        none of it. Keys and days go in sorted order, so two workers' transactions take
+        PostgreSQL's spend row locks in the same order (one that still meets another's over an
+        expired reservation is aborted by PostgreSQL and retried RETRY_SECONDS later)."""
+        rows = [row for row, _ in settlements]
         released = [{"id": reservation} for _, reservation in settlements if reservation is not None]
         if released:
             conn.execute(self.release, released)
@@ -205,7 +206,7 @@ class Accounts:
         self.ledger = Ledger(store, lease_seconds)
         self.down_until = {"database": 0.0, "redis": 0.0}
         self.backlog, self.lock = deque(maxlen=BACKLOG), threading.Lock()
-        self.writing, self.writer, self.writer_pid = threading.Lock(), None, None
+        self.writing, self.writer = threading.Lock(), None
         ALL.add(self)
 
     def failing(self, which):
@@ -290,12 +291,13 @@ class Accounts:
             log.error("a concurrency lease could not be released (%s); it expires by itself", error)
 
     def settle(self, admission):
-        """Queue the request's settlement for this process's writer (started here if none runs)."""
+        """Queue the request's ledger row and reservation for this process's writer (started here if
+        none runs). The row is built now, from the request's final figures."""
+        row = admission.entry.row()
         with self.lock:
-            self.backlog.append((admission.entry, admission.reservation))
-            if self.writer is None or self.writer_pid != os.getpid():  # none yet, or the parent's before a fork
-                self.writer, self.writer_pid = threading.Thread(target=self._write_queued, daemon=True,
-                                                                name="ledger-writer"), os.getpid()
+            self.backlog.append((row, admission.reservation))
+            if self.writer is None or not self.writer.is_alive():
+                self.writer = threading.Thread(target=self._write_queued, daemon=True, name="ledger-writer")
                 self.writer.start()
 
     def _write_queued(self):
@@ -327,21 +329,35 @@ class Accounts:
 
             def write(conn, now):
                 self.ledger.settle(conn, pending, now)
-                for name in sorted({entry.key_name for entry, _ in pending}):
+                for name in sorted({row["key_name"] for row, _ in pending}):
                     self.sql.forget(conn, name, now)
 
             try:
                 self.store.run(write, "ledger", locked=False)
-                return True
             except StoreUnavailable as error:
                 LEDGER_ERRORS.inc()
                 log.error("ledger rows could not be written (%s); %d kept to write later", error, len(pending))
                 with self.lock:
                     self.backlog.extendleft(reversed(pending))
                 return False
+            except Exception:  # noqa: BLE001 - a bug: these rows cannot be written, the next ones can
+                LEDGER_ERRORS.inc()
+                log.exception("%d ledger rows could not be written and are dropped", len(pending))
+            return True
 
 
 ALL = weakref.WeakSet()  # this process's Accounts, for `flush_all`
+
+
+def _in_a_forked_child():
+    """A forked child starts with none of its parent's queued rows (they are the parent's to write),
+    no writer, and locks no thread of the parent can be holding."""
+    for accounts in list(ALL):
+        accounts.backlog.clear()
+        accounts.lock, accounts.writing, accounts.writer = threading.Lock(), threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_in_a_forked_child)
 
 
 def flush_all():

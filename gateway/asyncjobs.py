@@ -84,11 +84,13 @@ class Jobs:
             self._end(job_id, "completed", result=body)
         except JobCancelled:
             pass
-        except GatewayError as error:
+        except GatewayError as error:  # its calls failed, or its images could not be stored
+            job.admission.answered(error.status)
             self._end(job_id, "failed", error={"status": error.status, "message": error.message})
         except Exception:  # noqa: BLE001 - the job fails with the 500 it is; the details go to the log
             log.exception("job %s failed", job_id)
             error = internal_error()
+            job.admission.answered(error.status)
             self._end(job_id, "failed", error={"status": error.status, "message": error.message})
         finally:
             job.admission.settle()
@@ -128,7 +130,8 @@ class Jobs:
         """The job as its key sees it; a 404 for another key's, an expired or an unknown job. A poll
         is one read, never a write (with SQLite, writes queue for one lock); only a job that looks
         lost, still active past its deadline by this host's clock, takes a write transaction that
-        fails it by the database's."""
+        fails it by the database's. Expiry is read by this host's clock too: its skew from the
+        database's is seconds, the images' lifetime GATEWAY_IMAGE_TTL_SECONDS."""
         select_row = select(image_jobs).where(image_jobs.c.id == job_id)
         with self.store.read() as conn:
             row = conn.execute(select_row).one_or_none()

@@ -106,11 +106,15 @@ def build_spec():
 
 
 def _providers():
-    """Each provider, what configures it and the catalog models it serves, for the description."""
-    return "; ".join(
-        f"`{name}` ({provider.subject.removeprefix('The ')}, configured by {provider.missing_setting}; serves "
-        f"{', '.join(model.id for model in MODELS if name in model.served_by)})"
-        for name, provider in provider_types().items())
+    """Each provider, what configures it and the built-in models it serves, for the description
+    (built once per process; GET /v1/models lists the models file's too)."""
+    def served(name):
+        ids = [model.id for model in MODELS if name in model.served_by]
+        return ids + ["openrouter/<vendor>/<model>"] if name == "openrouter" else ids
+
+    return "; ".join(f"`{name}` ({provider.subject.removeprefix('The ')}, configured by "
+                     f"{provider.missing_setting}; serves {', '.join(served(name))})"
+                     for name, provider in provider_types().items())
 
 
 def _model_paths(spec):

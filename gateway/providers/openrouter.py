@@ -11,6 +11,7 @@ from . import GeneratedImage, Generation, Provider, Usage, count, error_object, 
 SUBJECT = "The OpenRouter API"
 TIER_NAMES = {"512": "0.5K"}  # OpenRouter's name for a tier, where it differs from Google's
 DATA_URL_PREFIX = b"data:image/"
+MAX_CALL_COST = 1000.0  # USD; a call's cost above it is not a real figure (and would not fit the ledger)
 
 
 def build_body(call):
@@ -87,8 +88,14 @@ def parse_usage(usage):
         output_text_tokens=(max(0, output_tokens - count(completion["image_tokens"])) if "image_tokens" in completion
                             else count(completion.get("reasoning_tokens"))),
         total_tokens=count(usage.get("total_tokens")) or input_tokens + output_tokens,
-        cost=cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        cost=cost if _credits(cost) else None,
     )
+
+
+def _credits(cost):
+    """Whether an answer's `usage.cost` is a figure to pass on: a number of credits from 0 to
+    MAX_CALL_COST (JSON may say NaN, Infinity, -1 or 1e300; the price table is used instead)."""
+    return isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost <= MAX_CALL_COST
 
 
 def error_from(status, error, secret="", wait=None):

@@ -24,7 +24,7 @@ def ledger_written_at_once(request, monkeypatch):
 
     def settle_at_once(self, admission):
         with self.lock:
-            self.backlog.append((admission.entry, admission.reservation))
+            self.backlog.append((admission.entry.row(), admission.reservation))
         self.flush()
 
     monkeypatch.setattr(Accounts, "settle", settle_at_once)

@@ -112,6 +112,24 @@ def test_a_failed_write_keeps_the_rows_queued_and_writes_them_later(accounts, st
     assert spent_usd(store, "team-a", None) == pytest.approx(0.2)
 
 
+def test_rows_that_cannot_be_written_for_another_reason_are_dropped_and_the_writer_goes_on(accounts, store,
+                                                                                          monkeypatch):
+    run, failures = accounts.store.run, []
+
+    def broken_once(work, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise ValueError("a bug")
+        return run(work, *args, **kwargs)
+
+    monkeypatch.setattr(accounts.store, "run", broken_once)
+    accounts.settle(settlement("team-a", 0.1))
+    assert until(lambda: failures)
+    accounts.settle(settlement("team-a", 0.2))
+    assert until(lambda: rows(store) == 1)
+    assert spent_usd(store, "team-a", None) == pytest.approx(0.2)
+
+
 def test_flush_all_writes_what_is_queued_at_once(accounts, store):
     accounts.settle(settlement("team-a"))
     accounts.settle(settlement("team-b"))

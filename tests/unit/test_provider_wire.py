@@ -363,8 +363,12 @@ def test_openrouter_usage_total_defaults_to_input_plus_output():
     ({"cost": True}, None),
     ({"cost": 0.0}, 0.0),
     ({"cost": 2}, 2),
+    ({"cost": float("nan")}, None),
+    ({"cost": float("inf")}, None),
+    ({"cost": -1}, None),
+    ({"cost": 1e300}, None),
 ])
-def test_openrouter_usage_cost_is_kept_only_when_a_number(usage, cost):
+def test_openrouter_usage_cost_is_kept_only_when_a_plausible_number(usage, cost):
     assert openrouter.parse_usage(usage).cost == cost
 
 
