@@ -88,6 +88,13 @@ class Cancel:
             with self.lock:
                 self.waiting.pop(waiter, None)
 
+    def sleep(self, seconds):
+        """Wait `seconds` (a retry's backoff), or less if the calls are cancelled meanwhile: a
+        client that went away does not keep its in-flight slot for the rest of the backoff."""
+        event = threading.Event()
+        with self.wakes(event):
+            event.wait(seconds)
+
     def _interrupt(self, waiter, response):
         if PATCHED:  # thrown from the hub, and only if the attempt is still waiting by then
             gevent.get_hub().loop.run_callback(self._throw, waiter)
@@ -237,7 +244,7 @@ class Transport:
                     raise failure from None
                 log.warning("upstream attempt %d for %s failed (%s); retrying in %.1fs",
                             attempt + 1, model_id, failure.outcome, delay)
-                time.sleep(delay)
+                scope.cancel.sleep(delay)
             else:
                 record_attempt(model_id, self.name, "ok", time.monotonic() - started, attempt > 0)
                 answer.attempts = attempt + 1

@@ -1,6 +1,7 @@
 """The transport every provider shares, tested once without any provider: bounded retries with
 exponential backoff and jitter, Retry-After, one wall-clock deadline, the capped read."""
 import dataclasses
+import threading
 import time
 
 import pytest
@@ -28,7 +29,7 @@ def error_for(response):
 @pytest.fixture
 def sleeps(monkeypatch):
     waited = []
-    monkeypatch.setattr(transport.time, "sleep", waited.append)
+    monkeypatch.setattr(transport.Cancel, "sleep", lambda cancel, seconds: waited.append(seconds))
     return waited
 
 
@@ -177,4 +178,18 @@ def test_a_timeout_is_504_and_not_retried(settings, web):
     with pytest.raises(UpstreamTimeout) as caught:
         transport_call(settings)
     assert caught.value.status == 504 and caught.value.message == "The test API did not answer within 5 seconds."
+    assert len(web.calls) == 1
+
+
+def test_a_cancelled_call_stops_waiting_out_its_backoff(settings, web):
+    """A client that went away frees its in-flight slot at once, not after the upstream's Retry-After."""
+    web.add(responses.POST, URL, status=429, headers={"Retry-After": "30"})
+    sender = transport.Transport(dataclasses.replace(settings, upstream_timeout=60, upstream_max_retries=2), "test",
+                                 "The test API")
+    scope = transport.Scope(time.monotonic() + 60)
+    threading.Timer(0.2, scope.cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as error:
+        sender.call("model-x", URL, {}, b"{}", text_answer, error_for, scope)
+    assert error.value.cause == "cancelled" and time.monotonic() - started < 10
     assert len(web.calls) == 1

@@ -225,7 +225,7 @@ def test_a_vertex_403_names_the_role_to_grant(gateway, auth, web):
 
 
 def test_a_vertex_429_after_retries_is_a_429_with_retry_after(gateway, auth, web, monkeypatch):
-    monkeypatch.setattr("gateway.providers.transport.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("gateway.providers.transport.Cancel.sleep", lambda cancel, seconds: None)
     web.add(responses.POST, VERTEX_URL, status=429, headers={"Retry-After": "3"},
             json={"error": {"code": 429, "message": "Resource exhausted"}})
     response = generate(gateway, auth)
