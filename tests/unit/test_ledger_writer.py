@@ -93,16 +93,22 @@ def test_the_writer_ends_when_idle_and_the_next_settlement_starts_another(accoun
     assert until(lambda: rows(store) == 2)
 
 
-def test_a_failed_write_keeps_the_rows_queued_and_writes_them_later(accounts, store, monkeypatch):
+def failing_once(accounts, monkeypatch, error):
+    """The accounts' first transaction raises `error`; the list returned fills when it has."""
     run, failures = accounts.store.run, []
 
-    def failing_once(work, *args, **kwargs):
+    def failing(work, *args, **kwargs):
         if not failures:
-            failures.append(1)
-            raise StoreUnavailable("OperationalError: the database is restarting")
+            failures.append(error)
+            raise error
         return run(work, *args, **kwargs)
 
-    monkeypatch.setattr(accounts.store, "run", failing_once)
+    monkeypatch.setattr(accounts.store, "run", failing)
+    return failures
+
+
+def test_a_failed_write_keeps_the_rows_queued_and_writes_them_later(accounts, store, monkeypatch):
+    failures = failing_once(accounts, monkeypatch, StoreUnavailable("OperationalError: the database is restarting"))
     errors = REGISTRY.get_sample_value("gateway_ledger_errors_total")
     accounts.settle(settlement("team-a", 0.1))
     accounts.settle(settlement("team-a", 0.1))
@@ -114,15 +120,7 @@ def test_a_failed_write_keeps_the_rows_queued_and_writes_them_later(accounts, st
 
 def test_rows_that_cannot_be_written_for_another_reason_are_dropped_and_the_writer_goes_on(accounts, store,
                                                                                           monkeypatch):
-    run, failures = accounts.store.run, []
-
-    def broken_once(work, *args, **kwargs):
-        if not failures:
-            failures.append(1)
-            raise ValueError("a bug")
-        return run(work, *args, **kwargs)
-
-    monkeypatch.setattr(accounts.store, "run", broken_once)
+    failures = failing_once(accounts, monkeypatch, ValueError("a bug"))
     accounts.settle(settlement("team-a", 0.1))
     assert until(lambda: failures)
     accounts.settle(settlement("team-a", 0.2))
