@@ -135,11 +135,21 @@ class Provider:
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-def status_error(subject, status, message, wait=None):
+def credentials_refused(subject, status, credentials):
+    """The 502 for an upstream that refused the gateway's own credentials: the operator's problem,
+    whose message names the setting (`credentials`) to check."""
+    return UpstreamError(f"{subject} refused the gateway's credentials (HTTP {status}); "
+                         f"the operator should check {credentials}.", f"upstream_{status}")
+
+
+def status_error(subject, status, message, credentials, wait=None):
     """The neutral error for an upstream's non-2xx `status`, once its provider has handled its own
-    cases (credentials, credits, moderation): a 400 is the request's own, a 404 a model it does not
-    serve, a 429 its rate limit (`wait`: its Retry-After), 408 and 5xx worth another attempt."""
+    cases (credits, moderation): a 401 or 403 refused the credentials named by `credentials`, a
+    400 is the request's own, a 404 a model it does not serve, a 429 its rate limit (`wait`: its
+    Retry-After), 408 and 5xx worth another attempt."""
     cause = f"upstream_{status}"
+    if status in (401, 403):
+        return credentials_refused(subject, status, credentials)
     if status == 400:
         return Rejected(message, cause)
     if status == 404:

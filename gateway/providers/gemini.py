@@ -4,7 +4,7 @@ import base64
 
 from ..errors import Blocked, NoImage, UpstreamError, UpstreamUnavailable
 from ..jsonchunks import json_chunks
-from . import GeneratedImage, Generation, Provider, Usage, count, google, status_error, transport
+from . import GeneratedImage, Generation, Provider, Usage, count, credentials_refused, google, status_error, transport
 
 SUBJECT = "The Gemini API"
 SAFETY_FINISH_REASONS = {
@@ -154,11 +154,9 @@ def error_for(response, secret="", subject=SUBJECT, credentials="GEMINI_API_KEY"
     names what the operator should check when Google refuses them."""
     status = response.status_code
     message, reasons = _upstream_message(response, secret)
-    cause = f"upstream_{status}"
-    if status in (401, 403) or "API_KEY_INVALID" in reasons:
-        return UpstreamError(f"{subject} refused the gateway's credentials (HTTP {status}); "
-                             f"the operator should check {credentials}.", cause)
-    return status_error(subject, status, message, transport.retry_after(response))
+    if "API_KEY_INVALID" in reasons:  # Google refuses a bad key with a 400
+        return credentials_refused(subject, status, credentials)
+    return status_error(subject, status, message, credentials, transport.retry_after(response))
 
 
 class GeminiProvider(Provider):

@@ -128,13 +128,10 @@ def error_from(status, error, secret="", wait=None):
     cause = f"upstream_{status}"
     if error.get("code") == "moderation_blocked":
         return Blocked(f"The request was refused by the OpenAI API's moderation: {message}", cause="blocked")
-    if status in (401, 403):
-        return UpstreamError(f"{SUBJECT} refused the gateway's credentials (HTTP {status}); "
-                             "the operator should check OPENAI_API_KEY.", cause)
     if status == 429 and error.get("code") == "insufficient_quota":
         return NoCredits(f"The OpenAI API account of this gateway has no quota left (HTTP 429); the operator "
                          f"must add credits: {message}", cause)
-    return status_error(SUBJECT, status, message, wait)
+    return status_error(SUBJECT, status, message, OpenAIProvider.missing_setting, wait)
 
 
 def error_for(response, secret=""):

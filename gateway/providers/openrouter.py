@@ -4,7 +4,7 @@ OpenRouter defined and llmgateway or a LiteLLM proxy also speak: the neutral cal
 (`{"error": {"code", "message"}}`) as the neutral errors; the shared transport sends it."""
 import base64
 
-from ..errors import Blocked, NoCredits, NoImage, UpstreamError, UpstreamUnavailable
+from ..errors import Blocked, NoCredits, NoImage, UpstreamUnavailable
 from ..jsonchunks import json_chunks
 from . import GeneratedImage, Generation, Provider, Usage, count, error_object, google, status_error, transport
 
@@ -107,13 +107,10 @@ def error_from(status, error, secret="", wait=None):
     if status == 403 and metadata.get("reasons"):  # the moderation of models that require it
         reasons = ", ".join(map(str, metadata["reasons"]))
         return Blocked(f"The prompt was blocked by the OpenRouter API's moderation ({reasons}).", cause="blocked")
-    if status in (401, 403):
-        return UpstreamError(f"{SUBJECT} refused the gateway's credentials (HTTP {status}); "
-                             "the operator should check OPENROUTER_API_KEY.", cause)
     if status == 402:
         return NoCredits(f"{SUBJECT} account of this gateway has no credits left (HTTP 402); the operator "
                          f"must add credits: {message}", cause)
-    return status_error(SUBJECT, status, message, wait)
+    return status_error(SUBJECT, status, message, OpenRouterProvider.missing_setting, wait)
 
 
 def error_for(response, secret=""):
