@@ -179,7 +179,7 @@ def _create(params, settings, client, model, chain, admission, inputs=(), instru
         mask=files[1]))
     wire_request(chain[0])
     return ImageJob(settings, client, model, chain, wire_request, prompt, params, admission, mask, partial_images,
-                    model.tier_for(params.get("size"), params.get("quality")), params.get("n", 1) // per_call)
+                    params.get("n", 1) // per_call)
 
 
 def _images_per_call(params, chain):

@@ -106,8 +106,9 @@ class ImageJob:
     """The calls of one client request, planned by the service and run by `events()`."""
 
     def __init__(self, settings, client, model, chain, wire_request, prompt, params, admission, mask=None,
-                 partial_images=0, tier=None, calls=None):
-        self.settings, self.client, self.model, self.chain, self.tier = settings, client, model, chain, tier
+                 partial_images=0, calls=None):
+        self.settings, self.client, self.model, self.chain = settings, client, model, chain
+        self.tier = model.tier_for(params.get("size"), params.get("quality"))  # the price tier of its images
         self.wire_request, self.prompt, self.params, self.admission = wire_request, prompt, params, admission
         self.n, self.partial_images = params.get("n", 1), partial_images
         self.calls = calls or self.n  # upstream calls: one per image, or one that makes all `n`
