@@ -140,7 +140,10 @@ def app(settings):
 
     @app.after_request
     def check_for_keys(response):
-        WATCH.check_response(f"response to {response.status_code}", response.headers, response.get_data())
+        """Every response's headers and body; a file streamed by send_file (a stored image) cannot
+        be read here, so only its headers are."""
+        body = b"" if response.direct_passthrough else response.get_data()
+        WATCH.check_response(f"response to {response.status_code}", response.headers, body)
         return response
 
     yield app

@@ -11,7 +11,6 @@ import pytest
 import responses
 from sqlalchemy import update
 
-from gateway import create_app
 from gateway.asyncjobs import LOST
 from gateway.store import image_jobs
 from tests.support import fetch, gemini_answer, image_part, png_bytes
@@ -23,14 +22,6 @@ ASYNC = {"Prefer": "respond-async"}
 @pytest.fixture
 def settings(settings, tmp_path):
     return dataclasses.replace(settings, storage_url=f"file://{tmp_path}/images", url_signing_key="jobs-signing")
-
-
-@pytest.fixture
-def app(settings):
-    """The app without tests/conftest.py's body check, which cannot read a file streamed by send_file."""
-    app = create_app(settings)
-    yield app
-    app.config["STORE"].close()
 
 
 def submit(client, auth, **params):

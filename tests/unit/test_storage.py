@@ -168,14 +168,6 @@ def settings(settings, tmp_path):
     return dataclasses.replace(settings, storage_url=f"file://{tmp_path}/images", url_signing_key="test-signing")
 
 
-@pytest.fixture
-def app(settings):
-    """The app without tests/conftest.py's body check, which cannot read a file streamed by send_file."""
-    app = create_app(settings)
-    yield app
-    app.config["STORE"].close()
-
-
 def generate_url(client, auth, upstream, image=None, **params):
     upstream.add(responses.POST, GENERATE, json=gemini_answer(image_part(image or png_bytes((40, 30)))))
     return client.post("/v1/images/generations", json={"prompt": "a fox", "response_format": "url", **params},
