@@ -133,3 +133,18 @@ def test_flush_all_writes_what_is_queued_at_once(accounts, store):
     accounts.settle(settlement("team-b"))
     accounting.flush_all()  # a worker's exit (gunicorn.conf.py): before the writer's 0.3 s are up
     assert rows(store) == 2
+
+
+def test_rows_waiting_for_a_failed_database_are_bounded(store, settings, monkeypatch):
+    """BACKLOG rows at most per process (here 3), however long the database stays down."""
+    monkeypatch.setattr(accounting, "BACKLOG", 3)
+    accounts = Accounts(store, settings)
+
+    def down(*args, **kwargs):
+        raise StoreUnavailable("OperationalError: the database is down")
+
+    monkeypatch.setattr(store, "run", down)
+    for _ in range(5):
+        accounts.backlog.append((settlement("team-a").entry.row(), None))
+        accounts.flush()
+    assert len(accounts.backlog) == 3
