@@ -57,6 +57,7 @@ def post_worker_init(worker):
     serving.start_recycling_count(worker, settings.image_requests_per_worker)
     from gateway import tracing  # here, in the worker: its exporter imports requests (gevent patches first)
     tracing.start(settings)
+    serving.freeze_loaded_objects()  # last: everything loaded so far stays for the worker's life
 
 
 def pre_request(worker, req):

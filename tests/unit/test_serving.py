@@ -1,11 +1,13 @@
 """gunicorn's side of resource safety (gateway/serving.py), without a server: the body deadline,
 the deferred `100 Continue`, the deadline of each response write, and recycling counted on
 served image requests."""
+import gc
 import os
 import socket
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +16,8 @@ import pytest
 from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
-from gateway.serving import BodyReader, _with_deadline, count_image_request, start_recycling_count
+from gateway.serving import (BodyReader, _with_deadline, count_image_request, freeze_loaded_objects,
+                             start_recycling_count)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +122,25 @@ def test_zero_means_never():
     never = worker(0)
     served(never)
     assert never.alive and never.image_requests_left is None
+
+
+def test_the_loaded_app_is_frozen_out_of_the_collectors_sight_after_its_garbage_is_collected():
+    class Node:
+        pass
+
+    garbage, kept = Node(), Node()
+    garbage.cycle = garbage  # only a collection frees it
+    gone = weakref.ref(garbage)
+    del garbage
+    try:
+        freeze_loaded_objects()
+        assert gone() is None  # collected first, not frozen for the worker's life
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert not any(item is kept for item in gc.get_objects())  # a frozen object is in no generation
+    finally:
+        gc.unfreeze()
+    assert any(item is kept for item in gc.get_objects())
 
 
 def test_gunicorns_master_imports_neither_urllib3_nor_sqlalchemy():
