@@ -123,10 +123,14 @@ class ImageJob:
         (the client went away) cancels the calls still running or waiting for an in-flight slot."""
         events = queue.Queue()
         scope = transport.Scope(time.monotonic() + self.settings.upstream_timeout)  # all calls, failover included
-        calls = [threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
-                                  args=(self._call, index, scope, events.put))
-                 for index in range(self.calls)]  # each in a copy of this context: request id, counters
+        inline = idle is None and self.calls == 1  # one call and nothing to say meanwhile: it runs here
+        calls = [] if inline else [
+            threading.Thread(target=contextvars.copy_context().run, name=f"upstream-{index}", daemon=True,
+                             args=(self._call, index, scope, events.put))
+            for index in range(self.calls)]  # each in a copy of this context: request id, counters
         try:
+            if inline:
+                self._call(0, scope, events.put)
             for call in calls:
                 call.start()
             yield from self._drain(events, idle)
