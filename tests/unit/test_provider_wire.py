@@ -92,6 +92,13 @@ def openrouter_body(params=None, **fields):
     return json.loads(openrouter.build_body(image_call(params, **fields)))
 
 
+def test_a_call_cannot_be_made_without_its_catalog_model():
+    """Every provider maps the client's parameters through the catalog model (its ratios, tiers,
+    sizes), so a call without one is refused where it is built, not deep inside a provider."""
+    with pytest.raises(TypeError, match="catalog"):
+        ImageCall(model="model-x", prompt="a red fox")
+
+
 # --- Gemini: the request body ------------------------------------------------------------------
 
 def test_gemini_body_sends_the_images_in_order_then_the_prompt():
