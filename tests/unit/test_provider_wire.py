@@ -131,7 +131,7 @@ def test_gemini_body_asks_for_words_unless_image_only(image_only, modalities):
     ({"aspect_ratio": "16:9"}, {"aspectRatio": "16:9"}),
     ({"quality": "high"}, {"imageSize": "2K"}),
     ({"size": "512x512"}, {"aspectRatio": "1:1", "imageSize": "512"}),
-    ({"aspect_ratio": "9:21", "size": "4096x4096"}, {"aspectRatio": "9:21", "imageSize": "4K"}),
+    ({"aspect_ratio": "1:8", "size": "4096x4096"}, {"aspectRatio": "1:8", "imageSize": "4K"}),
 ])
 def test_gemini_body_image_config_holds_only_what_is_set(params, image_config):
     assert gemini_body(params)["generationConfig"]["imageConfig"] == image_config
@@ -318,7 +318,7 @@ def test_openrouter_body_names_the_tier_as_openrouter_does(size, image_size):
 
 
 def test_openrouter_body_image_config_may_hold_the_aspect_ratio_alone():
-    assert openrouter_body({"aspect_ratio": "9:21"})["image_config"] == {"aspect_ratio": "9:21"}
+    assert openrouter_body({"aspect_ratio": "1:4"})["image_config"] == {"aspect_ratio": "1:4"}
 
 
 def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():
