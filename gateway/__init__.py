@@ -30,7 +30,8 @@ def _install_catalog(settings):
     from .catalog_file import load_catalog
     from .providers import provider_types
 
-    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases))
+    install(load_catalog(settings.models_file, provider_types(), settings.model_aliases,
+                         settings.openrouter_image_only))
 
 
 def create_app(settings=None):

@@ -12,7 +12,11 @@ HIGH_QUALITY = {"hd", "high"}
 GOOGLE_IDS = ("gemini", "vertex")  # providers that call Google's own model ids
 OPENAI_SIZES = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}  # what OpenAI's gpt-image models draw
 PASSTHROUGH = re.compile(r"openrouter/([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.:-]*)")
-# OpenRouter models that answer with images only, so they must be asked for `"modalities": ["image"]`
+# The default of OPENROUTER_IMAGE_ONLY_MODELS: prefixes of the OpenRouter ids whose models answer
+# with images only (`architecture.output_modalities: ["image"]` in OpenRouter's models API), so they
+# must be asked for `"modalities": ["image"]`. OpenRouter's image generation guide names FLUX and
+# Sourceful (openrouter.ai/docs/guides/overview/multimodal/image-generation); its model comparison
+# lists Seedream's output as images only. docs/providers.md says how an operator adds one.
 IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/", "bytedance-seed/seedream")
 
 
@@ -132,7 +136,7 @@ MODELS = (
         id="gemini-3.1-flash-image",
         served_by=_google("gemini-3.1-flash-image", "google/gemini-3.1-flash-image-preview"),
         aliases=("gemini-3.1-flash-image-preview", "nano-banana-2"),
-        aspect_ratios=TEN_RATIOS + TALL_AND_WIDE + ("9:21",),
+        aspect_ratios=TEN_RATIOS + TALL_AND_WIDE,
         tiers=("512", *TIERS),
         max_input_images=14,
         created=1779926400,  # 2026-05-28, general availability
@@ -169,26 +173,29 @@ UNPRICED_IMAGE_USD = max(price for model in MODELS if model.image_price for pric
 THINKING_TOKENS = 2000  # text and thinking output tokens reserved per image (Gemini 3 thinks before drawing)
 
 
-def _passthrough(name):
+def _passthrough(name, image_only_prefixes):
     """`openrouter/<vendor>/<model>`: any other OpenRouter image model, as OpenRouter takes it. No
     resolution tier is sent (`image_size` is Google's vocabulary, which another vendor's model may
-    refuse); the catalog's ids reach Google's models through OpenRouter with their tiers."""
+    refuse); the catalog's ids reach Google's models through OpenRouter with their tiers. It answers
+    images only when its OpenRouter id starts with one of `image_only_prefixes`."""
     match = PASSTHROUGH.fullmatch(name)
     if match is None:
         return None
     upstream = f"{match[1]}/{match[2]}"
     return Model(id=name, served_by={"openrouter": upstream}, aspect_ratios=TEN_RATIOS + TALL_AND_WIDE, tiers=(),
                  max_input_images=16, created=0, owned_by=match[1],
-                 image_only=upstream.startswith(IMAGE_ONLY_PREFIXES), passthrough=True)
+                 image_only=upstream.startswith(image_only_prefixes), passthrough=True)
 
 
 class Catalog:
     """A set of models by id and alias: the built-in MODELS, or those with the models file's
-    entries added or overriding by id (gateway.catalog_file)."""
+    entries added or overriding by id (gateway.catalog_file); and the OpenRouter id prefixes of
+    the passthrough models that answer images only (OPENROUTER_IMAGE_ONLY_MODELS)."""
 
-    def __init__(self, models):
+    def __init__(self, models, image_only_prefixes=IMAGE_ONLY_PREFIXES):
         self.models = tuple(models)
         self.by_name = {name: model for model in self.models for name in (model.id, *model.aliases)}
+        self.image_only_prefixes = tuple(image_only_prefixes)
 
     def is_name(self, name):
         return name == "auto" or name in self.by_name
@@ -197,7 +204,7 @@ class Catalog:
         requested = name or "auto"
         wanted = (aliases or {}).get(requested, requested)
         wanted = default_model if wanted == "auto" else wanted
-        model = self.by_name.get(wanted) or _passthrough(wanted)
+        model = self.by_name.get(wanted) or _passthrough(wanted, self.image_only_prefixes)
         if model is None:
             supported = ", ".join(["auto"] + [m.id for m in self.models] + ["openrouter/<vendor>/<model>"])
             raise InvalidRequest.field("model", f"unknown model {shorten(requested)!r}; supported models: {supported}")

@@ -8,7 +8,7 @@ import re
 import yaml
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-from .catalog import ALL_TIERS, BUILT_IN, GOOGLE_IDS, TEN_RATIOS, Catalog, Model
+from .catalog import ALL_TIERS, BUILT_IN, GOOGLE_IDS, IMAGE_ONLY_PREFIXES, TEN_RATIOS, Catalog, Model
 from .config import ConfigError
 from .fields import StrictInteger, flatten_messages
 from .policies import Budget
@@ -41,6 +41,7 @@ class CapabilitiesSchema(Schema):
     tiers = fields.List(fields.String(validate=validate.OneOf(ALL_TIERS, error="must be one of: {choices}")))
     max_input_images = StrictInteger(validate=validate.Range(min=0, max=MAX_INPUT_IMAGES))
     interim_images = StrictInteger(data_key="partial_images", validate=validate.Range(min=0, max=MAX_PARTIAL_IMAGES))
+    image_only = fields.Boolean(truthy={True}, falsy={False})  # answers images only, never words
 
     @validates_schema
     def _one_shape(self, data, **kwargs):
@@ -103,12 +104,13 @@ class FileSchema(Schema):
     models = fields.List(fields.Raw(), required=True)
 
 
-def load_catalog(path, provider_names, operator_aliases):
-    """The built-in catalog with the file at `path` applied (the built-in one without a path):
-    `provider_names` are the providers there are, `operator_aliases` GATEWAY_MODEL_ALIASES."""
-    if not path:
-        return BUILT_IN
+def load_catalog(path, provider_names, operator_aliases, image_only_prefixes=IMAGE_ONLY_PREFIXES):
+    """The built-in catalog with the file at `path` applied (the built-in models without a path):
+    `provider_names` are the providers there are, `operator_aliases` GATEWAY_MODEL_ALIASES,
+    `image_only_prefixes` OPENROUTER_IMAGE_ONLY_MODELS."""
     models = {model.id: model for model in BUILT_IN.models}
+    if not path:
+        return Catalog(models.values(), image_only_prefixes)
     origins = {}  # model id -> its entry's name in messages
     schema = EntrySchema(provider_names)
     for index, raw in enumerate(_entries(path)):
@@ -119,7 +121,7 @@ def load_catalog(path, provider_names, operator_aliases):
         model = _model(values, models.get(values["id"]))
         _check_prices(model, origin)
         models[model.id], origins[model.id] = model, origin
-    catalog = Catalog(models.values())
+    catalog = Catalog(models.values(), image_only_prefixes)
     _check_names(catalog, origins, operator_aliases)
     return catalog
 

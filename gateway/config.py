@@ -11,6 +11,8 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
+from .catalog import IMAGE_ONLY_PREFIXES
+
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used; the message names it."""
@@ -192,6 +194,8 @@ class Settings:
     model_aliases: dict = setting("GATEWAY_MODEL_ALIASES", aliases, OPENAI_ALIASES)
     # A YAML or JSON file of catalog entries added or overridden (docs/providers.md#the-models-file).
     models_file: str = setting("GATEWAY_MODELS_FILE", str, "")
+    # Prefixes of the OpenRouter ids of `openrouter/<vendor>/<model>` models that answer images only.
+    openrouter_image_only: tuple = setting("OPENROUTER_IMAGE_ONLY_MODELS", comma_list, IMAGE_ONLY_PREFIXES)
     # Seconds for all upstream work of one request, retries and failover included.
     upstream_timeout: float = setting("UPSTREAM_TIMEOUT", number(at_least=1), 180.0)
     upstream_connect_timeout: float = 10.0  # fixed, not read from the environment (docs/configuration.md)

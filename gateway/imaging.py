@@ -174,7 +174,7 @@ def _create(params, settings, client, model, chain, admission, inputs=(), instru
     partial_images = params.get("partial_images", 0) if params.get("stream") and model.interim_images else 0
     per_call = _images_per_call(params, chain)
     wire_request = _WireRequests(lambda provider: ImageCall(
-        upstream_id(model, provider.name, settings.upstream_models), prompt, tuple(inputs), params, model,
+        upstream_id(model, provider.name, settings.upstream_models), prompt, model, tuple(inputs), params,
         model.image_only, interim_images=partial_images > 0, label=model.label, n=per_call, edit_images=files[0],
         mask=files[1]))
     wire_request(chain[0])

@@ -33,17 +33,36 @@ def self_signed_certificate(directory, names=("localhost",)):
 
 
 class TlsServer:
-    """A threaded https server on 127.0.0.1 for a request handler class."""
+    """A threaded https server on 127.0.0.1 that records the path of every GET (`requested`) and
+    the server name each TLS client asked for (`sni`), and answers each GET with `answer(request)`,
+    which a subclass writes through the request (an http.server.BaseHTTPRequestHandler)."""
 
-    def __init__(self, cert_path, key_path, handler, sni_callback=None):
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, cert_path, key_path):
+        self.requested, self.sni = [], []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
-        context.sni_callback = sni_callback
+        context.sni_callback = lambda sock, name, context: self.sni.append(name)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requested.append(self.path)
+                server.answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def answer(self, request):
+        raise NotImplementedError
 
     def url(self, path):
         return f"https://localhost:{self.port}{path}"
@@ -54,23 +73,16 @@ class TlsServer:
 
 
 class ImageServer(TlsServer):
-    """Serves `files` ({path: bytes}); records the paths requested."""
+    """Serves `files` ({path: bytes})."""
 
     def __init__(self, cert_path, key_path, files):
-        self.files, self.requested = files, []
-        server = self
+        self.files = files
+        super().__init__(cert_path, key_path)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requested.append(self.path)
-                body = server.files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(cert_path, key_path, Handler)
+    def answer(self, request):
+        body = self.files.get(request.path)
+        request.send_response(200 if body is not None else 404)
+        request.send_header("Content-Type", "image/png")
+        request.send_header("Content-Length", str(len(body or b"")))
+        request.end_headers()
+        request.wfile.write(body or b"")

@@ -20,11 +20,13 @@ from . import transport
 class ImageCall:
     model: str  # the provider's own id for the model
     prompt: str  # the client's prompt with the gateway's instructions (style, mask, input fidelity)
+    # The catalog.Model: the aspect ratios, tiers and sizes it takes. Required: every provider's
+    # mapping of the client's parameters reads it, so a call without it could not be sent
+    catalog: object
     images: tuple = ()  # media.SourceImage inputs, in order
     # The client's validated OpenAI parameters (prompt, size, aspect_ratio, quality, background...),
     # which each provider maps to its own wire (Google's providers through `google.image_shape`)
     params: dict = field(default_factory=dict)
-    catalog: object = None  # the catalog.Model: the aspect ratios, tiers and sizes it takes
     image_only: bool = False  # the model answers with images only, never words
     interim_images: bool = False  # ask for the images the model draws while thinking (partial images)
     label: str = ""  # the model's name in metrics (a catalog id)

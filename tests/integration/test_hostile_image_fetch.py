@@ -8,7 +8,6 @@ checked again at every redirect, at most 3 redirects), as do the image-count and
 before any fetch, and IMAGE_FETCH_TIMEOUT on the whole body (a host that drips its headers is a
 strict xfail); the local image server shows that nothing was requested, and the workers survive
 (`survives`)."""
-import http.server
 import time
 import uuid
 
@@ -47,24 +46,17 @@ def served(image_server):
 
 class RedirectServer(TlsServer):
     """https on 127.0.0.1 with the session's `localhost` certificate; every path answers 302 to
-    `self.targets[path]`. Records the paths requested."""
+    `self.targets[path]`."""
 
     def __init__(self, cert_path, key_path):
-        self.targets, self.requested = {}, []
-        server = self
+        self.targets = {}
+        super().__init__(cert_path, key_path)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requested.append(self.path)
-                self.send_response(302)
-                self.send_header("Location", server.targets.get(self.path, "/nowhere"))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(cert_path, key_path, Handler)
+    def answer(self, request):
+        request.send_response(302)
+        request.send_header("Location", self.targets.get(request.path, "/nowhere"))
+        request.send_header("Content-Length", "0")
+        request.end_headers()
 
 
 @pytest.fixture(scope="module")
@@ -233,34 +225,23 @@ class DripServer(TlsServer):
     once) or a header line (`/headers`: the rest at once afterwards). Each byte arrives well within
     a read timeout; only a deadline on the whole fetch can stop it."""
 
-    def __init__(self, cert_path, key_path):
-        self.requested = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requested.append(self.path)
-                headers = f"Content-Type: image/png\r\nContent-Length: {len(PNG)}\r\n\r\n".encode()
-                if self.path == "/body":
-                    before, drip, after = b"HTTP/1.1 200 OK\r\n" + headers, PNG[:DRIP_BYTES], PNG[DRIP_BYTES:]
-                else:
-                    before, drip, after = b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"x" * (DRIP_BYTES - 10) + b"\r\n", \
-                        headers + PNG
-                try:
-                    self.wfile.write(before)
-                    for byte in drip:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        time.sleep(DRIP_INTERVAL)
-                    self.wfile.write(after)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(cert_path, key_path, Handler)
+    def answer(self, request):
+        headers = f"Content-Type: image/png\r\nContent-Length: {len(PNG)}\r\n\r\n".encode()
+        if request.path == "/body":
+            before, drip, after = b"HTTP/1.1 200 OK\r\n" + headers, PNG[:DRIP_BYTES], PNG[DRIP_BYTES:]
+        else:
+            before, drip, after = b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"x" * (DRIP_BYTES - 10) + b"\r\n", \
+                headers + PNG
+        try:
+            request.wfile.write(before)
+            for byte in drip:
+                request.wfile.write(bytes([byte]))
+                request.wfile.flush()
+                time.sleep(DRIP_INTERVAL)
+            request.wfile.write(after)
+        except OSError:
+            pass
+        request.close_connection = True
 
 
 @pytest.fixture(scope="module")

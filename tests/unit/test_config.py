@@ -85,6 +85,7 @@ def test_resource_client_and_deploy_settings_are_read():
         "UPSTREAM_MAX_IN_FLIGHT": "7", "CLIENT_HEADER_TIMEOUT": "4", "CLIENT_BODY_TIMEOUT": "9.5",
         "GATEWAY_ERROR_FORMAT": "OpenAI", "CORS_ALLOW_ORIGINS": "https://a.example, https://b.example",
         "HOST": "127.0.0.1", "GATEWAY_MODEL_ALIASES": "dall-e-3=gemini-3-pro-image, house-image=nano-banana-2",
+        "OPENROUTER_IMAGE_ONLY_MODELS": "acme/, black-forest-labs/",
     })
     assert (settings.image_max_pixels, settings.image_workers, settings.image_queue_timeout) == (4000000, 3, 5.0)
     assert settings.upstream_max_in_flight == 7
@@ -93,6 +94,7 @@ def test_resource_client_and_deploy_settings_are_read():
     assert settings.cors_allow_origins == ("https://a.example", "https://b.example")
     assert settings.model_aliases == {
         "dall-e-2": "auto", "dall-e-3": "gemini-3-pro-image", "house-image": "nano-banana-2"}
+    assert settings.openrouter_image_only == ("acme/", "black-forest-labs/")
 
 
 @pytest.mark.parametrize("environ, named", [

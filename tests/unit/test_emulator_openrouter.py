@@ -62,7 +62,7 @@ def test_both_paths_answer_with_an_image_and_words(emulator, path):
     (PRO, {"aspect_ratio": "16:9", "image_size": "2K"}, (2752, 1536)),
     ("google/gemini-2.5-flash-image", {"aspect_ratio": "16:9"}, (1344, 768)),
     ("google/gemini-3.1-flash-image-preview", {"aspect_ratio": "1:1", "image_size": "0.5K"}, (512, 512)),
-    ("google/gemini-3.1-flash-image-preview", {"aspect_ratio": "9:21"}, (672, 1584)),
+    ("google/gemini-3.1-flash-image-preview", {"aspect_ratio": "8:1", "image_size": "0.5K"}, (1536, 192)),
     (PRO, None, (1024, 1024)),
 ])
 def test_answers_each_models_own_pixel_sizes(emulator, model, config, size):
@@ -130,6 +130,7 @@ def test_an_image_only_model_answers_images_without_words(emulator):
 @pytest.mark.parametrize("model, config", [
     (PRO, {"aspect_ratio": "7:4"}),
     ("google/gemini-2.5-flash-image", {"aspect_ratio": "9:21"}),
+    ("google/gemini-3.1-flash-image-preview", {"aspect_ratio": "9:21"}),
     ("google/gemini-2.5-flash-image", {"image_size": "2K"}),
     (PRO, {"image_size": "0.5K"}),
 ])

@@ -11,7 +11,6 @@ levels of proof:
   (address, port) dialed and only connects the vetted public addresses, to a real TLS server on
   127.0.0.1 whose certificate names the hosts, so SNI, the certificate check and the Host header
   are the real ones. The system resolver refuses every name, so only the seam can resolve."""
-import http.server
 import ipaddress
 import socket
 
@@ -133,23 +132,17 @@ class FakeInternet(TlsServer):
     (status, headers, body); every request is recorded with its Host header and TLS SNI."""
 
     def __init__(self, cert_path, key_path):
-        self.routes, self.seen, self.sni = {}, [], []
-        server = self
+        self.routes, self.seen = {}, []
+        super().__init__(cert_path, key_path)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.seen.append((self.headers["Host"], self.path))
-                status, headers, body = server.routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(cert_path, key_path, Handler, sni_callback=lambda sock, name, ctx: self.sni.append(name))
+    def answer(self, request):
+        self.seen.append((request.headers["Host"], request.path))
+        status, headers, body = self.routes.get(request.path, (404, {}, b""))
+        request.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(body)
 
 
 @pytest.fixture

@@ -48,9 +48,9 @@ def test_tall_ratios_exist_only_on_gemini_3_1_flash():
     assert shape_for(PRO, aspect_ratio="1:8") == ("9:16", None)
 
 
-def test_9_21_exists_only_on_gemini_3_1_flash():
-    assert shape_for(FLASH_31, size="640x1493") == ("9:21", "1K")
-    assert shape_for(PRO, aspect_ratio="9:21") == ("9:16", None)
+def test_9_21_is_no_ratio_of_googles_so_it_maps_to_the_nearest_one():
+    assert shape_for(FLASH_31, size="640x1493") == ("9:16", "1K")
+    assert shape_for(FLASH_31, aspect_ratio="9:21") == ("9:16", None)
 
 
 @pytest.mark.parametrize("size, tier", [

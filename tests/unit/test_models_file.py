@@ -60,7 +60,7 @@ def loaded(path, aliases=None):
 
 
 def test_without_a_file_the_catalog_is_the_built_in_one():
-    assert load_catalog("", PROVIDERS, {}) is catalog.BUILT_IN
+    assert load_catalog("", PROVIDERS, {}).models == catalog.BUILT_IN.models
 
 
 def test_an_entry_adds_a_model_with_its_aliases_capabilities_and_prices(write):
@@ -118,6 +118,19 @@ def test_the_example_of_the_docs_loads(write):
     pro, gpt = models.resolve("nano-banana-pro", "auto"), models.resolve("gpt-image-1", "auto")
     assert pro.served_by["openrouter"] == "google/gemini-3-pro-image" and pro.image_price["4K"] == 0.22
     assert gpt.served_by == {"openai": "gpt-image-1.5"} and gpt.input_image_price == 8.00
+    flux = models.resolve("flux-pro", "auto")
+    assert flux.served_by == {"openrouter": "black-forest-labs/flux.2-pro"} and flux.image_only
+
+
+def test_an_entry_may_say_its_model_answers_with_images_only(write):
+    models = loaded(write("""
+        models:
+          - {id: acme-image-1, providers: {openrouter: acme/image-1}, capabilities: {image_only: true}}
+          - {id: acme-image-2, providers: {openrouter: acme/image-2}}
+          - {id: gemini-2.5-flash-image, providers: {gemini: gemini-2.5-flash-image}, capabilities: {image_only: true}}
+    """))
+    assert [models.resolve(name, "auto").image_only for name in ("acme-image-1", "acme-image-2", "nano-banana")] == [
+        True, False, True]
 
 
 def test_a_json_file_works_the_same(write):
@@ -150,6 +163,7 @@ ERRORS = [
     ("aliases: acme", "models[0] acme-image-1: aliases: Not a valid list"),
     ("capabilities: {max_input_images: '3'}", "models[0] acme-image-1: capabilities.max_input_images: Not a valid "
                                               "integer"),
+    ("capabilities: {image_only: 'yes'}", "models[0] acme-image-1: capabilities.image_only: Not a valid boolean"),
     ("capabilities: {tiers: [8K]}", "models[0] acme-image-1: capabilities.tiers[0]: must be one of: 512, 1K, 2K, 4K"),
     ("capabilities: {aspect_ratios: [wide]}", "models[0] acme-image-1: capabilities.aspect_ratios[0]: must look "
                                               "like 16:9"),

@@ -13,6 +13,7 @@ from PIL import Image
 from werkzeug.test import EnvironBuilder
 
 from gateway import create_app
+from gateway.catalog import resolve_model
 from gateway.errors import Blocked, NoCredits, NoImage, RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from gateway.media import SourceImage
 from gateway.providers import ImageCall, Usage
@@ -25,10 +26,11 @@ WATCH.secrets.add(OPENAI_KEY)
 GENERATIONS, EDITS = "https://openai.test/v1/images/generations", "https://openai.test/v1/images/edits"
 PNG = png_bytes(size=(32, 32))
 MASK = png_bytes(size=(32, 32), colour=(0, 0, 0, 0), mode="RGBA")
+GPT_IMAGE_1 = resolve_model("gpt-image-1", "auto")
 
 
 def call(**params):
-    return ImageCall("gpt-image-1", "ignored: the provider sends the client's prompt",
+    return ImageCall("gpt-image-1", "ignored: the provider sends the client's prompt", GPT_IMAGE_1,
                      params={"prompt": "a red fox", "n": 1, "output_format": "png", **params})
 
 

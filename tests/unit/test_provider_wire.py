@@ -92,6 +92,13 @@ def openrouter_body(params=None, **fields):
     return json.loads(openrouter.build_body(image_call(params, **fields)))
 
 
+def test_a_call_cannot_be_made_without_its_catalog_model():
+    """Every provider maps the client's parameters through the catalog model (its ratios, tiers,
+    sizes), so a call without one is refused where it is built, not deep inside a provider."""
+    with pytest.raises(TypeError, match="catalog"):
+        ImageCall(model="model-x", prompt="a red fox")
+
+
 # --- Gemini: the request body ------------------------------------------------------------------
 
 def test_gemini_body_sends_the_images_in_order_then_the_prompt():
@@ -124,7 +131,7 @@ def test_gemini_body_asks_for_words_unless_image_only(image_only, modalities):
     ({"aspect_ratio": "16:9"}, {"aspectRatio": "16:9"}),
     ({"quality": "high"}, {"imageSize": "2K"}),
     ({"size": "512x512"}, {"aspectRatio": "1:1", "imageSize": "512"}),
-    ({"aspect_ratio": "9:21", "size": "4096x4096"}, {"aspectRatio": "9:21", "imageSize": "4K"}),
+    ({"aspect_ratio": "1:8", "size": "4096x4096"}, {"aspectRatio": "1:8", "imageSize": "4K"}),
 ])
 def test_gemini_body_image_config_holds_only_what_is_set(params, image_config):
     assert gemini_body(params)["generationConfig"]["imageConfig"] == image_config
@@ -311,7 +318,7 @@ def test_openrouter_body_names_the_tier_as_openrouter_does(size, image_size):
 
 
 def test_openrouter_body_image_config_may_hold_the_aspect_ratio_alone():
-    assert openrouter_body({"aspect_ratio": "9:21"})["image_config"] == {"aspect_ratio": "9:21"}
+    assert openrouter_body({"aspect_ratio": "1:4"})["image_config"] == {"aspect_ratio": "1:4"}
 
 
 def test_openrouter_body_keeps_a_prompt_that_looks_like_the_splice_marker():

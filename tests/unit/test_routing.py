@@ -106,6 +106,16 @@ def test_openrouter_models_pass_through_with_image_only_modalities(both, auth, c
     assert body["image_config"] == {"aspect_ratio": "2:3"}
 
 
+def test_openrouter_image_only_models_lists_the_image_only_ids(both, auth, chat):
+    """OPENROUTER_IMAGE_ONLY_MODELS replaces the built-in prefixes: its models are asked for images
+    alone, and FLUX, left out of it, is asked for words too."""
+    client = client_with(both, openrouter_image_only=("acme/",))
+    for model, modalities in (("openrouter/acme/pic-1", ["image"]), ("openrouter/black-forest-labs/flux.2-pro",
+                                                                      ["image", "text"])):
+        assert generate(client, auth, model=model).status_code == 200
+        assert json.loads(chat.calls[-1].request.body)["modalities"] == modalities
+
+
 def test_a_passthrough_model_is_sent_no_tier_the_client_never_asked_for(both, auth, chat):
     response = generate(client_with(both), auth, model="openrouter/openai/gpt-5-image", size="1792x1024",
                         quality="hd")
