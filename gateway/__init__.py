@@ -85,7 +85,7 @@ def _services(settings):
     keys = Keys(settings, store, policies)
     if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
-    providers = build_providers(settings)
+    providers = build_providers(settings, redis)
     for provider in providers.values():
         if not provider.configured:
             log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)

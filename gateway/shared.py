@@ -1,5 +1,11 @@
 """The Redis that several instances share (GATEWAY_REDIS_URL, docs/running-several-instances.md):
-one client per process, for whatever holds state there (the rate counters, gateway/counters.py)."""
+one client per process for the rate counters (gateway/counters.py) and the circuit breakers
+(gateway/breaker.py). Redis is never needed to serve: each of them works per process while it
+fails, and asks it again a few seconds later."""
+import logging
+import time
+
+log = logging.getLogger(__name__)
 
 
 def shared_redis(settings):
@@ -14,3 +20,30 @@ def shared_redis(settings):
 
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.25, socket_timeout=0.25,
                                 retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+class Outage:
+    """How one user of Redis lives with it failing: after a failure it works per process for
+    RETRY_SECONDS before asking Redis again, and logs once per outage (again only after Redis
+    has answered in between)."""
+    RETRY_SECONDS = 5.0
+
+    def __init__(self, consequence):
+        self.consequence, self.until, self.logged = consequence, 0.0, False
+
+    @property
+    def ongoing(self):
+        return time.monotonic() < self.until
+
+    def began(self, error):
+        """Redis failed: True when this starts an outage (it answered since the last failure)."""
+        starting, self.logged = not self.logged, True
+        if starting:
+            log.error("Redis failed (%s): %s, asking it again every %gs", error, self.consequence,
+                      self.RETRY_SECONDS)
+        self.until = time.monotonic() + self.RETRY_SECONDS
+        return starting
+
+    def ended(self):
+        """Redis answered."""
+        self.logged = False
