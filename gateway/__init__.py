@@ -82,7 +82,7 @@ def _services(settings):
     policies = static_policies(settings.key_policies, Keys.static_names(settings), settings.default_model,
                                settings.model_aliases)
     store, redis = _database(settings), shared_redis(settings)
-    keys = Keys(settings, store, policies)
+    keys = Keys(settings, store, policies, redis)
     if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     providers = build_providers(settings, redis)

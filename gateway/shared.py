@@ -1,7 +1,7 @@
 """The Redis that several instances share (GATEWAY_REDIS_URL, docs/running-several-instances.md):
-one client per process for the rate counters (gateway/counters.py) and the circuit breakers
-(gateway/breaker.py). Redis is never needed to serve: each of them works per process while it
-fails, and asks it again a few seconds later."""
+one client per process for the rate counters (gateway/counters.py), the circuit breakers
+(gateway/breaker.py) and the managed keys' changes (gateway/keys.py). Redis is never needed to
+serve: each of them works per process while it fails, and asks it again a few seconds later."""
 import logging
 import time
 
