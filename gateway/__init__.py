@@ -74,6 +74,7 @@ def _services(settings):
     from .keys import Keys
     from .policies import static_policies
     from .providers import build_providers
+    from .shared import shared_redis
     from .storage import storage_for
 
     if settings.admin_key and settings.admin_key in settings.api_keys:
@@ -81,17 +82,17 @@ def _services(settings):
     # the policies are checked before the database is opened, so a bad one stops the start with nothing open
     policies = static_policies(settings.key_policies, Keys.static_names(settings), settings.default_model,
                                settings.model_aliases)
-    store = _database(settings)
-    keys = Keys(settings, store, policies)
+    store, redis = _database(settings), shared_redis(settings)
+    keys = Keys(settings, store, policies, redis)
     if not settings.api_keys and not settings.admin_key:
         log.warning("GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
-    providers = build_providers(settings)
+    providers = build_providers(settings, redis)
     for provider in providers.values():
         if not provider.configured:
             log.warning("%s is not set: the %s provider is off", provider.missing_setting, provider.name)
     storage = storage_for(settings)  # images answered as URLs, and those of jobs
     return {"PROVIDERS": providers, "KEYS": keys, "STORE": store,
-            "ACCOUNTS": Accounts(store, settings, shared_counters(settings)), "STORAGE": storage,
+            "ACCOUNTS": Accounts(store, settings, shared_counters(redis, settings)), "STORAGE": storage,
             "JOBS": Jobs(store, storage, settings)}
 
 

@@ -276,16 +276,7 @@ class RedisCounters:
                                                      grant.lease or ""])
 
 
-def shared_counters(settings):
-    """RedisCounters when GATEWAY_REDIS_URL is set, else None (the database counts). Short timeouts
-    and no retries: a Redis that does not answer costs a request at most 0.25 s, then the
-    counters fall back to the process for a few seconds (gateway/accounting.py)."""
-    if not settings.redis_url:
-        return None
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.25, socket_timeout=0.25,
-                                  retry=Retry(NoBackoff(), 0), health_check_interval=0)
-    return RedisCounters(client, settings.redis_prefix, settings.upstream_timeout + 60)
+def shared_counters(client, settings):
+    """RedisCounters on the process's Redis client (gateway/shared.py), or None without one (the
+    database counts); a Redis that fails is handled by Accounts (gateway/accounting.py)."""
+    return None if client is None else RedisCounters(client, settings.redis_prefix, settings.upstream_timeout + 60)

@@ -1,21 +1,26 @@
 """Client keys (docs/keys-and-budgets.md): static ones from GATEWAY_API_KEYS with their policies
 from GATEWAY_KEY_POLICIES, and managed ones created through the admin API, stored only as a hash
-and seen by every worker and instance within a second of a change."""
+and seen by every worker and instance within a second of a change, or at once with Redis."""
 import hmac
+import logging
 import secrets
 import threading
 import time
 from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Client, key_hash, key_id
 from .errors import GatewayError
 from .policies import Policy, build_policy, rfc3339
+from .shared import Outage
 from .store import StoreUnavailable, api_keys
 
-CACHE_SECONDS = 0.5  # a revoked, expired or changed key is refused everywhere within this, plus a query
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 0.5  # without Redis, a revoked or changed key is refused everywhere within this, plus a query
 CACHE_ENTRIES = 10_000
 SECRET_PREFIX = "sk-gw-"
 
@@ -34,12 +39,71 @@ class Conflict(GatewayError):
         super().__init__(409, message)
 
 
+class KeyChanges:
+    """How a process hears of a managed key changed or revoked by another: without Redis it does
+    not, and the row it cached expires by itself within CACHE_SECONDS."""
+    seen = 0  # changes heard so far
+
+    def tell(self, name):
+        """The key named `name` was changed or revoked here (its transaction committed)."""
+
+    def heard(self):
+        """The names of the keys changed since the last call."""
+        return []
+
+
+class RedisKeyChanges(KeyChanges):
+    """Changes published on Redis's `<prefix>:keys` channel by the process that made them, and
+    read by every process just before it looks a managed key up, without waiting: no round trip,
+    only a look at its subscription's socket. A change published while a process's subscription
+    was down is missed, which CACHE_SECONDS still bounds."""
+
+    def __init__(self, client, prefix):
+        self.redis, self.channel = client, f"{prefix}:keys"
+        self.subscription, self.lock = None, threading.Lock()
+        self.outage = Outage(f"a managed key changed elsewhere is seen within {CACHE_SECONDS:g}s instead of at once")
+
+    def tell(self, name):
+        try:
+            self.redis.publish(self.channel, name)
+        except RedisError as error:
+            log.error("Redis failed (%s): the change to the key %s is seen elsewhere within %gs instead of at once",
+                      error, name, CACHE_SECONDS)
+
+    def heard(self):
+        if self.outage.ongoing:
+            return []
+        with self.lock:
+            try:
+                names = self._published()
+            except RedisError as error:
+                self.subscription.close()
+                self.subscription = None
+                self.outage.began(error)
+                return []
+            self.seen += len(names)
+        self.outage.ended()
+        return names
+
+    def _published(self):
+        """The names waiting on the subscription (subscribing first, the first time)."""
+        if self.subscription is None:
+            self.subscription = self.redis.pubsub()
+            self.subscription.subscribe(self.channel)
+        names = []
+        while (message := self.subscription.get_message(timeout=0)) is not None:
+            if message["type"] == "message":
+                names.append(message["data"].decode())
+        return names
+
+
 class Keys:
-    def __init__(self, settings, store, static_policies):
+    def __init__(self, settings, store, static_policies, redis=None):
         self.static = dict(zip(settings.api_keys, self.static_names(settings), strict=True))
         self.static_policies = static_policies
         self.store, self.managed_keys = store, bool(settings.admin_key)
         self.cache, self.lock = {}, threading.Lock()
+        self.changes = KeyChanges() if redis is None else RedisKeyChanges(redis, settings.redis_prefix)
 
     @staticmethod
     def static_names(settings):
@@ -77,23 +141,35 @@ class Keys:
         return found
 
     def _managed(self, digest):
-        """The managed key's row by its hash, from a cache at most CACHE_SECONDS old."""
+        """The managed key's row by its hash, from a cache at most CACHE_SECONDS old that forgets a
+        key as soon as this process hears it was changed."""
+        self._forget(self.changes.heard())
         now = time.monotonic()
         with self.lock:
             cached = self.cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
+        seen = self.changes.seen
         try:
             with self.store.read() as conn:
                 row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).mappings().first()
         except StoreUnavailable:
             raise GatewayError(503, "The gateway's key store (its database) cannot be reached; "
                                     "try again shortly.", headers={"Retry-After": "5"}) from None
+        row = dict(row) if row else None
         with self.lock:
             if len(self.cache) >= CACHE_ENTRIES:
                 self.cache.clear()
-            self.cache[digest] = (now + CACHE_SECONDS, dict(row) if row else None)
-        return self.cache[digest][1]
+            if seen == self.changes.seen:  # else a change heard meanwhile may be newer than the row
+                self.cache[digest] = (now + CACHE_SECONDS, row)
+        return row
+
+    def _forget(self, names):
+        """Drop the cached rows of the keys named."""
+        if names:
+            with self.lock:
+                self.cache = {digest: cached for digest, cached in self.cache.items()
+                              if cached[1] is None or cached[1]["name"] not in names}
 
     # --- the admin API's operations on managed keys -------------------------------------------
 
@@ -129,12 +205,14 @@ class Keys:
         policy = build_policy({**merged, "expires_at": _moment(merged["expires_at"])})
         self.store.run(lambda conn, now: conn.execute(
             update(api_keys).where(api_keys.c.name == name).values(policy=policy.stored())))
+        self.changes.tell(name)
         return {**rows[0], "policy": policy.stored()}
 
     def revoke(self, name):
         self.store.run(lambda conn, now: conn.execute(
             update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=naive(utcnow()))))
+        self.changes.tell(name)
         rows = self.managed(name)
         return rows[0] if rows else None
 

@@ -21,8 +21,9 @@ UPSTREAM_RETRIES = Counter("gateway_upstream_retries_total", "Upstream attempts 
                            ["model", "provider"])
 FAILOVERS = Counter("gateway_upstream_failovers_total", "Calls handed to the next provider after a failure",
                     ["model", "from_provider", "to_provider"])
-BREAKER_OPEN = Gauge("gateway_provider_breaker_open", "Worker processes in which the provider's circuit breaker is "
-                     "open (skipping it, or probing it with one call)", ["provider"], multiprocess_mode="livesum")
+BREAKER_OPEN = Gauge("gateway_provider_breaker_open", "Worker processes that see the provider's circuit breaker "
+                     "open (skipping it, or probing it with one call): their own, or the shared one as they last "
+                     "read it", ["provider"], multiprocess_mode="livesum")
 UPSTREAM_IN_FLIGHT = Gauge("gateway_upstream_in_flight", "Upstream calls in flight", multiprocess_mode="livesum")
 IMAGES = Counter("gateway_images_generated_total", "Images returned to clients", ["model", "client"])
 TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["model", "kind", "client"])

@@ -1,5 +1,8 @@
 import os
 import shutil
+import socket
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -119,6 +122,40 @@ def redis_prefix(redis_server):
     yield prefix
     for key in redis_server.scan_iter(f"{prefix}:*"):
         redis_server.delete(key)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """(url, servers, start): a redis-server of this test's own on a free port, to stop and start
+    again. Skipped without redis-server, except in CI (CI=true), where the test fails."""
+    import redis
+
+    if not shutil.which("redis-server"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(tmp_path)]
+
+    def start():
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return process
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    servers = [start()]
+    yield f"redis://127.0.0.1:{port}/0", servers, start
+    for process in servers:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture

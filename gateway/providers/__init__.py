@@ -11,7 +11,7 @@ import base64
 from dataclasses import dataclass, field, fields
 
 from .. import media
-from ..breaker import breaker_for
+from ..breaker import Breaker, breaker_for
 from ..errors import RateLimited, Rejected, UpstreamError, UpstreamUnavailable
 from . import transport
 
@@ -109,10 +109,10 @@ class Provider:
     messages name `subject`, and the wire body built once per client request by `build_body`."""
     name = subject = missing_setting = ""
     takes_n = False  # makes a request's `n` images in one upstream call (OpenAI's `n`)
+    breaker = Breaker()  # one that never opens; build_providers gives each provider its configured one
 
     def __init__(self, settings, session=None):
         self.transport = transport.Transport(settings, self.name, self.subject, session)
-        self.breaker = breaker_for(self.name, settings)  # per process, as the providers are
 
     @property
     def configured(self):
@@ -188,9 +188,10 @@ def provider_types():
                                                      OpenRouterProvider)}
 
 
-def build_providers(settings):
+def build_providers(settings, redis=None):
     """The providers of GATEWAY_PROVIDERS by name, in its order, built once per process (by
-    create_app, in the worker)."""
+    create_app, in the worker), each with its circuit breaker (shared through `redis`, the
+    process's client of GATEWAY_REDIS_URL, if there is one)."""
     from ..config import ConfigError
 
     known = provider_types()
@@ -198,4 +199,7 @@ def build_providers(settings):
     if unknown:
         raise ConfigError(f"GATEWAY_PROVIDERS names unknown providers {', '.join(unknown)}; "
                           f"known: {', '.join(known)}")
-    return {name: known[name](settings) for name in dict.fromkeys(settings.providers)}
+    providers = {name: known[name](settings) for name in dict.fromkeys(settings.providers)}
+    for name, provider in providers.items():
+        provider.breaker = breaker_for(name, settings, redis)
+    return providers

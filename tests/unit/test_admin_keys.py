@@ -7,9 +7,10 @@ import time
 import pytest
 import responses
 
-from gateway import create_app
+from gateway import create_app, keys
 from gateway.config import ConfigError
-from tests.conftest import CLIENT_KEY
+from gateway.shared import Outage
+from tests.conftest import CLIENT_KEY, REDIS_URL
 from tests.support import ADMIN, ADMIN_KEY, GENERATE, gemini_answer
 from tests.support import create_key as create
 from tests.support import generate_as as generate
@@ -207,3 +208,71 @@ def test_a_wrong_gateway_key_policies_stops_the_start_naming_the_entry(settings,
 def test_the_admin_key_may_not_also_be_a_client_key(settings):
     with pytest.raises(ConfigError, match="GATEWAY_ADMIN_KEY"):
         create_app(dataclasses.replace(settings, admin_key=CLIENT_KEY))
+
+
+@pytest.fixture
+def workers(settings):
+    """A function that starts two workers (or instances) sharing the database and a Redis, stopped
+    after the test."""
+    apps = []
+
+    def start(redis_url, redis_prefix="gateway"):
+        shared = dataclasses.replace(settings, redis_url=redis_url, redis_prefix=redis_prefix)
+        apps.extend(create_app(shared) for _ in range(2))
+        return [app.test_client() for app in apps]
+
+    yield start
+    for app in apps:
+        app.config["STORE"].close()
+
+
+@pytest.fixture
+def two_workers(workers, redis_prefix, monkeypatch):
+    """Two workers whose caches would keep a key's row for a minute: only a change heard through
+    Redis makes them forget it sooner."""
+    monkeypatch.setattr(keys, "CACHE_SECONDS", 60)
+    return workers(REDIS_URL, redis_prefix)
+
+
+def test_with_redis_a_key_revoked_on_one_worker_is_refused_by_the_others_at_once(two_workers, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    admin, other = two_workers
+    secret = create(admin).json["key"]
+    assert generate(other, secret).status_code == 200
+    assert admin.delete("/v1/admin/keys/team-a", headers=ADMIN).json["revoked"] is True
+    refused = generate(other, secret)
+    assert refused.status_code == 401 and "revoked" in refused.json["message"]
+
+
+def test_with_redis_a_changed_policy_applies_on_the_other_workers_at_once(two_workers, upstream):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    admin, other = two_workers
+    secret = create(admin).json["key"]
+    assert generate(other, secret).status_code == 200
+    assert admin.patch("/v1/admin/keys/team-a", json={"models": ["nano-banana"]}, headers=ADMIN).status_code == 200
+    assert generate(other, secret).status_code == 403
+
+
+def test_while_redis_is_away_a_change_is_seen_within_the_cache_seconds_then_at_once_again(
+        workers, upstream, own_redis, monkeypatch, json_lines):
+    upstream.add(responses.POST, GENERATE, json=gemini_answer())
+    url, servers, start = own_redis
+    monkeypatch.setattr(Outage, "RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(keys, "CACHE_SECONDS", 1.0)
+    admin, other = workers(url)
+    secret = create(admin).json["key"]
+    assert generate(other, secret).status_code == 200
+    servers[0].kill()
+    servers[0].wait()
+    assert admin.patch("/v1/admin/keys/team-a", json={"models": ["nano-banana"]}, headers=ADMIN).status_code == 200
+    assert generate(other, secret).status_code == 200  # its cached row, not yet expired
+    time.sleep(1.0)
+    assert generate(other, secret).status_code == 403
+    messages = [line["message"] for line in json_lines()]
+    assert any("the change to the key team-a is seen elsewhere within 1s" in message for message in messages)
+    assert len([message for message in messages if "a managed key changed elsewhere" in message]) == 1
+    servers.append(start())
+    time.sleep(0.25)
+    assert generate(other, secret, model="nano-banana").status_code == 200  # heard through Redis again
+    admin.delete("/v1/admin/keys/team-a", headers=ADMIN)
+    assert generate(other, secret, model="nano-banana").status_code == 401

@@ -1,15 +1,19 @@
 """Circuit breakers (docs/providers.md#circuit-breakers): after consecutive failed calls a provider
 is skipped for a cool-down, then probed by one call; a success closes it. The breaker alone with
-a fake clock, then through the app with Gemini and OpenRouter mocked."""
+a fake clock, then through the app with Gemini and OpenRouter mocked; then shared through Redis
+by several processes (each RedisBreaker here is one process's), and per process while Redis is away."""
 import dataclasses
+import time
 
 import pytest
 import responses
 from prometheus_client import REGISTRY
 
 from gateway import create_app
-from gateway.breaker import LocalBreaker
-from tests.conftest import OPENROUTER_KEY
+from gateway.breaker import LocalBreaker, RedisBreaker, breaker_for
+from gateway.metrics import BREAKER_OPEN
+from gateway.shared import Outage, shared_redis
+from tests.conftest import OPENROUTER_KEY, REDIS_URL
 from tests.support import CHAT, gemini_answer, openrouter_answer
 
 GEMINI = "https://gemini.test/v1beta/models/gemini-3-pro-image:generateContent"
@@ -199,3 +203,135 @@ def test_a_retry_log_line_names_the_upstreams_own_status(settings, auth, upstrea
     assert generate(create_app(settings).test_client(), auth).status_code == 200
     assert any(line["message"].startswith("upstream attempt 1 for gemini-3-pro-image failed (503); retrying in")
                for line in json_lines())
+
+
+@pytest.fixture
+def process(redis_server, redis_prefix):
+    """A function that builds gemini's breaker in another process sharing Redis (under this test's
+    prefix): three failures open it."""
+    def breaker(seconds=30, probe_seconds=60):
+        return RedisBreaker("gemini", 3, seconds, redis_server, redis_prefix, probe_seconds)
+    return breaker
+
+
+def test_failures_in_several_processes_open_the_breaker_for_all_of_them(process):
+    first, second = process(), process()
+    first.failed()
+    second.failed()
+    assert first.admit() and second.would_admit()
+    first.failed()
+    assert not second.admit() and not second.would_admit() and not first.admit()
+
+
+def test_a_providers_state_and_its_probe_share_one_hash_tag(process, redis_server, redis_prefix):
+    breaker = process(seconds=0)
+    for _ in range(3):
+        breaker.failed()
+    assert breaker.admit()
+    keys = sorted(key.decode() for key in redis_server.scan_iter(f"{redis_prefix}:*"))
+    assert keys == [f"{redis_prefix}:breaker:{{gemini}}", f"{redis_prefix}:breaker:{{gemini}}:probe"]
+
+
+def test_a_success_in_any_process_starts_the_shared_count_again(process):
+    first, second = process(), process()
+    for _ in range(2):
+        first.failed()
+    second.succeeded()
+    for _ in range(2):
+        first.failed()
+    assert second.admit()
+
+
+def test_once_cooled_down_exactly_one_process_probes_and_its_success_closes_it_for_all(process, json_lines):
+    first, second = process(seconds=0.1), process(seconds=0.1)
+    for _ in range(3):
+        first.failed()
+    assert not second.admit()
+    time.sleep(0.15)
+    assert second.would_admit() and second.admit()
+    assert not first.admit() and not first.would_admit() and not second.admit()  # one probe, anywhere
+    assert is_open() == 1
+    second.succeeded()
+    assert first.admit() and is_open() == 0
+    assert [line["message"] for line in json_lines() if line["message"].startswith("circuit breaker")] == [
+        "circuit breaker for gemini opened after 3 consecutive failed calls: skipping it for 0.1s",
+        "circuit breaker for gemini: probing it with one call",
+        "circuit breaker for gemini closed: it answered again"]  # each logged once, by the process that did it
+
+
+def test_a_failed_probe_opens_it_for_every_process_for_another_cool_down(process):
+    first, second = process(seconds=0.2), process(seconds=0.2)
+    for _ in range(3):
+        first.failed()
+    time.sleep(0.25)
+    assert first.admit()
+    first.failed()
+    assert not second.admit()
+    time.sleep(0.25)
+    assert second.admit()
+
+
+def test_only_the_probing_process_gives_its_probe_back(process):
+    first, second = process(seconds=0), process(seconds=0)
+    for _ in range(3):
+        first.failed()
+    assert first.admit()
+    second.released()  # another process's call whose client went away: not the probe
+    assert not second.admit()
+    first.released()
+    assert second.admit()
+
+
+def test_a_probe_whose_process_died_frees_the_provider_when_its_lease_ends(process):
+    first, second = process(seconds=0, probe_seconds=0.2), process(seconds=0, probe_seconds=0.2)
+    for _ in range(3):
+        first.failed()
+    assert first.admit()  # and its process dies
+    assert not second.admit()
+    time.sleep(0.25)
+    assert second.admit()
+
+
+def test_each_process_shows_the_shared_state_it_last_read(process):
+    first, second = process(), process()
+    for _ in range(3):
+        first.failed()
+    BREAKER_OPEN.labels("gemini").set(0)  # as in the second process, which has not called gemini yet
+    assert not second.would_admit()
+    assert is_open() == 1
+
+
+def test_a_breaker_opened_by_one_instance_sends_the_others_straight_to_the_next_provider(both, auth, upstream,
+                                                                                        redis_prefix):
+    upstream.add(responses.POST, GEMINI, status=503, json={"error": {"code": 503, "message": "overloaded"}})
+    upstream.add(responses.POST, CHAT, json=openrouter_answer())
+    shared = dataclasses.replace(both, redis_url=REDIS_URL, redis_prefix=redis_prefix)
+    first, second = create_app(shared).test_client(), create_app(shared).test_client()
+    for _ in range(3):
+        assert generate(first, auth).headers["x-gateway-provider"] == "openrouter"
+    calls(upstream)
+    assert generate(second, auth).headers["x-gateway-provider"] == "openrouter"
+    assert calls(upstream) == [CHAT]
+
+
+def test_while_redis_is_away_each_process_decides_alone_then_shares_again(settings, own_redis, monkeypatch,
+                                                                          json_lines):
+    url, servers, start = own_redis
+    monkeypatch.setattr(Outage, "RETRY_SECONDS", 0.2)
+    client = shared_redis(dataclasses.replace(settings, redis_url=url))
+    breaker = breaker_for("gemini", settings, client)
+    for _ in range(3):
+        breaker.failed()
+    servers[0].kill()
+    servers[0].wait()
+    assert breaker.admit()  # it fails open: this process starts closed
+    for _ in range(3):
+        breaker.failed()
+    assert not breaker.admit() and is_open() == 1  # and opens on its own failures
+    time.sleep(0.25)
+    assert not breaker.admit()  # Redis was asked again, and failed again
+    assert len([line for line in json_lines() if line["message"].startswith("Redis failed")]) == 1
+    servers.append(start())  # back, and empty
+    time.sleep(0.25)
+    assert breaker.admit() and is_open() == 0
+    client.close()

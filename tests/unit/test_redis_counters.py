@@ -1,9 +1,6 @@
 """The rate and concurrency counters in Redis: hash-tagged keys, leases that a dead instance
 cannot keep, and per-process counting while Redis is away (then shared again, without a restart)."""
 import dataclasses
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -43,35 +40,6 @@ def test_a_refused_request_counts_nothing(redis_server, redis_prefix):
         with pytest.raises(GatewayError):
             counters.acquire("team-a", policy, 2)
     assert counters.acquire("team-a", policy, 1).windows[0][1].remaining == 0
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test's own on a free port, to stop and start again."""
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(tmp_path)]
-
-    def start():
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return process
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    servers = [start()]
-    yield f"redis://127.0.0.1:{port}/0", servers, start
-    for process in servers:
-        process.kill()
-        process.wait()
 
 
 def test_while_redis_is_away_limits_count_per_process_then_are_shared_again(settings, upstream, own_redis,
