@@ -58,7 +58,11 @@ def _operation(summary, request_body):
         "responses": {"200": {"description": "the images; with `stream: true`, server-sent events "
                                              "(partial_image, completed, error) as OpenAI streams images", "headers": {
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
-                                        "schema": {"type": "integer"}}, **LIMIT_HEADERS},
+                                        "schema": {"type": "integer"}},
+            "x-gateway-provider": {"description": "the providers that made the images; on a stream, those its "
+                                                  "calls were with when its head was sent (each event names "
+                                                  "its image's)", "schema": {"type": "string"}},
+            **LIMIT_HEADERS},
             "content": {"application/json": {"schema": "ImagesResponse"},
                         "text/event-stream": {"schema": SSE_EVENT}}},
             "202": ACCEPTED, **errors},
