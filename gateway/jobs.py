@@ -79,11 +79,12 @@ class _Finisher:
     def passes_through(self, image):
         return self.mask is None and image.format == media.FORMATS[self.output_format] and self.compression is None
 
-    def __call__(self, image):
-        """(base64, (width, height)), or the MediaError that made the image unusable."""
+    def __call__(self, image, deadline):
+        """(base64, (width, height)), or the MediaError that made the image unusable; a
+        GatewayError raised when no image thread came free in time, or `deadline` passed first."""
         if self.passes_through(image):
             return image.b64, image.size
-        return image_work(self.settings, self._work, image)
+        return image_work(self.settings, self._work, image, deadline=deadline)
 
     def _work(self, image):
         try:
@@ -189,7 +190,7 @@ class ImageJob:
 
         def partial(image):
             if len(sent) < self.partial_images:
-                finished = self.finish(image)
+                finished = self.finish(image, scope.deadline)
                 if not isinstance(finished, media.MediaError):
                     emit(Partial(index, len(sent), *finished, self.serving[index]))
                     sent.append(image)
@@ -203,17 +204,21 @@ class ImageJob:
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
         with self.lock:
             self.usage += generation.usage
-        events = []
-        for number, image in enumerate(generation.images):
-            finished = self.finish(image)
-            if isinstance(finished, media.MediaError):
-                error = UpstreamError(f"{provider.subject} returned an image that cannot be used: {finished}.",
-                                      cause="bad_image")
-                events.append(Failed(index, error))
-            else:
-                usage = generation.usage if number == 0 else Usage()
-                events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
-        return events
+        return [self._finished(index, number, image, generation, provider, scope.deadline)
+                for number, image in enumerate(generation.images)]
+
+    def _finished(self, index, number, image, generation, provider, deadline):
+        """Image `number` of a call's answer as a Completed event, or the Failed one that says why
+        it was not: unusable, or not finished by the request's deadline (docs/api.md#errors)."""
+        try:
+            finished = self.finish(image, deadline)
+        except GatewayError as error:
+            return Failed(index, error)
+        if isinstance(finished, media.MediaError):
+            return Failed(index, UpstreamError(f"{provider.subject} returned an image that cannot be used: "
+                                               f"{finished}.", cause="bad_image"))
+        usage = generation.usage if number == 0 else Usage()
+        return Completed(index, *finished, generation.text or self.prompt, usage, provider.name)
 
     def _with_failover(self, index, scope, on_partial, skipping=True):
         """(Generation, provider) from the first provider of the chain whose circuit breaker lets

@@ -27,7 +27,7 @@ ERROR_STATUSES = {
     "502": "upstream failure",
     "503": "no configured provider serves the model, the upstream account has no credits, "
            "or the gateway is at its in-flight limit",
-    "504": "upstream timeout",
+    "504": "upstream timeout, or the images not finished by the request's deadline (UPSTREAM_TIMEOUT)",
 }
 
 

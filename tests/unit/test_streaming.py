@@ -5,12 +5,13 @@ Gemini's streamed thought images (its partial images) on the mocked wire at the 
 import dataclasses
 import io
 import json
+import threading
 import time
 
 import pytest
 import responses
 
-from gateway import create_app
+from gateway import create_app, media
 from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.images.streaming import sse
 from gateway.limits import upstream_slots
@@ -258,6 +259,27 @@ def test_gemini_is_named_in_the_head_and_every_event_of_its_stream(client, auth,
     assert response.headers["x-gateway-provider"] == "gemini"
     assert [(kind, data["provider"]) for kind, data in images(response)] == [
         ("image_generation.partial_image", "gemini"), ("image_generation.completed", "gemini")]
+
+
+def test_a_partial_image_not_finished_by_the_deadline_ends_its_call_with_the_504(settings, auth, upstream,
+                                                                                  monkeypatch):
+    """The call is still reading Gemini's stream when its partial image misses the deadline: the
+    answer is closed and the call ends, with the 504 of the image, not the upstream's timeout."""
+    gemini_stream(upstream, thought(png_bytes((32, 24))), gemini_answer())
+    app = create_app(dataclasses.replace(settings, upstream_timeout=0.3))
+    encode, release = media.encode_image, threading.Event()
+
+    def slow_encode(*args):
+        release.wait(10)
+        return encode(*args)
+
+    monkeypatch.setattr(media, "encode_image", slow_encode)
+    response = generate(app.test_client(), auth, stream=True, partial_images=1, output_format="jpeg")
+    release.set()
+    app.config["STORE"].close()
+    assert response.status_code == 504 and response.mimetype == "application/json"  # nothing was sent before it
+    assert response.get_json()["message"].endswith("decoding and re-encoding them (with a mask, compositing) went on "
+                                                   "past it.")
 
 
 def test_gemini_is_called_plainly_without_partial_images(client, auth, upstream):
