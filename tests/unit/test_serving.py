@@ -16,8 +16,13 @@ import pytest
 from gunicorn import util
 from werkzeug.exceptions import RequestTimeout
 
-from gateway.serving import (BodyReader, _with_deadline, count_image_request, freeze_loaded_objects,
-                             start_recycling_count)
+from gateway.serving import (
+    BodyReader,
+    _with_deadline,
+    count_image_request,
+    freeze_loaded_objects,
+    start_recycling_count,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
