@@ -26,11 +26,12 @@ class JobCancelled(Exception):
 
 @dataclass
 class Partial:
-    """An interim image of call `index`, the `partial_index`-th it sent."""
+    """An interim image of call `index`, the `partial_index`-th it sent, drawn by `provider`."""
     index: int
     partial_index: int
     b64: str
     size: tuple
+    provider: str
 
 
 @dataclass
@@ -78,11 +79,12 @@ class _Finisher:
     def passes_through(self, image):
         return self.mask is None and image.format == media.FORMATS[self.output_format] and self.compression is None
 
-    def __call__(self, image):
-        """(base64, (width, height)), or the MediaError that made the image unusable."""
+    def __call__(self, image, deadline):
+        """(base64, (width, height)), or the MediaError that made the image unusable; a
+        GatewayError raised when no image thread came free in time, or `deadline` passed first."""
         if self.passes_through(image):
             return image.b64, image.size
-        return image_work(self.settings, self._work, image)
+        return image_work(self.settings, self._work, image, deadline=deadline)
 
     def _work(self, image):
         try:
@@ -116,6 +118,7 @@ class ImageJob:
         self.finish = _Finisher(settings, self.output_format, params.get("output_compression"), mask)
         self.usage, self.images, self.lock = Usage(), 0, threading.Lock()
         self.failures, self.providers = [], {}  # what the calls ended in, for the ledger
+        self.serving = [None] * self.calls  # the provider each call is with (None: none yet, or it failed)
 
     def events(self, idle=None):
         """Partial, Completed and Failed events as they happen (every call ends in one Completed per
@@ -141,6 +144,11 @@ class ImageJob:
                     call.join()
             record_images(self.model.label, self.client.name, self.images, self.usage)
             self.admission.finish(self.images, self.usage, ", ".join(self.providers), self._status())
+
+    def serving_providers(self):
+        """The providers the calls are with now, in call order: the one that made a call's images,
+        or that a running call is trying; none for a call that failed or still waits for a slot."""
+        return ", ".join(dict.fromkeys(name for name in list(self.serving) if name))
 
     def _drain(self, events, idle):
         running = self.calls
@@ -169,6 +177,8 @@ class ImageJob:
         except Exception:  # noqa: BLE001 - reported to the client as the 500 it is
             log.exception("image call %d failed", index)
             events = [Failed(index, internal_error())]
+        if not any(isinstance(event, Completed) for event in events):
+            self.serving[index] = None
         events[-1].last = True
         for event in events:
             emit(event)
@@ -180,33 +190,37 @@ class ImageJob:
 
         def partial(image):
             if len(sent) < self.partial_images:
-                finished = self.finish(image)
+                finished = self.finish(image, scope.deadline)
                 if not isinstance(finished, media.MediaError):
-                    emit(Partial(index, len(sent), *finished))
+                    emit(Partial(index, len(sent), *finished, self.serving[index]))
                     sent.append(image)
 
         slot = upstream_slots(self.settings.upstream_max_in_flight).hold(
             self.client.id, self.settings.upstream_queue_timeout, scope.cancel)
         with slot, UPSTREAM_IN_FLIGHT.track_inprogress():
-            generation, provider = self._with_failover(scope, partial)
+            generation, provider = self._with_failover(index, scope, partial)
         if generation.usage.cost is None:  # an upstream's own figure (OpenRouter's) wins over the price table
             generation.usage.cost = self.model.cost(self.tier, len(generation.images), generation.usage)
         record_cost(self.model.label, provider.name, self.client.name, generation.usage.cost)
         with self.lock:
             self.usage += generation.usage
-        events = []
-        for number, image in enumerate(generation.images):
-            finished = self.finish(image)
-            if isinstance(finished, media.MediaError):
-                error = UpstreamError(f"{provider.subject} returned an image that cannot be used: {finished}.",
-                                      cause="bad_image")
-                events.append(Failed(index, error))
-            else:
-                usage = generation.usage if number == 0 else Usage()
-                events.append(Completed(index, *finished, generation.text or self.prompt, usage, provider.name))
-        return events
+        return [self._finished(index, number, image, generation, provider, scope.deadline)
+                for number, image in enumerate(generation.images)]
 
-    def _with_failover(self, scope, on_partial, skipping=True):
+    def _finished(self, index, number, image, generation, provider, deadline):
+        """Image `number` of a call's answer as a Completed event, or the Failed one that says why
+        it was not: unusable, or not finished by the request's deadline (docs/api.md#errors)."""
+        try:
+            finished = self.finish(image, deadline)
+        except GatewayError as error:
+            return Failed(index, error)
+        if isinstance(finished, media.MediaError):
+            return Failed(index, UpstreamError(f"{provider.subject} returned an image that cannot be used: "
+                                               f"{finished}.", cause="bad_image"))
+        usage = generation.usage if number == 0 else Usage()
+        return Completed(index, *finished, generation.text or self.prompt, usage, provider.name)
+
+    def _with_failover(self, index, scope, on_partial, skipping=True):
         """(Generation, provider) from the first provider of the chain whose circuit breaker lets
         the call through, or from the next one when a provider's failure may be its own
         (docs/providers.md), until the scope's deadline. When every breaker is open, the chain is tried
@@ -218,6 +232,7 @@ class ImageJob:
                 failures.append((provider.name, None))
                 continue
             following = [later for later in self.chain[position + 1:] if not skipping or later.breaker.would_admit()]
+            self.serving[index] = provider.name
             try:
                 return self._generate(provider, bool(following), scope, on_partial), provider
             except UpstreamError as error:
@@ -229,7 +244,7 @@ class ImageJob:
                 record_failover(self.model.label, provider.name, following[0].name)
         if any(error is not None for _, error in failures):  # the providers after the last failure were skipped
             raise every_failure(failures)
-        return self._with_failover(scope, on_partial, skipping=False)  # every breaker opened meanwhile
+        return self._with_failover(index, scope, on_partial, skipping=False)  # every breaker opened meanwhile
 
     def _generate(self, provider, can_fail_over, scope, on_partial):
         """One provider's call, its outcome told to the provider's circuit breaker. With another

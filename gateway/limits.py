@@ -3,6 +3,7 @@ calls in flight, shared fairly between client keys while they are contended, and
 (decode, composite, encode) running at once, on a few real threads."""
 import concurrent.futures
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from functools import cache
@@ -10,6 +11,7 @@ from functools import cache
 from gevent import monkey
 
 from .errors import GatewayError, UpstreamError
+from .metrics import IMAGE_WORK_TIMEOUTS
 
 
 class UpstreamSlots:
@@ -119,20 +121,66 @@ def image_thread_lock():
     return monkey.get_original("threading", "Lock")()
 
 
-def image_work(settings, work, *args):
+def image_work(settings, work, *args, deadline=None):
     """`work(*args)` on one of the process's IMAGE_WORKERS threads, waiting up to
-    IMAGE_QUEUE_TIMEOUT seconds for one to be free."""
+    IMAGE_QUEUE_TIMEOUT seconds for one to be free; with a `deadline` (the request's, a
+    time.monotonic() value), no later than it for the thread and the work together. Work still
+    running at the deadline is not stopped (a thread cannot be, safely): it keeps its thread
+    until it ends, and its result is dropped."""
     slots = _image_slots(settings.image_workers)
-    if not slots.acquire(timeout=settings.image_queue_timeout):
-        raise GatewayError(503, "The gateway is busy: too many images are being decoded or encoded. "
-                                "Try again shortly.", headers={"Retry-After": "5"})
+    _take_image_thread(slots, settings, deadline)
+    future = _image_threads(settings.image_workers).submit(_outcome, work, *args)
     try:
-        done, result = _image_threads(settings.image_workers).submit(_outcome, work, *args).result()
-    finally:
-        slots.release()
+        done, result = future.result(timeout=_left(deadline))
+    except BaseException as error:  # no longer waiting (the deadline, or the greenlet killed); the work goes on
+        # Its thread is given back when it ends, by a thread of the caller's kind (a greenlet under gevent).
+        threading.Thread(target=_release_when_done, args=(slots, future), name="image-slot", daemon=True).start()
+        if isinstance(error, concurrent.futures.TimeoutError):
+            raise _too_late(settings, "work") from None
+        raise
+    slots.release()
     if not done:
         raise result  # here, in the request's context (gevent's pool would print it as a crash)
     return result
+
+
+def _take_image_thread(slots, settings, deadline):
+    """One of `slots`, waited for up to IMAGE_QUEUE_TIMEOUT (then a 503) and never past `deadline` (a 504)."""
+    left = _left(deadline)
+    if left == 0:  # the request's earlier images took its time
+        raise _too_late(settings, "work")
+    queue_timeout = settings.image_queue_timeout
+    if slots.acquire(timeout=queue_timeout if left is None else min(queue_timeout, left)):
+        return
+    if left is not None and left <= queue_timeout:
+        raise _too_late(settings, "queue")
+    raise GatewayError(503, "The gateway is busy: too many images are being decoded or encoded. "
+                            "Try again shortly.", headers={"Retry-After": "5"})
+
+
+def _left(deadline):
+    """Seconds until `deadline` (0 once it passed), or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+LATE = {"queue": "no image thread (IMAGE_WORKERS) came free before it",
+        "work": "decoding and re-encoding them (with a mask, compositing) went on past it"}
+
+
+def _too_late(settings, stage):
+    """The 504 of an image not finished by the request's deadline, counted by `stage` (what it
+    waited for). Not worth a retry: the upstream answered, and was paid for."""
+    IMAGE_WORK_TIMEOUTS.labels(stage).inc()
+    return GatewayError(504, f"The images were not finished within the request's deadline (UPSTREAM_TIMEOUT, "
+                             f"{settings.upstream_timeout:g} seconds): {LATE[stage]}.",
+                        headers={"x-should-retry": "false"})
+
+
+def _release_when_done(slots, future):
+    try:
+        future.exception()  # waits for the work, whatever it ends in
+    finally:
+        slots.release()
 
 
 def _outcome(work, *args):

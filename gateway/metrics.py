@@ -30,6 +30,9 @@ TOKENS = Counter("gateway_tokens_total", "Tokens reported by the upstream", ["mo
 LIMITER_ERRORS = Counter("gateway_limiter_errors_total", "Times the shared limit counters failed and a process "
                          "counted on its own")
 LEDGER_ERRORS = Counter("gateway_ledger_errors_total", "Times ledger rows could not be written (kept to retry)")
+IMAGE_WORK_TIMEOUTS = Counter("gateway_image_work_timeouts_total", "Images dropped because finishing them passed "
+                              "the request's deadline, by what they waited for: a free image thread (queue) or "
+                              "their decoding and encoding (work)", ["stage"])
 COST = Counter("gateway_cost_usd_total", "What the upstream calls cost, in USD (the upstream's figure, else the "
                "catalog's price table)", ["client", "model", "provider"])
 

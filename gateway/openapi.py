@@ -27,7 +27,7 @@ ERROR_STATUSES = {
     "502": "upstream failure",
     "503": "no configured provider serves the model, the upstream account has no credits, "
            "or the gateway is at its in-flight limit",
-    "504": "upstream timeout",
+    "504": "upstream timeout, or the images not finished by the request's deadline (UPSTREAM_TIMEOUT)",
 }
 
 
@@ -58,7 +58,11 @@ def _operation(summary, request_body):
         "responses": {"200": {"description": "the images; with `stream: true`, server-sent events "
                                              "(partial_image, completed, error) as OpenAI streams images", "headers": {
             "x-gateway-images-failed": {"description": "upstream calls that failed, when some did",
-                                        "schema": {"type": "integer"}}, **LIMIT_HEADERS},
+                                        "schema": {"type": "integer"}},
+            "x-gateway-provider": {"description": "the providers that made the images; on a stream, those its "
+                                                  "calls were with when its head was sent (each event names "
+                                                  "its image's)", "schema": {"type": "string"}},
+            **LIMIT_HEADERS},
             "content": {"application/json": {"schema": "ImagesResponse"},
                         "text/event-stream": {"schema": SSE_EVENT}}},
             "202": ACCEPTED, **errors},

@@ -10,9 +10,9 @@ from ..jsonchunks import json_chunks
 from ..storage import stored, with_urls
 from .files import public_root
 from .jobs import accepted, prefers_async
-from .streaming import stream_response
+from .streaming import PROVIDER_HEADER, stream_response
 
-FAILED_HEADER, PROVIDER_HEADER = "x-gateway-images-failed", "x-gateway-provider"
+FAILED_HEADER = "x-gateway-images-failed"
 
 
 class ArrivalOrderMultiDict(ImmutableMultiDict):

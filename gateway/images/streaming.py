@@ -12,6 +12,7 @@ from ..jsonchunks import json_chunks
 
 KEEP_ALIVE = b": keep-alive\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass each event on at once
+PROVIDER_HEADER = "x-gateway-provider"
 
 
 def sse(event_type, fields):
@@ -27,14 +28,18 @@ def sse(event_type, fields):
 def stream_response(job, kind):
     """The 200 event stream of `job` (`kind`: image_generation or image_edit). Nothing is sent
     before the first image, keep-alive or partial image: when every call fails first, the
-    failure is raised here and answered as the usual JSON error. The stream runs in a copy of
-    this request's context (its id and counters), which Flask resets once
-    the view returns, long before the stream ends."""
+    failure is raised here and answered as the usual JSON error. The head names the providers
+    the calls are with when it goes; a failover after it shows in the events, each of which names
+    the provider that made its image (docs/api.md). The stream runs in a copy of this request's context (its id and
+    counters), which Flask resets once the view returns, long before the stream ends."""
     context = contextvars.copy_context()
     events = job.events(idle=job.settings.stream_keepalive)
     first, failures = context.run(_first, events)
-    return Response(_in_context(context, _encode(job, kind, first, events, failures)),
-                    mimetype="text/event-stream", headers=HEADERS)
+    response = Response(_in_context(context, _encode(job, kind, first, events, failures)),
+                        mimetype="text/event-stream", headers=HEADERS)
+    if providers := job.serving_providers():
+        response.headers[PROVIDER_HEADER] = providers
+    return response
 
 
 def _first(events):
@@ -93,7 +98,7 @@ def _image_fields(job, event):
     width, height = event.size
     fields = {"b64_json": event.b64, "created_at": int(time.time()), "size": f"{width}x{height}",
               "quality": job.params.get("quality", "auto"), "background": job.params.get("background", "auto"),
-              "output_format": job.output_format}
+              "output_format": job.output_format, "provider": event.provider}
     if job.n > 1:
         fields["index"] = event.index
     return fields

@@ -311,9 +311,19 @@ class Transport:
                 response.close()
                 raise too_large
             if events:
-                events.feed(chunk)
+                self._feed(events, chunk, response)
             else:
                 chunks.append(chunk)
+
+    @staticmethod
+    def _feed(events, chunk, response):
+        """A piece of an event stream to `events`; the answer closed when its events fail the call
+        (a malformed event, or a partial image not finished by the request's deadline)."""
+        try:
+            events.feed(chunk)
+        except BaseException:
+            response.close()
+            raise
 
     def _delay_before_retry(self, error, attempt, retries, deadline):
         """Seconds to wait before the next attempt, or None when the error is final."""

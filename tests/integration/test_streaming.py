@@ -97,9 +97,12 @@ def nginx_in_front(gateway_url, tls_certificate, tmp_path_factory):
 def test_python_sdk_gets_two_partial_images_then_the_completed_one(sdk, emulator_url, size, pixels):
     since = time.time()
     options = {"size": size} if size else {}
-    events = list(sdk.images.generate(model=THINKING_MODEL, prompt=f"a streamed lighthouse {size or ''}", stream=True,
-                                      partial_images=2, **options))
+    stream = sdk.images.generate(model=THINKING_MODEL, prompt=f"a streamed lighthouse {size or ''}", stream=True,
+                                 partial_images=2, **options)
+    events = list(stream)
     assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert stream.response.headers["x-gateway-provider"] == "gemini"  # the head waited for the first image
+    assert [extra(event, "provider") for event in events] == ["gemini"] * 3
     assert [event.partial_image_index for event in events[:2]] == [0, 1]
     for event in events:
         assert decoded(event.b64_json) == ("PNG", pixels)
@@ -151,6 +154,7 @@ def test_node_sdk_gets_two_partial_images_then_the_completed_one(gateway_url):
         "image_generation.completed"]
     assert [event.get("partial_image_index") for event in events] == [0, 1, None]
     assert all(event["bytes"] > 0 and event["size"] == "1024x1024" for event in events)
+    assert [event["provider"] for event in events] == ["gemini"] * 3
     assert events[2]["usage"]["output_tokens"] > 0
 
 
@@ -162,9 +166,11 @@ def test_keep_alive_comments_fill_a_slow_upstreams_silence(quick_keepalive):
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
     assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["x-gateway-provider"] == "gemini"  # the call's provider when the first keep-alive went
     items = read_stream(response)
     kinds = [kind for kind, _, _ in items]
     assert kinds[-1] == "image_generation.completed" and kinds.count("image_generation.completed") == 1
+    assert items[-1][1]["provider"] == "gemini"
     assert kinds[:-1] == [KEEP_ALIVE] * (len(kinds) - 1) and len(kinds) - 1 >= 2
 
 

@@ -11,6 +11,8 @@ from tests.integration.conftest import (
     generate,
     metric,
     ok,
+    post_stream,
+    read_stream,
     refused,
     sdk_for,
     start_gateway,
@@ -39,7 +41,8 @@ def vertex_only(emulator_url, service_account_file, tmp_path_factory):
 def gemini_then_vertex(emulator_url, service_account_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "failover.log"
     process, url = start_gateway(emulator_url, log, UPSTREAM_TIMEOUT=str(TIMEOUT), GATEWAY_PROVIDERS="gemini,vertex",
-                                 GEMINI_API_KEY=UPSTREAM_KEY, **vertex_env(emulator_url, service_account_file))
+                                 GEMINI_API_KEY=UPSTREAM_KEY, **vertex_env(emulator_url, service_account_file),
+                                 GATEWAY_BREAKER_FAILURES="0")  # else this module's gemini outages would open it
     yield url, log
     stop(process)
 
@@ -82,6 +85,14 @@ def test_a_gemini_outage_is_served_by_vertex(gemini_then_vertex, emulator_url):
     labels = {"model": "gemini-3-pro-image", "from_provider": "gemini", "to_provider": "vertex"}
     assert metric(after, "gateway_upstream_failovers_total", **labels) == \
         metric(before, "gateway_upstream_failovers_total", **labels) + 1
+
+
+def test_a_stream_whose_head_waits_for_the_first_image_names_the_provider_failed_over_to(gemini_then_vertex):
+    url, _ = gemini_then_vertex
+    response = post_stream(url, f"streamed outage {time.time()} [emulator: fail=503 only=gemini]")
+    assert response.status_code == 200 and response.headers["x-gateway-provider"] == "vertex"
+    assert [(kind, data["provider"]) for kind, data, _ in read_stream(response)] == [
+        ("image_generation.completed", "vertex")]
 
 
 def test_the_log_shows_the_failover(gemini_then_vertex):

@@ -1,15 +1,33 @@
-"""POST /v1/images/generations: fan-out, partial failure, response shape, re-encoding. The
+"""POST /v1/images/generations: fan-out, partial failure, response shape, re-encoding and its deadline. The
 service's own behaviour, served by a FakeProvider (the wire formats have their own tests)."""
 import base64
+import dataclasses
 import threading
+import time
 
 import pytest
 import responses
 from PIL import Image
+from sqlalchemy import select
 
-from gateway import jobs
+from gateway import create_app, jobs, media
 from gateway.errors import GatewayError, Rejected
-from tests.support import GENERATE, Answer, decode, encoded, gemini_answer, generate, image_part, png_bytes, tokens
+from gateway.store import Store, ledger
+from tests.support import (
+    GENERATE,
+    Answer,
+    FakeProvider,
+    assert_error,
+    decode,
+    encoded,
+    gemini_answer,
+    generate,
+    image_part,
+    metric,
+    png_bytes,
+    serve_with,
+    tokens,
+)
 
 
 def test_response_has_the_openai_shape(client, auth, fake):
@@ -147,7 +165,7 @@ def test_a_call_that_fails_outside_the_upstream_ends_the_request_with_its_error(
         client, auth, fake, monkeypatch, failure, status, message):
     """A call used to end only on an upstream error: anything else while finishing its image (a
     bug, or the image threads busy past IMAGE_QUEUE_TIMEOUT) left the request waiting forever."""
-    def failing(*args):
+    def failing(*args, **kwargs):
         raise failure
 
     monkeypatch.setattr(jobs, "image_work", failing)
@@ -158,3 +176,36 @@ def test_a_call_that_fails_outside_the_upstream_ends_the_request_with_its_error(
     request.join(30)
     assert answers, "the request never ended"
     assert (answers[0].status_code, answers[0].json["message"]) == (status, message)
+
+
+def test_an_image_not_finished_by_the_requests_deadline_is_a_504_and_its_thread_serves_the_next(
+        settings, auth, monkeypatch, database_url):
+    """The upstream answered in time, but re-encoding its image outlived UPSTREAM_TIMEOUT: the client
+    is told at the deadline, the ledger and the metric record it, and the one image thread, free
+    again once that work ends, serves the next request."""
+    app = create_app(dataclasses.replace(settings, upstream_timeout=0.5, image_workers=1))
+    client, encode, release = serve_with(app, FakeProvider("gemini")), media.encode_image, threading.Event()
+
+    def slow_encode(*args):
+        release.wait(10)  # the first request's encode, until the test lets it go
+        return encode(*args)
+
+    monkeypatch.setattr(media, "encode_image", slow_encode)
+    timeouts = metric(client.get("/metrics").get_data(as_text=True), "gateway_image_work_timeouts_total", stage="work")
+    started = time.monotonic()
+    late = generate(client, auth, output_format="jpeg")
+    assert time.monotonic() - started < 2
+    assert_error(late, 504, "The images were not finished within the request's deadline (UPSTREAM_TIMEOUT, 0.5 "
+                            "seconds): decoding and re-encoding them (with a mask, compositing) went on past it.")
+    assert late.headers["x-should-retry"] == "false"
+    assert metric(client.get("/metrics").get_data(as_text=True), "gateway_image_work_timeouts_total",
+                  stage="work") == timeouts + 1
+    release.set()
+    served = generate(client, auth, output_format="jpeg")
+    assert served.status_code == 200 and decode(served.json["data"][0]["b64_json"]).format == "JPEG"
+    app.config["STORE"].close()
+    store = Store(database_url)
+    with store.read() as conn:
+        rows = conn.execute(select(ledger.c.status, ledger.c.n_made, ledger.c.micro_usd > 0)).all()
+    store.close()
+    assert sorted(rows) == [(200, 1, True), (504, 0, True)]  # the late image's upstream call was paid for

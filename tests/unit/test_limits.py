@@ -1,5 +1,5 @@
 """The fair share of the upstream in-flight slots between client keys, and the image threads'
-queue bound."""
+queue bound and deadline."""
 import dataclasses
 import random
 import subprocess
@@ -243,6 +243,56 @@ def test_image_work_waits_for_a_thread_up_to_the_queue_timeout_then_503(settings
     holder.join()
     assert (busy.value.status, busy.value.headers) == (503, {"Retry-After": "5"})
     assert image_work(settings, int) == 0
+
+
+def test_image_work_past_the_deadline_is_a_504_and_its_thread_comes_back_once_the_work_ends(settings):
+    settings = dataclasses.replace(settings, image_workers=1)
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as late:
+        image_work(settings, release.wait, 5, deadline=started + 0.2)
+    assert 0.2 <= time.monotonic() - started < 1  # not the 5 s the work could take
+    assert (late.value.status, late.value.headers) == (504, {"x-should-retry": "false"})
+    assert late.value.message == (
+        "The images were not finished within the request's deadline (UPSTREAM_TIMEOUT, 5 seconds): "
+        "decoding and re-encoding them (with a mask, compositing) went on past it.")
+    release.set()  # the work ends: its thread is free again, for work with a deadline too
+    assert image_work(settings, int, deadline=time.monotonic() + 2) == 0
+
+
+def test_waiting_for_an_image_thread_past_the_deadline_is_a_504_not_the_queue_timeouts_503(settings):
+    settings = dataclasses.replace(settings, image_workers=1, image_queue_timeout=30)
+    release, started = threading.Event(), threading.Event()
+    holder = threading.Thread(target=image_work, args=(settings, lambda: started.set() or release.wait(5)))
+    holder.start()
+    started.wait(5)
+    with pytest.raises(GatewayError) as late:
+        image_work(settings, int, deadline=time.monotonic() + 0.2)
+    release.set()
+    holder.join()
+    assert late.value.status == 504 and late.value.message.endswith(
+        "no image thread (IMAGE_WORKERS) came free before it.")
+
+
+def test_work_past_the_deadline_gives_its_thread_back_under_gevent():
+    """Under gevent the slots are gevent's, so the image thread that ran the work must not give its
+    slot back: a greenlet waits for the work and does. Checked in a fresh interpreter patched as
+    gunicorn's workers are."""
+    program = ("from gevent import monkey; monkey.patch_all()\n"
+               "import time\n"
+               "from gateway.config import Settings\n"
+               "from gateway.errors import GatewayError\n"
+               "from gateway.limits import image_work\n"
+               "settings = Settings(image_workers=1, image_queue_timeout=5)\n"
+               "sleep = monkey.get_original('time', 'sleep')\n"
+               "try:\n"
+               "    image_work(settings, sleep, 0.5, deadline=time.monotonic() + 0.1)\n"
+               "except GatewayError as error:\n"
+               "    assert error.status == 504, error.message\n"
+               "else:\n"
+               "    raise AssertionError('the work outlived its deadline without a 504')\n"
+               "assert image_work(settings, int, deadline=time.monotonic() + 5) == 0\n")
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=Path(__file__).parents[2], timeout=60)
 
 
 def test_the_lock_between_image_threads_is_a_real_one_under_gevent():

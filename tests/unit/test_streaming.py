@@ -5,12 +5,13 @@ Gemini's streamed thought images (its partial images) on the mocked wire at the 
 import dataclasses
 import io
 import json
+import threading
 import time
 
 import pytest
 import responses
 
-from gateway import create_app
+from gateway import create_app, media
 from gateway.errors import Rejected, UpstreamUnavailable
 from gateway.images.streaming import sse
 from gateway.limits import upstream_slots
@@ -189,6 +190,48 @@ def test_the_json_body_lists_images_in_call_order_with_usage_summed(client, auth
                              "output_tokens": 300, "total_tokens": 330, "cost": 0.26806}
 
 
+# --- which provider: the head's x-gateway-provider and each image event's `provider` -------------
+
+def quick_keepalive(settings, *providers):
+    """A test client whose streams send a keep-alive after 0.1 s of silence, served by `providers`."""
+    return serve_with(create_app(dataclasses.replace(settings, stream_keepalive=0.1)), *providers)
+
+
+def test_a_head_sent_with_a_keep_alive_names_the_provider_the_call_waits_on(settings, auth):
+    client = quick_keepalive(settings, FakeProvider("vertex", Answer(delay=0.5)))
+    response = generate(client, auth, stream=True)
+    sent = events(response)
+    client.application.config["STORE"].close()
+    assert sent[0] == ("comment", ": keep-alive")
+    assert response.headers["x-gateway-provider"] == "vertex" and sent[-1][1]["provider"] == "vertex"
+
+
+def test_a_failover_after_the_head_shows_in_the_event_not_the_header(settings, auth):
+    down = FakeProvider("gemini", Answer(delay=0.5, error=UpstreamUnavailable("The fake API is overloaded.")))
+    client = quick_keepalive(settings, down, FakeProvider("openrouter"))
+    response = generate(client, auth, stream=True)
+    sent = images(response)
+    client.application.config["STORE"].close()
+    assert response.headers["x-gateway-provider"] == "gemini"  # what the call waited on when the head went
+    assert [(kind, data["provider"]) for kind, data in sent] == [("image_generation.completed", "openrouter")]
+
+
+def test_each_event_names_the_provider_that_made_its_image(app, auth):
+    down = FakeProvider("gemini", Answer(partials=[png_bytes((32, 24))], error=UpstreamUnavailable("overloaded")))
+    response = generate(serve_with(app, down, FakeProvider("openrouter")), auth, stream=True, partial_images=1)
+    assert [(kind, data["provider"]) for kind, data in images(response)] == [
+        ("image_generation.partial_image", "gemini"), ("image_generation.completed", "openrouter")]
+
+
+def test_a_head_sent_while_every_call_waits_for_a_slot_names_no_provider(settings, auth):
+    client = quick_keepalive(dataclasses.replace(settings, upstream_max_in_flight=1), FakeProvider("gemini"))
+    with upstream_slots(1).hold("another key", 0, Cancel()):
+        response = generate(client, auth, stream=True)
+        response.close()
+    client.application.config["STORE"].close()
+    assert response.status_code == 200 and "x-gateway-provider" not in response.headers
+
+
 # --- Gemini's wire: thought images streamed as events are the partial images ---------------------
 
 def thought(data):
@@ -208,6 +251,35 @@ def test_gemini_streams_its_thought_images_when_partial_images_are_asked_for(cli
     (call,) = upstream.calls
     assert STREAM.fullmatch(call.request.url)
     assert json.loads(call.request.body)["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
+
+
+def test_gemini_is_named_in_the_head_and_every_event_of_its_stream(client, auth, upstream):
+    gemini_stream(upstream, thought(png_bytes((32, 24))), gemini_answer())
+    response = generate(client, auth, model="gemini-3-pro-image", stream=True, partial_images=1)
+    assert response.headers["x-gateway-provider"] == "gemini"
+    assert [(kind, data["provider"]) for kind, data in images(response)] == [
+        ("image_generation.partial_image", "gemini"), ("image_generation.completed", "gemini")]
+
+
+def test_a_partial_image_not_finished_by_the_deadline_ends_its_call_with_the_504(settings, auth, upstream,
+                                                                                  monkeypatch):
+    """The call is still reading Gemini's stream when its partial image misses the deadline: the
+    answer is closed and the call ends, with the 504 of the image, not the upstream's timeout."""
+    gemini_stream(upstream, thought(png_bytes((32, 24))), gemini_answer())
+    app = create_app(dataclasses.replace(settings, upstream_timeout=0.3))
+    encode, release = media.encode_image, threading.Event()
+
+    def slow_encode(*args):
+        release.wait(10)
+        return encode(*args)
+
+    monkeypatch.setattr(media, "encode_image", slow_encode)
+    response = generate(app.test_client(), auth, stream=True, partial_images=1, output_format="jpeg")
+    release.set()
+    app.config["STORE"].close()
+    assert response.status_code == 504 and response.mimetype == "application/json"  # nothing was sent before it
+    assert response.get_json()["message"].endswith("decoding and re-encoding them (with a mask, compositing) went on "
+                                                   "past it.")
 
 
 def test_gemini_is_called_plainly_without_partial_images(client, auth, upstream):
