@@ -49,6 +49,10 @@ serving.bound_writes(settings.client_send_timeout)
 serving.raise_open_files_limit(worker_connections + settings.upstream_max_in_flight + 1024)
 
 
+def post_fork(server, worker):
+    serving.stop_signals_stop_at_once()  # until the worker installs its own handlers
+
+
 def post_worker_init(worker):
     """Workers are replaced after 2,000-2,400 served image requests (jitter keeps them from retiring
     together), so memory that Python or the C allocator keeps after a burst is given back. Counted

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import resource
+import signal
 import time
 
 from gunicorn import util
@@ -141,6 +142,17 @@ def raise_open_files_limit(wanted):
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
+
+
+def stop_signals_stop_at_once():
+    """In a just-forked worker (gunicorn's post_fork hook): SIGTERM, SIGINT and SIGQUIT take their
+    default action, ending the process. The fork copies the master's handlers, which only queue
+    the signal for the master's loop, a loop the worker never runs; gunicorn installs the worker's
+    own once gevent has patched it, about 0.1 s later. A stop in between (a deploy while a worker
+    is being replaced) was lost, and the worker lived on, loading the app and serving, until the
+    master's graceful timeout (UPSTREAM_TIMEOUT + 30 s) killed it. Such a worker has served nothing."""
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(stop, signal.SIG_DFL)
 
 
 def freeze_loaded_objects():

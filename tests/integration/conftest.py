@@ -90,6 +90,7 @@ def stop(process):
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

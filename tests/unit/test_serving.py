@@ -3,6 +3,7 @@ the deferred `100 Continue`, the deadline of each response write, and recycling 
 served image requests."""
 import gc
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,6 +147,18 @@ def test_the_loaded_app_is_frozen_out_of_the_collectors_sight_after_its_garbage_
     finally:
         gc.unfreeze()
     assert any(item is kept for item in gc.get_objects())
+
+
+def test_a_worker_stopped_before_it_installs_its_own_handlers_stops_at_once():
+    """Between the fork and gunicorn's worker handlers, SIGTERM must not reach the master's copied
+    handler (which only queues it for a loop the worker never runs)."""
+    stopped = subprocess.run(
+        [sys.executable, "-c", "import os, signal, time; "
+                               "signal.signal(signal.SIGTERM, lambda *args: None); "  # the master's, as copied
+                               "exec(open('gunicorn.conf.py').read()); post_fork(None, None); "
+                               "os.kill(os.getpid(), signal.SIGTERM); time.sleep(10)"],
+        cwd=ROOT, timeout=30)
+    assert stopped.returncode == -signal.SIGTERM
 
 
 def test_gunicorns_master_imports_neither_urllib3_nor_sqlalchemy():
