@@ -9,7 +9,7 @@ Needs `hey` (Debian package hey) as the load tool. Starts the emulator
      CPU per image; and the same for the floor, bench/floor_app.py (the least an app built with
      Flask, gunicorn and requests can do per call), so the gateway's cost reads against it;
   2. 1,000 concurrent generations with 5 s upstream latency, direct, the floor and through the
-     gateway: errors, wall time, peak RSS;
+     gateway, in 3 rounds of rotating order (--rounds): errors, median wall time, peak RSS;
   3. one n=10 request with 5 s upstream latency: wall time;
   4. n=4 streamed vs not, with calls finishing 1 s apart: time to first byte and to each image;
   5. the peak Python memory one request allocates for a 1.4 MB image (tracemalloc).
@@ -24,6 +24,7 @@ import re
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,6 +239,35 @@ def held_calls(upstream_url, gateway_url, seconds):
             f"| errors {via['errors']:.0f} |"]
 
 
+def burst_rows(variants, gateway_pid, args):
+    """`args.concurrency` generations at once against each of `variants` (label: (url, body,
+    headers)), in `args.rounds` rounds whose order rotates (a burst leaves sockets in TIME_WAIT and
+    threads behind it, and the one after pays for them), each after a 2 s pause. The rows give the
+    median wall, p50 and p99 over the rounds, each round's wall, every error, and the peak RSS of
+    the gateway's processes during its bursts."""
+    labels, results, peak = list(variants), {label: [] for label in variants}, 0.0
+    for round_ in range(args.rounds):
+        for label in labels[round_ % len(labels):] + labels[:round_ % len(labels)]:
+            time.sleep(2)
+            sampler = PeakRss(gateway_pid) if label == "through the gateway" else None
+            results[label].append(hey(*variants[label], args.concurrency, args.concurrency))
+            peak = max(peak, sampler.stop()) if sampler else peak
+    direct = statistics.median(result["wall"] for result in results[labels[0]])
+    rows = []
+    for label in labels:
+        runs = results[label]
+        walls = [run["wall"] for run in runs]
+        wall = statistics.median(walls)
+        memory = f", peak RSS of all gateway processes {peak:.0f} MB" if label == "through the gateway" else ""
+        rows.append(f"| {args.concurrency} concurrent generations, {args.latency:g} s upstream latency: {label} "
+                    f"| wall {wall:.2f} s ({wall / direct:.2f}x direct's; "
+                    f"median of {', '.join(f'{w:.2f}' for w in walls)}) "
+                    f"| p50 {statistics.median(run['p50'] for run in runs):.0f} ms, "
+                    f"p99 {statistics.median(run['p99'] for run in runs):.0f} ms "
+                    f"| errors {sum(run['errors'] for run in runs):.0f} of {args.concurrency * len(runs)}{memory} |")
+    return rows
+
+
 def timed_post(url, body):
     """(seconds to the first byte, seconds to each completed image event, seconds to the end)."""
     started = time.monotonic()
@@ -271,6 +301,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
     parser.add_argument("--latency", type=float, default=5.0, help="upstream latency for the slow scenarios (s)")
     parser.add_argument("--concurrency", type=int, default=1000, help="concurrent slow generations")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of those bursts, in rotating order")
     args = parser.parse_args()
     if not shutil.which("hey"):
         sys.exit("the load tool hey is needed: apt-get install hey")
@@ -343,20 +374,11 @@ def main():
                                headers=authorized)
         one = time.monotonic() - started
 
-        direct_slow = hey(upstream_url, {**upstream_body, "contents": [{"role": "user", "parts": [
-            {"text": slow_body["prompt"]}]}]}, {"x-goog-api-key": UPSTREAM_KEY}, args.concurrency, args.concurrency)
-        floor_slow = hey(floor_url, slow_body, {}, args.concurrency, args.concurrency)
-        sampler = PeakRss(gateway.pid)
-        slow = hey(gateway_url + "/v1/images/generations", slow_body, authorized,
-                   args.concurrency, args.concurrency)
-        peak = sampler.stop()
-        memory = f", peak RSS of all gateway processes {peak:.0f} MB"
-        for label, result, extra in (("direct upstream", direct_slow, ""), ("the floor", floor_slow, ""),
-                                     ("through the gateway", slow, memory)):
-            rows.append(f"| {args.concurrency} concurrent generations, {args.latency:g} s upstream latency: {label} "
-                        f"| wall {result['wall']:.2f} s ({result['wall'] / direct_slow['wall']:.2f}x direct's) "
-                        f"| p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms "
-                        f"| errors {result['errors']:.0f} of {args.concurrency}{extra} |")
+        rows += burst_rows({"direct upstream": (upstream_url, {**upstream_body, "contents": [{"role": "user", "parts": [
+            {"text": slow_body["prompt"]}]}]}, {"x-goog-api-key": UPSTREAM_KEY}),
+                            "the floor": (floor_url, slow_body, {}),
+                            "through the gateway": (gateway_url + "/v1/images/generations", slow_body, authorized)},
+                           gateway.pid, args)
 
         started = time.monotonic()
         ten = requests.post(gateway_url + "/v1/images/generations", json={**slow_body, "n": 10}, timeout=120,
