@@ -108,16 +108,33 @@ def test_the_body_and_headers_are_sent_as_given(settings, web):
 
 
 @pytest.mark.parametrize("no_proxy, proxied", [("", True), ("upstream.test", False)])
-def test_the_proxy_variables_are_honoured_on_every_call(settings, web, monkeypatch, no_proxy, proxied):
-    """requests' own reading of the environment, call after call."""
+def test_the_proxy_variables_are_honoured_as_requests_reads_them(settings, web, monkeypatch, no_proxy, proxied):
+    """requests' own reading of the environment, once per origin, for every call to it."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/upstream-ca.pem")
     web.add(responses.POST, URL, json={"text": "made"})
     sender = transport.Transport(settings, "test", "The test API", session=transport.Session())
     for _ in range(2):
         sender.call("model-x", URL, {}, b"{}", text_answer, error_for, transport.Scope(time.monotonic() + 30))
     expected = {"https": "http://proxy.test:3128"} if proxied else {}
     assert [call.request.req_kwargs["proxies"] for call in web.calls] == [expected, expected]
+    assert [call.request.req_kwargs["verify"] for call in web.calls] == ["/etc/ssl/upstream-ca.pem"] * 2
+
+
+def test_each_origin_reads_its_own_proxy_settings_and_no_netrc_is_read(settings, web, monkeypatch, tmp_path):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "local.test")
+    (tmp_path / ".netrc").write_text("machine upstream.test login someone password secret\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    local = "https://local.test/v1/generate"
+    web.add(responses.POST, URL, json={"text": "made"})
+    web.add(responses.POST, local, json={"text": "made"})
+    sender = transport.Transport(settings, "test", "The test API", session=transport.Session())
+    for url in (URL, local):
+        sender.call("model-x", url, {}, b"{}", text_answer, error_for, transport.Scope(time.monotonic() + 30))
+    assert [call.request.req_kwargs["proxies"].get("https") for call in web.calls] == ["http://proxy.test:3128", None]
+    assert "Authorization" not in web.calls[0].request.headers
 
 
 def test_a_redirect_is_an_upstream_error_and_is_not_followed(settings, web):
