@@ -149,7 +149,8 @@ class Session(requests.Session):
         """The proxies and CA bundle requests would take from the environment for `url`'s origin."""
         origin = urllib.parse.urlsplit(url)[:2]
         if origin not in self.environments:
-            read = requests.Session().merge_environment_settings(url, {}, None, None, None)
+            with requests.Session() as reader:  # trust_env on: requests' own reading
+                read = reader.merge_environment_settings(url, {}, None, None, None)
             self.environments[origin] = {"proxies": read["proxies"], "verify": read["verify"]}
         return self.environments[origin]
 
